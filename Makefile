@@ -1,0 +1,51 @@
+# hazardgw: the two commands are `make demo` and `make test`. Both set everything up first.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics
+# Binaries that prove the apt packages are present.
+APT_BINS := mosquitto mosquitto_pub influxd victoria-metrics
+
+.PHONY: all setup system-deps venv demo test lint bench clean
+
+all: test
+
+setup: system-deps venv
+
+# Installs the Debian packages when a binary is missing. Services are never enabled or
+# started here: the demo and the tests run their own copies as child processes.
+system-deps:
+	@missing=0; for b in $(APT_BINS); do command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  echo "installing Debian packages: $(APT_PKGS)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(APT_PKGS); \
+	fi
+
+$(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.lock -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/hazardgw demo -c config/demo-site.yaml
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

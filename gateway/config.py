@@ -1,0 +1,582 @@
+"""Site configuration: the pydantic v2 schema of DESIGN.md section 3.
+
+Every model forbids unknown keys: a typo in a safety config (``hh: {limt: 2}``) must be an
+error, not an alarm that silently never fires. Durations are seconds (float) after
+parsing. Secrets are ``SecretStr`` so they never print. Cross-references between sections
+(tags, people, hazard sources) are checked in :mod:`gateway.config_load`, which also turns
+errors into ``file:line: path: message`` lines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from gateway.units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s,=\"]+$")]
+Priority = Annotated[int, Field(ge=1, le=3)]
+
+TAG_KINDS = (
+    "combustible_gas", "toxic_gas", "oxygen", "pressure", "temperature", "level", "flow", "discrete",
+    "analog",
+)
+GAS_KINDS = ("combustible_gas", "toxic_gas", "oxygen")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- site, people
+
+
+class Site(Model):
+    code: str = Field(min_length=1, max_length=64, description="enterprise code (统一社会信用代码)")
+    name: str = Field(min_length=1)
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Asia/Shanghai)") from None
+        return v
+
+
+class Responsible(Model):
+    """包保责任人: person ids for the three roles."""
+
+    principal: Id | None = None
+    technical: Id | None = None
+    operational: Id | None = None
+
+
+class Substance(Model):
+    name: str
+    q: float = Field(gt=0, description="actual quantity, t")
+    Q: float = Field(gt=0, description="threshold quantity (临界量), t")
+    beta: float = Field(default=1.0, ge=1, description="correction factor β")
+
+
+class Inventory(Model):
+    alpha_population: int = Field(ge=0, description="people within 500 m")
+    substances: list[Substance] = Field(min_length=1)
+
+
+class HazardSource(Model):
+    code: Id
+    name: str
+    grade: int = Field(ge=1, le=4, description="一级..四级 = 1..4")
+    responsible: Responsible = Responsible()
+    inventory: Inventory | None = None
+
+
+class Person(Model):
+    id: Id
+    name: str
+    notify: list[str] = Field(default_factory=list, description="apprise URLs, in failover order")
+    phone: str | None = None
+    language: Literal["zh", "en"] | None = None
+
+
+# --------------------------------------------------------------------------- duty
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Shift(Model):
+    name: Id
+    start: str
+    end: str
+    people: list[Id] = Field(min_length=1)
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v):
+            raise ValueError(f"time must be HH:MM (24 h), got {v!r}")
+        return v
+
+
+class DutyOverride(Model):
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    shift: Id | None = None
+    people: list[Id] = Field(min_length=1)
+
+
+class EscalationStep(Model):
+    after: Duration
+    notify: list[str] = Field(min_length=1, description="on_duty | principal | technical | operational | person id")
+
+
+class Duty(Model):
+    shifts: list[Shift] = Field(default_factory=list)
+    overrides: list[DutyOverride] = Field(default_factory=list)
+    escalation: list[EscalationStep] = Field(default_factory=list)
+    escalation_p1: list[EscalationStep] | None = Field(
+        default=None, description="own (shorter) policy for priority-1 alarms"
+    )
+
+    @field_validator("escalation", "escalation_p1")
+    @classmethod
+    def _ordered(cls, v: list[EscalationStep] | None) -> list[EscalationStep] | None:
+        if v:
+            afters = [s.after for s in v]
+            if afters != sorted(afters):
+                raise ValueError("escalation steps must be in increasing 'after' order")
+        return v
+
+
+# --------------------------------------------------------------------------- sources
+
+BYTE_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
+ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+ModbusType = Literal[
+    "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool", "string"
+]
+_REGISTERS = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "int64": 4, "uint64": 4,
+              "float64": 4, "bool": 1}
+
+
+class CurrentLoop(Model):
+    """4-20 mA mapping: raw counts at 4 and 20 mA -> the tag's engineering ``range``."""
+
+    raw_4ma: float
+    raw_20ma: float
+    fault_below_ma: float = 3.8
+    fault_above_ma: float = 20.5
+
+    @model_validator(mode="after")
+    def _check(self) -> CurrentLoop:
+        if self.raw_4ma == self.raw_20ma:
+            raise ValueError("raw_4ma and raw_20ma must differ")
+        if not self.fault_below_ma < self.fault_above_ma:
+            raise ValueError("fault_below_ma must be below fault_above_ma")
+        return self
+
+
+class ModbusPoint(Model):
+    tag: Id
+    table: Literal["holding", "input", "coil", "discrete"] = "holding"
+    address: int | str = Field(description="register/bit address; 'N.B' selects bit B of register N")
+    type: ModbusType = "uint16"
+    byte_order: ByteOrder | None = None
+    length: int | None = Field(default=None, ge=1, le=125, description="registers, for type string")
+    scale: float = 1.0
+    offset: float = 0.0
+    current_loop: CurrentLoop | None = None
+    fault: Id | None = Field(default=None, description="tag of a status point that makes this one bad")
+    fault_state: bool = True
+
+    @property
+    def register(self) -> int:
+        return int(str(self.address).split(".")[0])
+
+    @property
+    def bit(self) -> int | None:
+        s = str(self.address)
+        return int(s.split(".")[1]) if "." in s else None
+
+    @property
+    def count(self) -> int:
+        if self.table in ("coil", "discrete"):
+            return 1
+        if self.type == "string":
+            return self.length or 1
+        return _REGISTERS[self.type]
+
+    @model_validator(mode="after")
+    def _check(self) -> ModbusPoint:
+        s = str(self.address)
+        if not re.fullmatch(r"\d+(\.\d+)?", s):
+            raise ValueError(f"address must be an integer or 'register.bit', got {self.address!r}")
+        reg = int(s.split(".")[0])
+        if reg > 65535:
+            raise ValueError("address must be 0..65535")
+        if "." in s:
+            if int(s.split(".")[1]) > 15:
+                raise ValueError("bit must be 0..15")
+            if self.type != "bool":
+                raise ValueError("'register.bit' addresses need type bool")
+            if self.table in ("coil", "discrete"):
+                raise ValueError("'register.bit' addresses are for holding/input registers")
+        if self.table in ("coil", "discrete") and self.type != "bool":
+            raise ValueError(f"{self.table} points are type bool")
+        if self.type == "bool" and self.table in ("holding", "input") and "." not in s:
+            raise ValueError("a bool in a register needs 'register.bit' addressing, e.g. 10.3")
+        if self.type == "string" and not self.length:
+            raise ValueError("type string needs length (registers)")
+        if self.current_loop and self.type in ("bool", "string"):
+            raise ValueError("current_loop needs a numeric type")
+        return self
+
+
+class ModbusCommon(Model):
+    id: Id
+    device_id: int = Field(default=1, ge=0, le=247)
+    poll_interval: Duration = 1.0
+    timeout: Duration = 1.0
+    retries: int = Field(default=0, ge=0, le=5)
+    byte_order: ByteOrder = "ABCD"
+    max_gap: int = Field(default=16, ge=0, le=124, description="registers/bits bridged when merging reads")
+    max_registers: int = Field(default=125, ge=1, le=125)
+    max_bits: int = Field(default=2000, ge=1, le=2000)
+    inter_frame_delay: Duration = 0.0
+    backoff_max: Duration = 30.0
+    enabled: bool = True
+    points: list[ModbusPoint] = Field(min_length=1)
+
+    @field_validator("poll_interval", "timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+
+class ModbusTcpSource(ModbusCommon):
+    type: Literal["modbus_tcp"]
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    framer: Literal["socket", "rtu"] = Field(default="socket", description="rtu = RTU over TCP")
+
+
+class ModbusRtuSource(ModbusCommon):
+    type: Literal["modbus_rtu"]
+    port: str = Field(description="/dev/ttyUSB0, or socket://host:port for a serial device server")
+    baudrate: int = Field(default=9600, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+class MqttPoint(Model):
+    tag: Id
+    path: str = Field(description="JSON path of the value, e.g. $.pressure or $.data[0].v")
+    ts_path: str | None = None
+    quality_path: str | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+
+
+class MqttSubscription(Model):
+    topic: str = Field(min_length=1)
+    qos: Literal[0, 1] = 1
+    format: Literal["json", "native"] = "json"
+    points: list[MqttPoint] = Field(default_factory=list)
+    ts_unit: Literal["auto", "s", "ms", "us", "ns"] = "auto"
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttSubscription:
+        t = self.topic
+        for i, level in enumerate(t.split("/")):
+            if ("#" in level and (level != "#" or i != len(t.split("/")) - 1)) or ("+" in level and level != "+"):
+                raise ValueError(f"invalid topic filter {t!r}: '+' must fill a level, '#' only at the end")
+        if self.format == "json" and not self.points:
+            raise ValueError("format json needs points (tag + JSON path)")
+        if self.format == "native" and self.points:
+            raise ValueError("format native carries tags in the payload; remove points")
+        return self
+
+
+class MqttSource(Model):
+    id: Id
+    type: Literal["mqtt"]
+    url: str = Field(pattern=r"^mqtts?://[^/]+(:\d+)?/?$")
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    tls_insecure: bool = False
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    keepalive: Duration = 30.0
+    persistent_session: bool = True
+    reconnect_min: Duration = 0.5
+    reconnect_max: Duration = 30.0
+    max_payload: Size = 1024 * 1024
+    queue_size: int = Field(default=10000, ge=10, description="messages buffered between broker and decoder")
+    enabled: bool = True
+    subscriptions: list[MqttSubscription] = Field(min_length=1)
+
+
+Source = Annotated[ModbusTcpSource | ModbusRtuSource | MqttSource, Field(discriminator="type")]
+
+
+# --------------------------------------------------------------------------- tags and alarms
+
+
+class Suppression(Model):
+    """Suppressed by design (DSUPR) while a discrete tag is in ``state``."""
+
+    tag: Id
+    state: bool = True
+
+
+class LimitAlarm(Model):
+    limit: float
+    priority: Priority = 2
+    deadband: float = Field(default=0.0, ge=0)
+    on_delay: Duration = 0.0
+    off_delay: Duration = 0.0
+    latch: bool = False
+    re_alarm: Duration | None = None
+    suppress_by: Suppression | None = None
+    enabled: bool = True
+
+
+class RocAlarm(Model):
+    limit: float = Field(gt=0, description="rate in unit per `per`")
+    per: Duration = 60.0
+    window: Duration | None = Field(default=None, description="least-squares window; default = per")
+    priority: Priority = 2
+    latch: bool = False
+    re_alarm: Duration | None = None
+    suppress_by: Suppression | None = None
+    enabled: bool = True
+
+
+class StaleAlarm(Model):
+    priority: Priority = 2
+    enabled: bool = True
+
+
+class BadAlarm(Model):
+    priority: Priority = 2
+    qualities: list[Literal["bad", "comm", "uncertain", "stale"]] = ["bad", "comm"]
+    on_delay: Duration = 0.0
+    enabled: bool = True
+
+
+class FrozenAlarm(Model):
+    after: Duration = Field(description="unchanged for this long")
+    tolerance: float = Field(default=0.0, ge=0)
+    priority: Priority = 3
+    enabled: bool = True
+
+
+class DiscreteAlarm(Model):
+    state: bool = True
+    priority: Priority = 2
+    on_delay: Duration = 0.0
+    latch: bool = False
+    re_alarm: Duration | None = None
+    suppress_by: Suppression | None = None
+    message: str | None = None
+    enabled: bool = True
+
+
+class TagAlarms(Model):
+    hh: LimitAlarm | None = None
+    h: LimitAlarm | None = None
+    l: LimitAlarm | None = None  # noqa: E741 - the ISA-18.2 name
+    ll: LimitAlarm | None = None
+    roc: RocAlarm | None = None
+    stale: StaleAlarm | None = None
+    bad: BadAlarm | None = None
+    frozen: FrozenAlarm | None = None
+    discrete: DiscreteAlarm | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> TagAlarms:
+        seq = [(n, getattr(self, n)) for n in ("ll", "l", "h", "hh")]
+        present = [(n, a.limit) for n, a in seq if a is not None]
+        for (n1, v1), (n2, v2) in itertools.pairwise(present):
+            if not v1 < v2:
+                raise ValueError(f"limits must rise ll < l < h < hh: {n1}={v1} is not below {n2}={v2}")
+        return self
+
+
+class Tag(Model):
+    id: Id
+    name: str = ""
+    hazard_source: Id | None = None
+    kind: Literal[
+        "combustible_gas", "toxic_gas", "oxygen", "pressure", "temperature", "level", "flow", "discrete",
+        "analog",
+    ] = "analog"
+    gas: str | None = None
+    unit: str = ""
+    range: tuple[float, float] | None = None
+    alarms: TagAlarms = TagAlarms()
+    stale_after: Duration | None = Field(default=None, description="default: 3 x the source's poll interval")
+    suppressible: bool | None = Field(default=None, description="default: false for gas tags")
+
+    @model_validator(mode="after")
+    def _check(self) -> Tag:
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError(f"range must be [low, high] with low < high, got {list(self.range)}")
+        if self.kind in ("combustible_gas", "toxic_gas") and not self.gas:
+            raise ValueError(f"kind {self.kind} needs gas (e.g. Cl2, H2S, CH4)")
+        if self.kind == "discrete" and any(
+            getattr(self.alarms, n) is not None for n in ("hh", "h", "l", "ll", "roc", "frozen")
+        ):
+            raise ValueError("a discrete tag takes only discrete/stale/bad alarms")
+        if self.alarms.discrete is not None and self.kind != "discrete":
+            raise ValueError("a discrete alarm needs kind: discrete")
+        return self
+
+
+class Vote(Model):
+    """VOTE: k of n detectors of a zone tripped (bad or stale detectors count as tripped)."""
+
+    id: Id
+    name: str = ""
+    hazard_source: Id | None = None
+    tags: list[Id] = Field(min_length=2)
+    k: int = Field(ge=1)
+    condition: Literal["h", "hh", "l", "ll"] = "h"
+    priority: Priority = 1
+    latch: bool = False
+
+    @model_validator(mode="after")
+    def _k(self) -> Vote:
+        if self.k > len(self.tags):
+            raise ValueError(f"k={self.k} exceeds the number of tags ({len(self.tags)})")
+        return self
+
+
+class Alarming(Model):
+    """Engine-wide alarm settings."""
+
+    flood_count: int = Field(default=10, ge=1)
+    flood_window: Duration = 600.0
+    chatter_cycles: int = Field(default=3, ge=2)
+    chatter_window: Duration = 60.0
+    shelve_max: Duration = 8 * 3600.0
+    journal_retention: Duration = 30 * 86400.0
+    status_rule: Literal["default"] = "default"
+
+    @field_validator("journal_retention")
+    @classmethod
+    def _retention(cls, v: float) -> float:
+        if v < 30 * 86400:
+            raise ValueError("the alarm journal must be kept at least 30 days (总局令40号)")
+        return v
+
+    @field_validator("shelve_max")
+    @classmethod
+    def _shelve(cls, v: float) -> float:
+        if v > 8 * 3600:
+            raise ValueError("shelving is limited to 8 h")
+        return v
+
+
+class Notification(Model):
+    language: Literal["zh", "en"] = "zh"
+    ack_secret: SecretStr | None = Field(default=None, description="HMAC key for /ack links; default: generated")
+    ack_link_ttl: Duration = 24 * 3600.0
+    summary_interval: Duration = 60.0
+    retry_max: Duration = 300.0
+
+
+# --------------------------------------------------------------------------- sinks, api, store
+
+
+class Influx(Model):
+    url: str = Field(pattern=r"^https?://")
+    api: Literal["v1", "v2"] = "v2"
+    bucket: str = Field(min_length=1, description="v2 bucket, or v1 database")
+    org: str = ""
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    retention_policy: str | None = None
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval: Duration = 1.0
+    timeout: Duration = 10.0
+    max_buffer: int = Field(default=200_000, ge=1, description="lines held in memory; oldest readings dropped")
+    backoff_max: Duration = 30.0
+    verify_ssl: bool = True
+
+
+class ApiToken(Model):
+    name: Id
+    role: Literal["viewer", "operator", "admin"]
+    token_sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class Api(Model):
+    listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:\s]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
+    tokens: list[ApiToken] = Field(default_factory=list)
+    cors_origins: list[str] = Field(default_factory=list)
+    enabled: bool = True
+
+
+class Store(Model):
+    path: str = "/var/lib/hazardgw"
+    max_bytes: Size = 1024**3
+
+
+class Uplink(Model):
+    profile: str = "generic"
+    url: str = Field(pattern=r"^(mqtts?|tcp|tls)://")
+    prefix: str = "hazard"
+    period: Duration = 10.0
+    heartbeat: Duration = 60.0
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    qos: Literal[0, 1] = 1
+    options: dict[str, Any] = Field(default_factory=dict, description="profile-specific settings")
+    enabled: bool = True
+
+
+class Config(Model):
+    site: Site
+    hazard_sources: list[HazardSource] = Field(default_factory=list)
+    people: list[Person] = Field(default_factory=list)
+    duty: Duty = Duty()
+    sources: list[Source] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list)
+    votes: list[Vote] = Field(default_factory=list)
+    alarming: Alarming = Alarming()
+    notification: Notification = Notification()
+    influx: Influx | None = None
+    api: Api = Api()
+    store: Store = Store()
+    uplink: Uplink | None = None
+
+    # -- lookups used by the runtime (built once; the model is frozen)
+    def tag_map(self) -> dict[str, Tag]:
+        return {t.id: t for t in self.tags}
+
+    def hazard_source_map(self) -> dict[str, HazardSource]:
+        return {h.code: h for h in self.hazard_sources}
+
+    def source_of_tag(self) -> dict[str, str]:
+        """tag id -> source id, for every tag bound to a source."""
+        out: dict[str, str] = {}
+        for s in self.sources:
+            if isinstance(s, MqttSource):
+                for sub in s.subscriptions:
+                    for p in sub.points:
+                        out[p.tag] = s.id
+            else:
+                for mp in s.points:
+                    out[mp.tag] = s.id
+        return out

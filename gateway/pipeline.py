@@ -1,0 +1,125 @@
+"""The one bounded pipeline between adapters and everything downstream.
+
+Adapters ``await pipeline.emit(batch)``; a single dispatcher task hands each batch, in
+order, to the subscribers (live state, alarm engine, sinks). Subscribers are synchronous
+and must not do I/O: they update memory or append to their own bounded buffer.
+
+Bound and overflow policy: the queue holds at most ``max_readings`` readings. When it is
+full, ``emit`` waits (backpressure): MQTT then stops reading from the socket and the
+broker holds QoS 1 messages; a Modbus poll is delayed and counted as late. Nothing is
+dropped here, so no alarm can be lost in the pipeline. Drops can only happen at a remote
+sink's buffer, which drops the oldest *readings* first and counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.metrics import Metrics
+from gateway.models import Reading
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    name: str
+
+    def on_readings(self, batch: Sequence[Reading]) -> None:
+        """Called in order for every batch. Must not block or do I/O."""
+
+
+class Pipeline:
+    def __init__(self, metrics: Metrics, max_readings: int = 100_000) -> None:
+        self.metrics = metrics
+        self.max_readings = max_readings
+        self._queue: deque[Sequence[Reading]] = deque()
+        self._count = 0
+        self._subscribers: list[Subscriber] = []
+        self._has_data = asyncio.Event()
+        self._has_space = asyncio.Event()
+        self._has_space.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_error_log: dict[str, float] = {}
+        self.dispatched = 0
+
+    # -- wiring
+    def subscribe(self, sub: Subscriber) -> None:
+        self._subscribers.append(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+
+    @property
+    def depth(self) -> int:
+        return self._count
+
+    # -- producer side
+    async def emit(self, batch: Sequence[Reading]) -> None:
+        """Queue a batch; waits while the pipeline is full (backpressure)."""
+        if not batch:
+            return
+        while self._count >= self.max_readings and not self._closing:
+            self._has_space.clear()
+            await self._has_space.wait()
+        self._queue.append(batch)
+        self._count += len(batch)
+        self._has_data.set()
+
+    # -- lifecycle
+    async def start(self) -> None:
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name="pipeline")
+
+    async def stop(self) -> None:
+        """Dispatch everything still queued, then stop."""
+        self._closing = True
+        self._has_data.set()
+        self._has_space.set()
+        if self._task:
+            await self._task
+            self._task = None
+        self._dispatch_all()
+
+    def health(self) -> dict[str, object]:
+        return {"ok": self._task is not None and not self._task.done(), "depth": self._count}
+
+    async def _run(self) -> None:
+        while True:
+            await self._has_data.wait()
+            self._has_data.clear()
+            self._dispatch_all()
+            if self._closing:
+                return
+            # let producers and sinks run between large bursts
+            await asyncio.sleep(0)
+
+    def _dispatch_all(self) -> None:
+        q = self._queue
+        subs = self._subscribers
+        while q:
+            batch = q.popleft()
+            self._count -= len(batch)
+            for sub in subs:
+                try:
+                    sub.on_readings(batch)
+                except Exception:
+                    self.metrics.subscriber_errors.labels(sub.name).inc()
+                    self._log_error(sub.name)
+            self.dispatched += len(batch)
+            self.metrics.pipeline_out.inc(len(batch))
+            if self._count < self.max_readings:
+                self._has_space.set()
+        self.metrics.pipeline_depth.set(self._count)
+
+    def _log_error(self, name: str) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log.get(name, -1e9) >= 10.0:
+            self._last_error_log[name] = now
+            log.exception("subscriber %s failed on a batch (counted; further errors logged every 10 s)", name)

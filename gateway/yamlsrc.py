@@ -1,0 +1,131 @@
+"""YAML loading that remembers where every value came from.
+
+``load_yaml`` returns plain Python data plus a map from each value's path
+(``("sources", 0, "points", 3, "tag")``) to its 1-based line, so config errors can name
+the file, line and path. ``${ENV}`` and ``${ENV:-default}`` are interpolated in string
+scalars; a missing variable is an error at that path, never an empty string. Duplicate
+mapping keys are errors too: in YAML the second one silently wins, which in a safety
+config hides a typo.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+Path_ = tuple[str | int, ...]
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass
+class SourceMap:
+    """Line numbers of every node, by path."""
+
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    def line_of(self, path: Path_) -> int | None:
+        """Line of ``path`` or of its nearest ancestor that has one."""
+        p = tuple(path)
+        while True:
+            if p in self.lines:
+                return self.lines[p]
+            if not p:
+                return None
+            p = p[:-1]
+
+
+@dataclass
+class YamlIssue:
+    path: Path_
+    line: int | None
+    message: str
+
+
+class YamlError(Exception):
+    """The document could not be parsed at all (syntax error)."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Replace ``${NAME}`` / ``${NAME:-default}``; return the text and missing names."""
+    missing: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    return _ENV_RE.sub(sub, text), missing
+
+
+def load_yaml(
+    text: str, env: Mapping[str, str] | None = None
+) -> tuple[Any, SourceMap, list[YamlIssue]]:
+    """Parse ``text``; return (data, source map, issues found while building it)."""
+    env = os.environ if env is None else env
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise YamlError(f"{e.problem or e}", mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as e:
+        raise YamlError(str(e), None) from None
+    finally:
+        loader.dispose()
+    smap = SourceMap()
+    issues: list[YamlIssue] = []
+    if root is None:
+        return {}, smap, issues
+    builder = yaml.SafeLoader("")
+
+    def build(node: yaml.Node, path: Path_) -> Any:
+        smap.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            builder.flatten_mapping(node)
+            out: dict[Any, Any] = {}
+            for knode, vnode in node.value:
+                key = builder.construct_object(knode, deep=True)
+                if not isinstance(key, str | int | float | bool):
+                    issues.append(YamlIssue(path, knode.start_mark.line + 1, "mapping key must be a scalar"))
+                    continue
+                if key in out:
+                    issues.append(
+                        YamlIssue(
+                            (*path, key),
+                            knode.start_mark.line + 1,
+                            f"duplicate key {key!r} (the earlier value would be silently replaced)",
+                        )
+                    )
+                out[key] = build(vnode, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(v, (*path, i)) for i, v in enumerate(node.value)]
+        value = builder.construct_object(node, deep=True)
+        if isinstance(value, str) and "${" in value:
+            value, missing = interpolate(value, env)
+            for name in missing:
+                issues.append(
+                    YamlIssue(path, node.start_mark.line + 1, f"environment variable {name} is not set")
+                )
+        return value
+
+    try:
+        data = build(root, ())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise YamlError(str(e), mark.line + 1 if mark else None) from None
+    return data, smap, issues
