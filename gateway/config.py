@@ -28,7 +28,7 @@ from gateway.units import parse_duration, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s,=\"]+$")]
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s,=\"\\]+$")]
 Priority = Annotated[int, Field(ge=1, le=3)]
 
 TAG_KINDS = (
@@ -174,10 +174,18 @@ class CurrentLoop(Model):
         return self
 
 
+def _address_text(v: object) -> str:
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise ValueError(f"address must be an integer or 'register.bit' (e.g. 40.3), got {v!r}")
+    return str(v).strip()
+
+
 class ModbusPoint(Model):
     tag: Id
     table: Literal["holding", "input", "coil", "discrete"] = "holding"
-    address: int | str = Field(description="register/bit address; 'N.B' selects bit B of register N")
+    address: Annotated[str, BeforeValidator(_address_text)] = Field(
+        description="register/bit address; 'N.B' selects bit B of register N"
+    )
     type: ModbusType = "uint16"
     byte_order: ByteOrder | None = None
     length: int | None = Field(default=None, ge=1, le=125, description="registers, for type string")
@@ -277,6 +285,15 @@ class MqttPoint(Model):
     scale: float = 1.0
     offset: float = 0.0
 
+    @field_validator("path", "ts_path", "quality_path")
+    @classmethod
+    def _json_path(cls, v: str | None) -> str | None:
+        if v is not None:
+            from adapters.mqtt.jsonpath import compile_path  # the adapter's grammar; imported late (layering)
+
+            compile_path(v)
+        return v
+
 
 class MqttSubscription(Model):
     topic: str = Field(min_length=1)
@@ -312,12 +329,36 @@ class MqttSource(Model):
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     keepalive: Duration = 30.0
     persistent_session: bool = True
+    session_expiry: Duration = Field(
+        default=86400.0, description="MQTT 5: how long the broker keeps a persistent session while we are away"
+    )
     reconnect_min: Duration = 0.5
     reconnect_max: Duration = 30.0
     max_payload: Size = 1024 * 1024
     queue_size: int = Field(default=10000, ge=10, description="messages buffered between broker and decoder")
     enabled: bool = True
     subscriptions: list[MqttSubscription] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttSource:
+        tls = self.url.startswith("mqtts://")
+        if not tls:
+            given = [k for k in ("ca", "cert", "key") if getattr(self, k) is not None]
+            if self.tls_insecure:
+                given.append("tls_insecure")
+            if given:
+                raise ValueError(f"{', '.join(given)} need an mqtts:// url")
+        if self.key is not None and self.cert is None:
+            raise ValueError("key needs cert (the client certificate)")
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username (MQTT sends no password without a user name)")
+        if not 1 <= self.keepalive <= 65535:
+            raise ValueError("keepalive must be 1s..65535s")
+        if not 0 < self.reconnect_min <= self.reconnect_max:
+            raise ValueError("need 0 < reconnect_min <= reconnect_max")
+        if self.session_expiry > 0xFFFFFFFE:
+            raise ValueError("session_expiry must be below 136 years")
+        return self
 
 
 Source = Annotated[ModbusTcpSource | ModbusRtuSource | MqttSource, Field(discriminator="type")]
@@ -336,7 +377,10 @@ class Suppression(Model):
 class LimitAlarm(Model):
     limit: float
     priority: Priority = 2
-    deadband: float = Field(default=0.0, ge=0)
+    deadband: float | None = Field(
+        default=None, ge=0,
+        description="default by kind, % of range span: flow 5, level 5, pressure 2, temperature 1; else 0",
+    )
     on_delay: Duration = 0.0
     off_delay: Duration = 0.0
     latch: bool = False
@@ -349,6 +393,9 @@ class RocAlarm(Model):
     limit: float = Field(gt=0, description="rate in unit per `per`")
     per: Duration = 60.0
     window: Duration | None = Field(default=None, description="least-squares window; default = per")
+    direction: Literal["rise", "fall", "both"] | None = Field(
+        default=None, description="default: rise for gas tags, both otherwise"
+    )
     priority: Priority = 2
     latch: bool = False
     re_alarm: Duration | None = None
@@ -456,6 +503,32 @@ class Vote(Model):
         return self
 
 
+HsStatus = Literal["red", "orange", "yellow", "blue"]
+
+
+def _default_status_matrix() -> dict[int, tuple[HsStatus, HsStatus, HsStatus]]:
+    return {1: ("red", "orange", "yellow"), 2: ("red", "orange", "yellow"),
+            3: ("orange", "yellow", "blue"), 4: ("orange", "yellow", "blue")}
+
+
+class StatusRule(Model):
+    """Hazard-source status 红/橙/黄/蓝 from its active alarms and grade (alerting/README.md)."""
+
+    matrix: dict[int, tuple[HsStatus, HsStatus, HsStatus]] = Field(
+        default_factory=_default_status_matrix,
+        description="grade -> status while the worst active alarm is priority 1, 2, 3",
+    )
+    normal: HsStatus = "blue"
+    p1_red_count: int = Field(default=2, ge=0, description="this many priority-1 alarms -> red at any grade; 0 = off")
+
+    @field_validator("matrix")
+    @classmethod
+    def _grades(cls, v: dict[int, tuple[str, str, str]]) -> dict[int, tuple[str, str, str]]:
+        if set(v) != {1, 2, 3, 4}:
+            raise ValueError("matrix needs exactly the grades 1, 2, 3 and 4")
+        return v
+
+
 class Alarming(Model):
     """Engine-wide alarm settings."""
 
@@ -465,7 +538,7 @@ class Alarming(Model):
     chatter_window: Duration = 60.0
     shelve_max: Duration = 8 * 3600.0
     journal_retention: Duration = 30 * 86400.0
-    status_rule: Literal["default"] = "default"
+    status_rule: Literal["default"] | StatusRule = "default"
 
     @field_validator("journal_retention")
     @classmethod

@@ -82,23 +82,19 @@ def _data_path(data: Any, loc: tuple[str | int, ...]) -> Path_:
     """Map a pydantic ``loc`` onto the data, dropping union discriminator entries."""
     out: list[str | int] = []
     cur = data
-    for part in loc:
+    last = len(loc) - 1
+    for i, part in enumerate(loc):
         if isinstance(cur, dict) and part in cur:
             out.append(part)
             cur = cur[part]
         elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
             out.append(part)
             cur = cur[part]
-        elif isinstance(cur, dict | list) and isinstance(part, str) and part.startswith(("function-", "tagged-")):
-            continue
-        elif isinstance(cur, dict) and isinstance(part, str) and any(
-            m.model_fields.get(part) for m in (cfgmod.ModbusTcpSource, cfgmod.MqttSource)
-        ):
-            out.append(part)  # a missing field: name it
+        elif isinstance(cur, dict | list) and i < last:
+            continue  # a union member name such as 'modbus_tcp', or 'function-after[...]'
+        else:
+            out.append(part)  # a missing key, or a position inside a scalar
             cur = None
-        elif cur is None or not isinstance(cur, dict | list):
-            out.append(part)
-        # else: a union tag such as 'modbus_tcp' -> skip
     return tuple(out)
 
 
@@ -234,7 +230,13 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
                 if isinstance(p.get("tag"), str):
                     poll[p["tag"]] = interval
 
-    # tags -> hazard sources, suppression tags
+    # tags -> hazard sources, suppression tags. Tags no point binds can come from a
+    # ``native`` MQTT feed, which names tags in the payload.
+    has_native = any(
+        isinstance(sub, dict) and sub.get("format") == "native"
+        for _, src in items("sources") if src.get("type") == "mqtt"
+        for sub in src.get("subscriptions") or []
+    )
     for i, t in items("tags"):
         hs = t.get("hazard_source")
         if isinstance(hs, str) and hs not in hs_codes:
@@ -250,7 +252,7 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
                         err(path, f"suppressing tag {stag!r} must be kind discrete")
                     if t.get("kind") in cfgmod.GAS_KINDS and t.get("suppressible") is not True:
                         err(path, "gas alarms are not suppressible unless the tag sets suppressible: true")
-        if isinstance(t.get("id"), str) and t["id"] not in bound and data.get("sources"):
+        if isinstance(t.get("id"), str) and t["id"] not in bound and data.get("sources") and not has_native:
             warn(("tags", i, "id"), f"tag {t['id']!r} is not bound to any source point")
         if isinstance(t.get("id"), str) and t.get("stale_after") is None and t["id"] in poll:
             pass  # default 3 x poll interval, resolved at run time

@@ -3,7 +3,7 @@
 Escaping per the spec (https://docs.influxdata.com/influxdb/v2/reference/syntax/line-protocol/):
 measurement: comma and space; tag keys, tag values and field keys: comma, equals sign and
 space; string field values: double quote and backslash. Newlines are not representable in
-line protocol and are replaced by a space everywhere. Tags with empty values are omitted
+line protocol and become (escaped) spaces; backslashes in names and tags become "/". Tags with empty values are omitted
 (InfluxDB rejects ``k=``). Tags are sorted by key, which InfluxDB recommends.
 
 For readings, everything but value, quality and timestamp is fixed per tag, so a
@@ -15,23 +15,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-_MEAS = str.maketrans({",": "\\,", " ": "\\ ", "\n": " ", "\r": " "})
-_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": " ", "\r": " "})
+# A backslash right before an escaped character or at the end of a key cannot be
+# represented (InfluxDB 1.x keeps "\\" literally and "\\\\ " is a parse error), so in
+# names, tag keys and tag values a backslash becomes "/". Config ids forbid backslashes.
+_MEAS = str.maketrans({",": "\\,", " ": "\\ ", "\n": "\\ ", "\r": "\\ ", "\\": "/"})
+_KEY = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\n": "\\ ", "\r": "\\ ", "\\": "/"})
 _STR = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": " ", "\r": " "})
 
 
 def escape_measurement(s: str) -> str:
-    s = s.translate(_MEAS)
-    # a trailing backslash would escape the separator that follows
-    return s + " " if s.endswith("\\") and not s.endswith("\\\\") else s
+    return s.translate(_MEAS)
 
 
 def escape_key(s: str) -> str:
     """Tag keys, tag values and field keys."""
-    s = s.translate(_KEY)
-    if s.endswith("\\"):
-        s = s[:-1] + "\\\\" if not s.endswith("\\\\") else s
-    return s
+    return s.translate(_KEY)
 
 
 def escape_string(s: str) -> str:

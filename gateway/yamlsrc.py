@@ -71,13 +71,21 @@ def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
     return _ENV_RE.sub(sub, text), missing
 
 
+RAW_TEXT_KEYS = frozenset({"address"})
+
+
 def load_yaml(
-    text: str, env: Mapping[str, str] | None = None
+    text: str, env: Mapping[str, str] | None = None, raw_keys: frozenset[str] = RAW_TEXT_KEYS
 ) -> tuple[Any, SourceMap, list[YamlIssue]]:
-    """Parse ``text``; return (data, source map, issues found while building it)."""
+    """Parse ``text``; return (data, source map, issues found while building it).
+
+    Scalars under a key in ``raw_keys`` keep their source text: a Modbus address
+    ``40.10`` (register 40, bit 10) must not become the float 40.1 (bit 1).
+    """
     env = os.environ if env is None else env
-    loader = yaml.SafeLoader(text)
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -85,7 +93,8 @@ def load_yaml(
     except yaml.YAMLError as e:
         raise YamlError(str(e), None) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     smap = SourceMap()
     issues: list[YamlIssue] = []
     if root is None:
@@ -114,6 +123,8 @@ def load_yaml(
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(v, (*path, i)) for i, v in enumerate(node.value)]
+        if path and path[-1] in raw_keys and node.tag == "tag:yaml.org,2002:float":
+            return node.value
         value = builder.construct_object(node, deep=True)
         if isinstance(value, str) and "${" in value:
             value, missing = interpolate(value, env)

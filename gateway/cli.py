@@ -1,0 +1,136 @@
+"""``hazardgw`` command line (DESIGN.md section 10)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config_load import check_file
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    result = check_file(args.config)
+    for w in result.format_warnings():
+        print(f"warning: {w}", file=sys.stderr)
+    for e in result.format_errors():
+        print(f"error: {e}", file=sys.stderr)
+    if result.config is None:
+        print(f"{args.config}: {len(result.errors)} error(s)", file=sys.stderr)
+        return EXIT_CONFIG
+    cfg = result.config
+    print(
+        f"{args.config}: OK: site {cfg.site.code} ({cfg.site.name}), {len(cfg.hazard_sources)} hazard sources, "
+        f"{len(cfg.sources)} sources, {len(cfg.tags)} tags"
+    )
+    return EXIT_OK
+
+
+def _load_or_exit(path: str):  # type: ignore[no-untyped-def]
+    result = check_file(path)
+    if result.config is None:
+        for e in result.format_errors():
+            print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    return result.config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.supervisor import Gateway
+
+    config = _load_or_exit(args.config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        gw = Gateway(config)
+        await gw.run_until(stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from gateway.simulator.plant import run_plant
+
+    config = _load_or_exit(args.config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        await run_plant(config, args.scenario, stop, duration=args.duration, seed=args.seed)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(Path(args.config), duration=args.duration, scenario=args.scenario,
+                                workdir=Path(args.workdir) if args.workdir else None))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway.simulator.scenarios import SCENARIOS
+
+    p = argparse.ArgumentParser(prog="hazardgw", description="Major hazard source monitoring gateway")
+    p.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run the gateway (daemon)")
+    r.add_argument("-c", "--config", required=True)
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="validate a config; exit 2 on errors")
+    c.add_argument("-c", "--config", required=True)
+    c.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("simulate", help="a plant: Modbus servers and MQTT publishers for the config's points")
+    s.add_argument("-c", "--config", required=True)
+    s.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS))
+    s.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
+    s.add_argument("--seed", type=int, default=1)
+    s.set_defaults(func=cmd_simulate)
+
+    d = sub.add_parser("demo", help="Mosquitto + InfluxDB + simulator + gateway in one, until Ctrl-C")
+    d.add_argument("-c", "--config", default="config/demo-site.yaml")
+    d.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
+    d.add_argument("--scenario", default="chlorine-leak", choices=sorted(SCENARIOS))
+    d.add_argument("--workdir", default=None, help="keep server data here instead of a temp dir")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Live state: the latest reading of every tag, and the stale watcher.
+
+``LiveState`` is a pipeline subscriber keeping, per tag, the last reading and the
+monotonic time it arrived. ``StaleWatcher`` checks it once a second and, for a tag that
+has had no update within its ``stale_after``, emits one ``stale`` reading (value None)
+into the pipeline, so InfluxDB, the alarm engine and the console all see that the value
+is no longer fresh. It emits again only after a fresh reading arrived in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from gateway.config import Config, ModbusRtuSource, ModbusTcpSource
+from gateway.models import Quality, Reading, now_ns
+from gateway.pipeline import Pipeline
+
+
+class LiveState:
+    name = "live"
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.latest: dict[str, Reading] = {}
+        self.received: dict[str, float] = {}  # monotonic arrival time of the last non-stale reading
+
+    def on_readings(self, batch: Sequence[Reading]) -> None:
+        now = self.clock()
+        latest = self.latest
+        received = self.received
+        for r in batch:
+            latest[r.tag] = r
+            if r.quality != Quality.STALE:
+                received[r.tag] = now
+
+    def get(self, tag: str) -> Reading | None:
+        return self.latest.get(tag)
+
+
+def stale_limits(config: Config) -> dict[str, float]:
+    """tag -> stale_after seconds: the tag's own, else 3 x its Modbus source's poll interval."""
+    poll: dict[str, float] = {}
+    for s in config.sources:
+        if isinstance(s, ModbusTcpSource | ModbusRtuSource):
+            for p in s.points:
+                poll[p.tag] = s.poll_interval
+    out: dict[str, float] = {}
+    for t in config.tags:
+        if t.stale_after is not None:
+            out[t.id] = t.stale_after
+        elif t.id in poll:
+            out[t.id] = 3 * poll[t.id]
+    return out
+
+
+class StaleWatcher:
+    name = "stale-watcher"
+
+    def __init__(
+        self,
+        live: LiveState,
+        pipeline: Pipeline,
+        limits: Mapping[str, float],
+        *,
+        interval: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.live = live
+        self.pipeline = pipeline
+        self.limits = dict(limits)
+        self.interval = interval
+        self.clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._started = 0.0
+        self.emitted = 0
+
+    def check(self) -> list[Reading]:
+        """Stale readings due now (also usable directly with an explicit clock)."""
+        now = self.clock()
+        ts = now_ns()
+        out: list[Reading] = []
+        latest = self.live.latest
+        received = self.live.received
+        for tag, limit in self.limits.items():
+            last = received.get(tag, self._started)
+            if now - last > limit:
+                cur = latest.get(tag)
+                if cur is None or cur.quality != Quality.STALE:
+                    out.append(Reading(tag, None, ts, Quality.STALE))
+        return out
+
+    async def start(self) -> None:
+        self._started = self.clock()
+        self._task = asyncio.create_task(self._run(), name="stale-watcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self._task is not None and not self._task.done(), "stale_emitted": self.emitted}
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            batch = self.check()
+            if batch:
+                # mark them in live state right away so the next check does not repeat them
+                self.live.on_readings(batch)
+                self.emitted += len(batch)
+                await self.pipeline.emit(batch)

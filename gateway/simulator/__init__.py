@@ -1,0 +1,1 @@
+"""Plant simulator: Modbus servers and MQTT publishers that play a site config."""

@@ -1,0 +1,132 @@
+"""Publishes simulated values on the config's MQTT subscriptions.
+
+* ``json`` subscriptions: one document per tick on the subscription's topic (``+`` and
+  ``#`` filled with ``sim``), with each point's value at its JSON path and the epoch-ms
+  timestamp at its ``ts_path``. Paths of the form ``$.a.b`` are supported here.
+* ``native`` subscriptions: one bulk array per tick with every tag that no point of any
+  source binds, ``[{"tag": ..., "v": ..., "ts": epoch_ms}]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from gateway.config import Config, MqttSource, MqttSubscription
+
+log = logging.getLogger(__name__)
+
+
+def concrete_topic(topic_filter: str) -> str:
+    return "/".join("sim" if level in ("+", "#") else level for level in topic_filter.split("/"))
+
+
+def _keys(path: str) -> list[str] | None:
+    if not path.startswith("$."):
+        return None
+    keys = path[2:].split(".")
+    return keys if all(k and "[" not in k for k in keys) else None
+
+
+def set_path(doc: dict[str, Any], path: str, value: Any) -> bool:
+    keys = _keys(path)
+    if keys is None:
+        return False
+    cur = doc
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+        if not isinstance(cur, dict):
+            return False
+    cur[keys[-1]] = value
+    return True
+
+
+@dataclass
+class Feed:
+    source: MqttSource
+    sub: MqttSubscription
+    topic: str
+
+
+class MqttPublisher:
+    """One client per MQTT source of the config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        bound = set(config.source_of_tag())
+        self.unbound = [t.id for t in config.tags if t.id not in bound]
+        self.feeds = [
+            Feed(s, sub, concrete_topic(sub.topic))
+            for s in config.sources
+            if isinstance(s, MqttSource)
+            for sub in s.subscriptions
+        ]
+        self._clients: dict[str, aiomqtt.Client] = {}
+        self.published = 0
+        self.errors = 0
+
+    async def start(self) -> None:
+        for s in {f.source.id: f.source for f in self.feeds}.values():
+            u = urlsplit(s.url)
+            tls = None
+            if u.scheme == "mqtts":
+                tls = aiomqtt.TLSParameters(ca_certs=s.ca, certfile=s.cert, keyfile=s.key)
+            client = aiomqtt.Client(
+                u.hostname or "127.0.0.1",
+                u.port or (8883 if u.scheme == "mqtts" else 1883),
+                identifier=f"hazardgw-sim-{s.id}",
+                username=s.username,
+                password=s.password.get_secret_value() if s.password else None,
+                tls_params=tls,
+            )
+            await client.__aenter__()
+            self._clients[s.id] = client
+
+    async def stop(self) -> None:
+        for c in self._clients.values():
+            try:
+                await c.__aexit__(None, None, None)
+            except aiomqtt.MqttError:
+                pass
+        self._clients.clear()
+
+    async def publish(self, values: Mapping[str, float | None], ts_ms: int, silent: set[str]) -> None:
+        for f in self.feeds:
+            client = self._clients.get(f.source.id)
+            if client is None:
+                continue
+            if f.sub.format == "json":
+                doc: dict[str, Any] = {}
+                for p in f.sub.points:
+                    v = values.get(p.tag)
+                    if v is None or p.tag in silent:
+                        continue
+                    raw = (v - p.offset) / p.scale if p.scale else v
+                    set_path(doc, p.path, round(raw, 6))
+                    if p.ts_path:
+                        set_path(doc, p.ts_path, ts_ms)
+                if not doc:
+                    continue
+                payload = json.dumps(doc, separators=(",", ":"))
+            else:
+                items = [
+                    {"tag": t, "v": round(v, 6), "ts": ts_ms}
+                    for t in self.unbound
+                    if (v := values.get(t)) is not None and t not in silent
+                ]
+                if not items:
+                    continue
+                payload = json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+            try:
+                await client.publish(f.topic, payload, qos=f.sub.qos)
+                self.published += 1
+            except aiomqtt.MqttError as e:
+                self.errors += 1
+                if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
+                    log.warning("simulator publish to %s failed (%d so far): %s", f.topic, self.errors, e)
