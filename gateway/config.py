@@ -235,6 +235,8 @@ class ModbusPoint(Model):
             raise ValueError("type string needs length (registers)")
         if self.current_loop and self.type in ("bool", "string"):
             raise ValueError("current_loop needs a numeric type")
+        if self.current_loop and (self.scale != 1.0 or self.offset != 0.0):
+            raise ValueError("current_loop maps raw counts onto the tag's range; leave scale/offset at 1/0")
         return self
 
 
@@ -260,6 +262,15 @@ class ModbusCommon(Model):
             raise ValueError("must be > 0")
         return v
 
+    @model_validator(mode="after")
+    def _point_sizes(self) -> ModbusCommon:
+        for p in self.points:
+            if p.table in ("holding", "input") and p.count > self.max_registers:
+                raise ValueError(
+                    f"point {p.tag} needs {p.count} registers, more than max_registers={self.max_registers}"
+                )
+        return self
+
 
 class ModbusTcpSource(ModbusCommon):
     type: Literal["modbus_tcp"]
@@ -275,6 +286,17 @@ class ModbusRtuSource(ModbusCommon):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, v: str) -> str:
+        if v.startswith("socket://"):
+            m = re.fullmatch(r"socket://(\[[0-9a-fA-F:.]+\]|[^:/\s]+):(\d{1,5})/?", v)
+            if not m or not 1 <= int(m.group(2)) <= 65535:
+                raise ValueError(f"expected socket://host:port (port 1..65535), got {v!r}")
+        if not v.strip():
+            raise ValueError("port must name a serial device or socket://host:port")
+        return v
 
 
 class MqttPoint(Model):

@@ -566,6 +566,9 @@ class Mosquitto(ServerProcess):
             "log_timestamp true",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
             f"persistence {'true' if self.persistence else 'false'}",
+            # mosquitto's default (1000) silently drops QoS 1 messages queued for a
+            # subscriber that falls behind for a moment; a gateway must not lose them
+            "max_queued_messages 1000000",
         ]
         if self.persistence:
             lines += [f"persistence_location {self.workdir}/", "persistence_file mosquitto.db"]

@@ -20,6 +20,7 @@ from gateway.config import Config
 from gateway.livestate import LiveState, StaleWatcher, stale_limits
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.selfmetrics import SelfMetricsWriter
 from gateway.sinks.influx import InfluxSink
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Gateway:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         pipeline_max: int = 100_000,
+        self_metrics_interval: float = 10.0,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
@@ -49,9 +51,12 @@ class Gateway:
         self.live = LiveState(clock)
         self.pipeline.subscribe(self.live)
         self.influx: InfluxSink | None = None
+        self.self_metrics: SelfMetricsWriter | None = None
         if config.influx is not None:
             self.influx = InfluxSink(config.influx, config, self.metrics)
             self.pipeline.subscribe(self.influx)
+            self.self_metrics = SelfMetricsWriter(config.site.code, self.metrics, self.influx,
+                                                  interval=self_metrics_interval)
         self.store_path = Path(config.store.path)
         ctx = SourceContext(
             emit=self.pipeline.emit,
@@ -71,6 +76,8 @@ class Gateway:
             comps.append(self.influx)
         comps.append(self.pipeline)
         comps.append(self.stale)
+        if self.self_metrics is not None:
+            comps.append(self.self_metrics)
         return comps
 
     async def start(self) -> None:

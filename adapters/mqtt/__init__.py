@@ -1,0 +1,1 @@
+"""MQTT source adapter (aiomqtt on paho-mqtt 2.x): see README.md in this folder."""

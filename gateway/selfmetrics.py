@@ -1,0 +1,88 @@
+"""Writes the gateway's own health to InfluxDB's ``gateway`` measurement (DESIGN.md section 5).
+
+Every ``interval`` seconds: pipeline depth and throughput, sink buffer, retries and drops
+by reason, and per-source readings and decode errors, read from the gateway's Prometheus
+registry so the numbers match ``/metrics``. The lines go through the sink's priority
+buffer, so an outage does not lose them behind a backlog of readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from gateway.lineprotocol import line
+from gateway.metrics import Metrics
+from gateway.sinks.influx import InfluxSink
+
+
+class SelfMetricsWriter:
+    name = "self-metrics"
+
+    def __init__(
+        self,
+        site: str,
+        metrics: Metrics,
+        sink: InfluxSink,
+        *,
+        interval: float = 10.0,
+        wall: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.site = site
+        self.metrics = metrics
+        self.sink = sink
+        self.interval = interval
+        self.wall = wall
+        self._task: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> list[str]:
+        """The ``gateway`` lines for now."""
+        fields: dict[str, dict[str, Any]] = defaultdict(dict)
+        for family in self.metrics.registry.collect():
+            for s in family.samples:
+                if s.name.endswith("_created") or s.name.endswith("_bucket"):
+                    continue
+                labels = s.labels
+                name = s.name.removeprefix("hazardgw_")
+                if "source" in labels:
+                    comp = f"source:{labels['source']}"
+                    extra = "_".join(labels[k] for k in sorted(labels) if k != "source")
+                elif "sink" in labels:
+                    comp = f"sink:{labels['sink']}"
+                    extra = "_".join(labels[k] for k in sorted(labels) if k != "sink")
+                else:
+                    comp = name.split("_")[0]
+                    extra = "_".join(labels[k] for k in sorted(labels))
+                key = f"{name}_{extra}" if extra else name
+                v = s.value
+                fields[comp][key] = int(v) if float(v).is_integer() and abs(v) < 2**62 else float(v)
+        ts = self.wall()
+        out = []
+        for comp, fs in sorted(fields.items()):
+            lp = line("gateway", {"site": self.site, "component": comp}, fs, ts)
+            if lp:
+                out.append(lp)
+        return out
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="self-metrics")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.sink.enqueue_priority(self.snapshot())  # a last sample, flushed by the sink's stop
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self._task is not None and not self._task.done()}
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.sink.enqueue_priority(self.snapshot())
