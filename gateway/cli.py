@@ -30,13 +30,23 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    result = check_file(args.config)
-    for w in result.format_warnings():
+    """Schema and cross-references, then GB/T 50493-2019 set points and GB 18218-2018 S/R."""
+    from alerting import check_standards_file
+
+    result, report = check_standards_file(args.config)
+    warnings = result.format_warnings()
+    errors = result.format_errors()
+    if report is not None:
+        warnings += [w.format(result.filename) for w in report.warnings]
+        errors += [e.format(result.filename) for e in report.errors]
+        for line in report.info_lines():
+            print(line)
+    for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    for e in result.format_errors():
+    for e in errors:
         print(f"error: {e}", file=sys.stderr)
-    if result.config is None:
-        print(f"{args.config}: {len(result.errors)} error(s)", file=sys.stderr)
+    if result.config is None or errors:
+        print(f"{args.config}: {len(errors)} error(s)", file=sys.stderr)
         return EXIT_CONFIG
     cfg = result.config
     print(

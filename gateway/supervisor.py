@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from adapters import SourceAdapter, SourceContext, build_sources
+from alerting import AlarmEngine, AlarmEvent, Journal, alarm_line
 from gateway.config import Config
 from gateway.livestate import LiveState, StaleWatcher, stale_limits
 from gateway.metrics import Metrics
@@ -49,14 +50,23 @@ class Gateway:
         self.clock = clock
         self.pipeline = Pipeline(self.metrics, max_readings=pipeline_max)
         self.live = LiveState(clock)
-        self.pipeline.subscribe(self.live)
+        self.journal = Journal.from_config(config, self.metrics)
+        self.alarms = AlarmEngine(config, self.metrics, self.journal, clock=clock)
         self.influx: InfluxSink | None = None
         self.self_metrics: SelfMetricsWriter | None = None
         if config.influx is not None:
             self.influx = InfluxSink(config.influx, config, self.metrics)
+            self.self_metrics = SelfMetricsWriter(
+                config.site.code, self.metrics, self.influx, interval=self_metrics_interval
+            )
+            # alarm events take the sink's priority buffer, ahead of any reading backlog
+            self.alarms.subscribe(self._alarm_to_influx)
+        # Subscriber order: live state, then the alarm engine decides on the reading, then
+        # the reading is queued for InfluxDB.
+        self.pipeline.subscribe(self.live)
+        self.pipeline.subscribe(self.alarms)
+        if self.influx is not None:
             self.pipeline.subscribe(self.influx)
-            self.self_metrics = SelfMetricsWriter(config.site.code, self.metrics, self.influx,
-                                                  interval=self_metrics_interval)
         self.store_path = Path(config.store.path)
         ctx = SourceContext(
             emit=self.pipeline.emit,
@@ -69,11 +79,16 @@ class Gateway:
         self._started: list[Any] = []
         self._running = False
 
+    def _alarm_to_influx(self, event: AlarmEvent) -> None:
+        assert self.influx is not None
+        self.influx.enqueue_priority([alarm_line(event, self.config.site.code)])
+
     # downstream first
     def _components(self) -> list[Any]:
         comps: list[Any] = []
         if self.influx is not None:
             comps.append(self.influx)
+        comps.append(self.alarms)  # restores journal state before any reading is dispatched
         comps.append(self.pipeline)
         comps.append(self.stale)
         if self.self_metrics is not None:

@@ -169,3 +169,36 @@ async def test_ingest_resumes_after_broker_restart(
         )
     finally:
         await gw.stop()
+
+
+async def test_alarm_event_reaches_influx_with_the_reading_timestamp(
+    mosquitto: Mosquitto, influxd: Influxd, influx_db: str, tmp_path: Any
+) -> None:
+    data = gateway_config(mosquitto.url, {"url": influxd.url, "api": "v1", "bucket": influx_db}, str(tmp_path))
+    raw = data.model_dump(mode="json")
+    raw["tags"][1]["alarms"] = {"hh": {"limit": 40, "priority": 1}, "h": {"limit": 20, "priority": 2}}
+    raw["influx"]["token"] = None
+    cfg = Config.model_validate(raw)
+    gw = await started_gateway(cfg)
+    pub = publisher(mosquitto)
+    try:
+        publish(pub, "plant/s/telemetry", json.dumps({"pressure": 1.0, "gas": {"lel": 5.0}, "ts": TS}))
+        publish(pub, "plant/s/telemetry", json.dumps({"pressure": 1.0, "gas": {"lel": 45.0}, "ts": TS + 10}))
+        await async_wait_for(lambda: len(gw.alarms.active()) == 2, timeout=10)
+
+        def alarm_rows() -> list[dict[str, Any]]:
+            return influxd.select(influx_db, 'SELECT * FROM alarm WHERE "event" = \'raised\'')
+
+        rows = await async_wait_for(lambda: len(r := alarm_rows()) == 2 and r, timeout=10)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        await gw.stop()
+    by_cond = {r["condition"]: r for r in rows}
+    assert set(by_cond) == {"h", "hh"}
+    hh = by_cond["hh"]
+    assert hh["tag"] == "GT-207" and hh["hs"] == "HS-002" and hh["priority"] == "1"
+    assert hh["value"] == 45.0 and hh["limit"] == 40.0
+    # raised/cleared carry the source timestamp of the reading that crossed the limit
+    # (a second event of the same alarm in the same ns would be moved on by 1 ns)
+    assert TS + 10 <= hh["time"] <= TS + 11

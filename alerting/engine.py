@@ -1,0 +1,698 @@
+"""The alarm engine: evaluates every reading, runs the ISA-18.2 state machine, publishes events.
+
+``AlarmEngine`` is a pipeline subscriber (``name``, synchronous ``on_readings``). Per
+reading it does a dict lookup, a few attribute stores and one ``feed`` per condition of the
+tag; only a condition *change* reaches the state machine, creates an :class:`AlarmEvent`
+and hands it to the history, the journal queue and the subscribers, all in memory. No I/O,
+no logging per reading, no pydantic object on this path.
+
+Time: delays, stale detection, frozen, shelving and re-alarm use the injectable monotonic
+``clock`` (seconds); event timestamps use the reading's source timestamp (raised/cleared
+caused by a reading) or the injectable ``wall`` clock (ns). A timer task calls
+:meth:`tick` every ``tick_interval``; tests call ``tick()`` themselves with a fake clock.
+
+Start order: ``await engine.start()`` (restores the journal's state) before the pipeline
+starts dispatching; ``await engine.stop()`` after the pipeline stopped (flushes the
+journal).
+
+Subscriber callbacks run synchronously inside the evaluation and must be cheap (append
+to the subscriber's own buffer) and must not call back into the engine; an exception in
+one is counted and does not affect the others or the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from alerting import states as S
+from alerting.alarms import AlarmPoint, AlarmView
+from alerting.conditions import PENDING
+from alerting.events import AlarmEvent
+from alerting.journal import Journal, Restored
+from alerting.metrics import AlarmMetrics
+from alerting.plan import TRIPS_VOTE, USABLE, TagPlan, build_plans
+from alerting.status import DEFAULT_RULE, RANK, HazardStatus, evaluate
+from gateway.config import Config, StatusRule
+from gateway.metrics import Metrics
+from gateway.models import Reading
+
+log = logging.getLogger(__name__)
+
+SYSTEM: Final = "system"  # the user of transitions made by timers and suppression by design
+_COUNTED: Final = frozenset({S.UNACK, S.ACKED, S.SHLVD})  # states that count towards hazard-source status
+
+
+class AlarmNotFound(LookupError):
+    """No alarm with that id, or no open occurrence with that number."""
+
+
+class NotPermitted(Exception):
+    """The action is not allowed for this alarm (e.g. shelving a gas alarm)."""
+
+
+AlarmCallback = Callable[[AlarmEvent], None]
+
+
+class AlarmEngine:
+    name = "alarms"
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        journal: Journal | None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], int] = time.time_ns,
+        *,
+        tick_interval: float = 0.25,
+        history_size: int = 5000,
+        recent_occurrences: int = 10_000,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._wall = wall
+        self._journal = journal
+        self._journal_error: str | None = None
+        self.tick_interval = tick_interval
+        self._m = AlarmMetrics(metrics.registry)
+        self._last_log: dict[str, float] = {}
+
+        built = build_plans(config)
+        self._plans: dict[str, TagPlan] = built.tags
+        self._alarms: dict[str, AlarmPoint] = built.alarms
+        self.warnings: list[str] = built.warnings
+        for w in self.warnings:
+            log.warning("alarm config: %s", w)
+        self._stale_plans = [(p, p.stale_after) for p in self._plans.values() if p.stale_after is not None]
+
+        al = config.alarming
+        self._shelve_max = al.shelve_max
+        self._chatter_window = al.chatter_window
+        self._flood_window = al.flood_window
+        self._flood_times: deque[float] = deque(maxlen=al.flood_count + 1)
+        self._flood = False
+        rule = al.status_rule
+        self._rule: StatusRule = rule if isinstance(rule, StatusRule) else DEFAULT_RULE
+        self._grades = {h.code: h.grade for h in config.hazard_sources}
+        self._hs_counts: dict[str, list[int]] = {h.code: [0, 0, 0] for h in config.hazard_sources}
+        self._hs_status: dict[str, str] = {}
+        for code in self._hs_counts:
+            self._update_hs(code)
+
+        self._subs: list[AlarmCallback] = []
+        self._timed: set[AlarmPoint] = set()
+        self._history: deque[AlarmEvent] = deque(maxlen=history_size)
+        self._open: dict[int, AlarmPoint] = {}  # open occurrence id -> alarm
+        self._recent: OrderedDict[int, str] = OrderedDict()  # occurrence id -> alarm id (bounded)
+        self._recent_max = recent_occurrences
+        self._active_counts = {1: 0, 2: 0, 3: 0}
+        self._seq = 0
+        self._next_occ = 1
+        self._task: asyncio.Task[None] | None = None
+        now = clock()
+        for p in self._plans.values():
+            p.last_seen = now
+
+    # ================================================================== lifecycle
+    async def start(self) -> None:
+        """Restore the journal's state (no events), start the journal writer and the timers."""
+        j = self._journal
+        if j is not None:
+            try:
+                restored = await asyncio.to_thread(j.open)
+            except Exception as e:  # alarms must keep working without their journal
+                self._journal_error = f"{type(e).__name__}: {e}"
+                log.critical("alarm journal %s cannot be opened (%s): alarms run WITHOUT a journal", j.file, e)
+                self._journal = None
+            else:
+                self.restore(restored)
+                await j.start()
+        now = self._clock()
+        for p in self._plans.values():
+            p.last_seen = now
+        self._task = asyncio.create_task(self._timer_loop(), name="alarm-timers")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._journal is not None:
+            await self._journal.stop()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            try:
+                self.tick()
+            except Exception:
+                self._error("timer", "tick")
+
+    def health(self) -> dict[str, Any]:
+        j = self._journal
+        if j is not None:
+            journal: dict[str, Any] = j.health()
+        elif self._journal_error is not None:  # configured but failed to open: degraded
+            journal = {"ok": False, "error": self._journal_error}
+        else:
+            journal = {"ok": True, "configured": False}
+        ok = self._task is not None and not self._task.done()
+        return {
+            "ok": ok and bool(journal.get("ok", False)),
+            "running": ok,
+            "alarms": len(self._alarms),
+            "active": len(self._open),
+            "flood": self._flood,
+            "journal": journal,
+        }
+
+    @property
+    def journal(self) -> Journal | None:
+        return self._journal
+
+    @property
+    def flood(self) -> bool:
+        return self._flood
+
+    # ================================================================== hot path
+    def on_readings(self, batch: Sequence[Reading]) -> None:
+        now = self._clock()
+        plans = self._plans
+        for r in batch:
+            p = plans.get(r[0])
+            if p is None:
+                continue
+            try:
+                p.last_seen = now
+                q = r[3]
+                if q != p.quality or p.stale_flag:
+                    self._quality(p, q, now, r[2])
+                if p.usable:
+                    v = r[1]
+                    if v is not None and v == v:  # NaN is no value
+                        p.last_value = v
+                        ts = r[2]
+                        for a in p.value_alarms:
+                            c = a.cond.feed(v, now, ts)
+                            if c:
+                                if c == PENDING:
+                                    self._timed.add(a)
+                                else:
+                                    self._cond_changed(a, ts)
+                if p.extra:
+                    self._extra(p, r[2])
+            except Exception:
+                self._error("reading", r[0])
+
+    def _quality(self, p: TagPlan, q: str, now: float, ts: int | None) -> None:
+        if p.stale_flag and q != "stale":
+            p.stale_flag = False
+        p.quality = q
+        p.usable = q in USABLE
+        p.is_bad = q in TRIPS_VOTE or p.stale_flag
+        b = p.bad
+        if b is not None:
+            c = b.cond.feed_quality(q, now)
+            if c == PENDING:
+                self._timed.add(b)
+            elif c:
+                self._cond_changed(b, ts)
+        st = p.stale
+        if st is not None and st.cond.set(p.stale_flag or q == "stale"):
+            self._cond_changed(st, ts)
+
+    def _extra(self, p: TagPlan, ts: int | None) -> None:
+        """Votes this tag is a member of, alarms it suppresses by design."""
+        for link in p.vote_links:
+            vote = link.vote
+            cond = vote.cond
+            tripped = p.is_bad or (link.member is not None and link.member.cond.active)
+            if cond.update(link.index, tripped):
+                self._cond_changed(vote, ts)
+            elif vote.state == S.ACKED and cond.active and cond.count > vote.ack_severity:
+                # severity rise: more detectors tripped since the acknowledge -> re-alarm
+                self._input(vote, S.REALARM, ts=ts, user=SYSTEM, comment=f"severity rose to {cond.count} of {cond.n}")
+        if p.suppresses:
+            usable = p.usable and not p.stale_flag and p.last_value is not None
+            for a in p.suppresses:
+                on = usable and ((p.last_value != 0.0) == a.suppress_state)
+                if on != a.suppressed:
+                    inp = S.SUPPRESS if on else S.UNSUPPRESS
+                    why = f"{p.tag} {'=' if on else '!='} {int(a.suppress_state)}" if usable else f"{p.tag} not good"
+                    self._input(a, inp, ts=ts, user=SYSTEM, comment=why, flags=(a.oos, on, a.shelved))
+
+    # ================================================================== timers
+    def tick(self) -> None:
+        """Delays, re-alarm, shelf expiry, chattering and flood ends, stale scan."""
+        now = self._clock()
+        if self._timed:
+            for a in list(self._timed):
+                try:
+                    self._on_timer(a, now)
+                except Exception:
+                    self._error("timer", a.key)
+        for p, after in self._stale_plans:
+            if not p.stale_flag and now - p.last_seen >= after:
+                try:
+                    self._went_stale(p)
+                except Exception:
+                    self._error("stale", p.tag)
+        if self._flood and now - self._flood_times[0] > self._flood_window:
+            self._flood = False
+            self._m.in_flood.set(0)
+
+    def _on_timer(self, a: AlarmPoint, now: float) -> None:
+        cond = a.cond
+        if cond.due is not None and now >= cond.due and cond.expire(now):
+            self._cond_changed(a, None)
+            if a.plan is not None and a.plan.extra:
+                self._extra(a.plan, None)
+        if a.realarm_due is not None and now >= a.realarm_due:
+            a.realarm_due = None
+            if a.state == S.ACKED and cond.active:
+                self._input(a, S.REALARM, user=SYSTEM, comment="re_alarm: still active after acknowledge")
+        if a.shelved and a.shelve_until is not None and now >= a.shelve_until:
+            self._unshelve(a, SYSTEM, "shelve expired")
+        if a.chattering and (len(a.raises) < (a.raises.maxlen or 0) or now - a.raises[0] > self._chatter_window):
+            a.chattering = False
+        if not a.needs_timer():
+            self._timed.discard(a)
+
+    def _went_stale(self, p: TagPlan) -> None:
+        p.stale_flag = True
+        p.is_bad = True
+        p.usable = False
+        st = p.stale
+        if st is not None and st.cond.set(True):
+            self._cond_changed(st, None)
+        if p.extra:
+            self._extra(p, None)
+
+    # ================================================================== state machine
+    def _cond_changed(self, a: AlarmPoint, ts: int | None) -> None:
+        if not a.enabled:
+            return
+        self._input(a, S.ACTIVATE if a.cond.active else S.RETURN, ts=ts)
+
+    def _input(
+        self,
+        a: AlarmPoint,
+        inp: str,
+        *,
+        ts: int | None = None,
+        user: str | None = None,
+        comment: str | None = None,
+        data: dict[str, Any] | None = None,
+        flags: tuple[bool, bool, bool] | None = None,
+    ) -> AlarmEvent | None:
+        """Apply one input; ``flags`` = (oos, suppressed, shelved) after the input."""
+        oos, supp, shelved = flags if flags is not None else (a.oos, a.suppressed, a.shelved)
+        prev = a.state
+        new, name = S.step(
+            prev, inp, active=a.cond.active, latched=a.latch, oos=oos, suppressed=supp, shelved=shelved
+        )  # raises InvalidTransition before anything changed
+        a.oos, a.suppressed, a.shelved = oos, supp, shelved
+        event = None
+        if name is not None:
+            now = self._clock()
+            wall = self._wall()
+            occ = a.occurrence
+            if prev not in S.OPEN and new in S.OPEN:
+                occ = self._open_occurrence(a, ts, wall)
+            a.state = new
+            if inp == S.ACK:
+                a.acked_by = user
+                a.acked_wall = wall
+                a.ack_severity = a.severity
+            if name in S.ANNUNCIATIONS:
+                self._annunciated(a, now, name)
+            if prev in S.OPEN and new not in S.OPEN:
+                self._close_occurrence(a)
+            # re-alarm timer runs while ACKED and active
+            if a.re_alarm and new == S.ACKED and a.cond.active:
+                if prev != S.ACKED or a.realarm_due is None:
+                    a.realarm_due = now + a.re_alarm
+                    self._timed.add(a)
+            else:
+                a.realarm_due = None
+            event = self._event(a, name, prev, occ, ts, wall, user, comment, data)
+            self._recount(a)  # hazard-source status is current when subscribers see the event
+            self._emit(event, a)
+        else:
+            self._recount(a)
+        # follow-ups
+        if prev in S.SUPPRESSION and new == S.NORM and a.cond.active:
+            self._input(a, S.ACTIVATE, comment="active when the suppression ended")
+        if inp == S.RETURN and a.shelved and a.one_shot:
+            self._unshelve(a, SYSTEM, "one-shot shelve: returned to normal")
+        return event
+
+    def _open_occurrence(self, a: AlarmPoint, ts: int | None, wall: int) -> int:
+        occ = self._next_occ
+        self._next_occ += 1
+        a.occurrence = occ
+        a.raised_ts = ts if ts is not None else wall
+        a.raised_wall = wall
+        a.acked_by = None
+        a.acked_wall = None
+        a.ack_severity = 0
+        self._open[occ] = a
+        self._remember(occ, a.key)
+        self._active_counts[a.priority] += 1
+        self._m.active_children[a.priority].set(self._active_counts[a.priority])
+        return occ
+
+    def _close_occurrence(self, a: AlarmPoint) -> None:
+        if a.occurrence is not None:
+            self._open.pop(a.occurrence, None)
+            self._active_counts[a.priority] -= 1
+            self._m.active_children[a.priority].set(self._active_counts[a.priority])
+        a.occurrence = None
+
+    def _remember(self, occ: int, key: str) -> None:
+        self._recent[occ] = key
+        while len(self._recent) > self._recent_max:
+            self._recent.popitem(last=False)
+
+    def _annunciated(self, a: AlarmPoint, now: float, name: str) -> None:
+        ft = self._flood_times
+        ft.append(now)
+        if not self._flood and len(ft) == ft.maxlen and now - ft[0] <= self._flood_window:
+            self._flood = True
+            self._m.floods.inc()
+            self._m.in_flood.set(1)
+        if name == S.RAISED:
+            r = a.raises
+            r.append(now)
+            if not a.chattering and len(r) == r.maxlen and now - r[0] <= self._chatter_window:
+                a.chattering = True
+                self._m.chattering.inc()
+                self._timed.add(a)
+
+    def _event(
+        self,
+        a: AlarmPoint,
+        name: str,
+        prev: str,
+        occ: int | None,
+        ts: int | None,
+        wall: int,
+        user: str | None,
+        comment: str | None,
+        data: dict[str, Any] | None,
+    ) -> AlarmEvent:
+        t = ts if ts is not None else wall
+        recent = a.recent_ts
+        while t in recent:  # same series and timestamp would overwrite the earlier point in InfluxDB
+            t += 1
+        recent.append(t)
+        self._seq += 1
+        return AlarmEvent(
+            seq=self._seq,
+            event=name,
+            alarm=a.key,
+            tag=a.tag,
+            condition=a.condition,
+            priority=a.priority,
+            state=a.state,
+            prev_state=prev,
+            active=a.active,
+            occurrence=occ,
+            value=a.value(),
+            limit=a.limit,
+            ts=t,
+            wall=wall,
+            hs=a.hs,
+            user=user,
+            comment=comment,
+            chattering=a.chattering,
+            flood=self._flood,
+            message=a.message,
+            data=data,
+        )
+
+    def _emit(self, event: AlarmEvent, a: AlarmPoint) -> None:
+        self._history.append(event)
+        self._m.event_children[event.event].inc()
+        j = self._journal
+        if j is not None:
+            try:
+                j.submit(event, a.persist())
+            except Exception:
+                self._error("journal", a.key)
+        for cb in self._subs:
+            try:
+                cb(event)
+            except Exception:
+                self._m.callback_errors.inc()
+                self._log_limited(f"cb:{id(cb)}", "alarm subscriber %r failed", cb)
+
+    def _recount(self, a: AlarmPoint) -> None:
+        hs = a.hs
+        if hs is None:
+            return
+        counted = a.enabled and a.cond.active and a.state in _COUNTED
+        if counted != a.counted:
+            a.counted = counted
+            counts = self._hs_counts.setdefault(hs, [0, 0, 0])
+            counts[a.priority - 1] += 1 if counted else -1
+            self._update_hs(hs)
+
+    def _update_hs(self, hs: str) -> None:
+        counts = self._hs_counts[hs]
+        status = evaluate(self._rule, self._grades.get(hs), (counts[0], counts[1], counts[2]))
+        self._hs_status[hs] = status
+        self._m.hs_status.labels(hs).set(RANK[status])
+
+    def _error(self, where: str, what: str) -> None:
+        """Count an exception (called from an ``except`` block) and log it at most every 30 s per place."""
+        self._m.eval_errors.labels(where).inc()
+        self._log_limited(where, "alarm evaluation failed (%s %s); counted, continuing", where, what)
+
+    def _log_limited(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()  # log pacing only; never alarm logic
+        if now - self._last_log.get(key, -1e18) >= 30.0:
+            self._last_log[key] = now
+            log.exception(msg, *args)
+
+    # ================================================================== restart
+    def restore(self, r: Restored) -> None:
+        """Put back the journal's state: no event, no notification, nothing cleared."""
+        self._seq = max(self._seq, r.max_seq)
+        self._next_occ = max(self._next_occ, r.max_occurrence + 1)
+        now = self._clock()
+        wall = self._wall()
+        for occ, key in reversed(r.recent):
+            self._remember(occ, key)
+        for key, snap in r.alarms.items():
+            a = self._alarms.get(key)
+            if a is None or not a.enabled:
+                if snap.get("state", S.NORM) != S.NORM:
+                    msg = f"journal has alarm {key} in {snap.get('state')} but it is no longer configured"
+                    self.warnings.append(msg)
+                    log.warning("%s", msg)
+                continue
+            try:
+                a.restore(snap, now, wall)
+            except Exception:
+                self._error("restore", key)
+                continue
+            if a.occurrence is not None:
+                self._open[a.occurrence] = a
+                self._remember(a.occurrence, key)
+                self._active_counts[a.priority] += 1
+            if a.needs_timer():
+                self._timed.add(a)
+            self._recount(a)
+        for p, c in self._active_counts.items():
+            self._m.active_children[p].set(c)
+
+    # ================================================================== API
+    def subscribe(self, callback: AlarmCallback) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event; returns an unsubscribe function."""
+        self._subs.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subs:
+                self._subs.remove(callback)
+
+        return unsubscribe
+
+    def active(self) -> list[AlarmView]:
+        """Alarms with an open occurrence (UNACK, ACKED, RTNUN), by priority then raise time."""
+        views = [a.view() for a in self._open.values()]
+        views.sort(key=lambda v: (v.priority, v.raised_ts or 0))
+        return views
+
+    def suppressed(self) -> list[AlarmView]:
+        """Shelved, suppressed-by-design and out-of-service alarms (ISA-18.2 requires this list)."""
+        return [a.view() for a in self._alarms.values() if a.state in S.SUPPRESSION or a.shelved or a.oos]
+
+    def alarms(self) -> list[AlarmView]:
+        return [a.view() for a in self._alarms.values()]
+
+    def get(self, ref: int | str) -> AlarmView:
+        return self._resolve(ref).view()
+
+    def history(self, limit: int = 100, *, alarm: str | None = None, tag: str | None = None) -> list[AlarmEvent]:
+        """Recent events from memory, newest first (the journal has the durable history)."""
+        out: list[AlarmEvent] = []
+        for ev in reversed(self._history):
+            if (alarm is None or ev.alarm == alarm) and (tag is None or ev.tag == tag):
+                out.append(ev)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def statuses(self) -> dict[str, HazardStatus]:
+        return {code: self.status(code) for code in self._hs_status}
+
+    def status(self, hs: str) -> HazardStatus:
+        if hs not in self._hs_status:
+            raise AlarmNotFound(f"unknown hazard source {hs!r}")
+        c = self._hs_counts[hs]
+        return HazardStatus(hs, self._grades.get(hs), self._hs_status[hs], (c[0], c[1], c[2]))
+
+    def ack(self, ref: int | str, user: str, comment: str | None = None) -> AlarmEvent:
+        """Acknowledge (never clears: an active alarm goes to ACKED). Also the reset of a latched alarm."""
+        a = self._resolve(ref)
+        ev = self._input(a, S.ACK, user=_user(user), comment=comment)
+        assert ev is not None
+        return ev
+
+    def shelve(
+        self,
+        ref: int | str,
+        user: str,
+        duration: float | None = None,
+        *,
+        one_shot: bool = False,
+        comment: str | None = None,
+    ) -> AlarmEvent:
+        """Shelve for ``duration`` seconds (<= shelve_max), or one-shot until the alarm returns.
+
+        One-shot shelving is also limited to ``shelve_max``. Alarms of gas tags are not
+        shelvable unless the tag sets ``suppressible: true``.
+        """
+        a = self._resolve(ref)
+        user = _user(user)
+        if not a.suppressible:
+            raise NotPermitted(f"{a.key}: gas alarms cannot be shelved (the tag does not set suppressible: true)")
+        if one_shot:
+            if duration is not None:
+                raise ValueError("give either a duration or one_shot, not both")
+            if not a.cond.active:
+                raise NotPermitted(f"{a.key}: one-shot shelving needs an active alarm")
+            duration = self._shelve_max
+        elif duration is None:
+            raise ValueError("shelving needs a duration or one_shot")
+        if not 0 < duration <= self._shelve_max:
+            raise ValueError(f"shelve duration must be > 0 and <= {self._shelve_max:g} s")
+        saved = (a.one_shot, a.shelve_until, a.shelve_until_wall)
+        wall = self._wall()
+        a.one_shot = one_shot
+        a.shelve_until = self._clock() + duration
+        a.shelve_until_wall = wall + int(duration * 1e9)
+        try:
+            ev = self._input(
+                a,
+                S.SHELVE,
+                user=user,
+                comment=comment,
+                flags=(a.oos, a.suppressed, True),
+                data={"until": a.shelve_until_wall, "one_shot": one_shot, "duration": duration},
+            )
+        except S.InvalidTransition:
+            a.one_shot, a.shelve_until, a.shelve_until_wall = saved
+            raise
+        self._timed.add(a)
+        assert ev is not None
+        return ev
+
+    def unshelve(self, ref: int | str, user: str, comment: str | None = None) -> AlarmEvent:
+        a = self._resolve(ref)
+        if not a.shelved:
+            raise S.InvalidTransition(f"{a.key} is not shelved")
+        ev = self._unshelve(a, _user(user), comment)
+        assert ev is not None
+        return ev
+
+    def _unshelve(self, a: AlarmPoint, user: str, comment: str | None) -> AlarmEvent | None:
+        a.one_shot = False
+        a.shelve_until = None
+        a.shelve_until_wall = None
+        return self._input(a, S.UNSHELVE, user=user, comment=comment, flags=(a.oos, a.suppressed, False))
+
+    def set_out_of_service(
+        self, ref: int | str, user: str, out_of_service: bool = True, comment: str | None = None
+    ) -> AlarmEvent:
+        """Remove an alarm from service (maintenance) or put it back. Allowed for every alarm."""
+        a = self._resolve(ref)
+        inp = S.REMOVE if out_of_service else S.RESTORE
+        ev = self._input(a, inp, user=_user(user), comment=comment, flags=(out_of_service, a.suppressed, a.shelved))
+        assert ev is not None
+        return ev
+
+    def dispose(
+        self,
+        occurrence: int,
+        cause: str,
+        action: str,
+        handler: str,
+        result: str,
+        *,
+        user: str | None = None,
+        comment: str | None = None,
+    ) -> AlarmEvent:
+        """Record the disposition (处置: cause, action, handler, result) of an occurrence.
+
+        Does not change the alarm's state. A later disposition of the same occurrence
+        replaces the earlier one in ``occurrences`` (both stay in ``events``).
+        """
+        key = self._recent.get(int(occurrence))
+        if key is None:
+            raise AlarmNotFound(f"unknown alarm occurrence {occurrence}")
+        fields = {"cause": cause, "action": action, "handler": handler, "result": result}
+        missing = [k for k, v in fields.items() if not isinstance(v, str) or not v.strip()]
+        if missing:
+            raise ValueError(f"a disposition needs {', '.join(missing)}")
+        a = self._alarms[key]
+        wall = self._wall()
+        ev = self._event(
+            a,
+            S.DISPOSED,
+            a.state,
+            int(occurrence),
+            None,
+            wall,
+            _user(user or handler),
+            comment,
+            {k: v.strip() for k, v in fields.items()},
+        )
+        self._emit(ev, a)
+        return ev
+
+    def _resolve(self, ref: int | str) -> AlarmPoint:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            occ = int(ref)
+            a = self._open.get(occ)
+            if a is None:
+                raise AlarmNotFound(f"alarm occurrence {occ} is not open")
+            return a
+        a = self._alarms.get(ref)
+        if a is None:
+            raise AlarmNotFound(f"unknown alarm {ref!r} (ids look like TAG/hh)")
+        return a
+
+
+def _user(user: str | None) -> str:
+    if not isinstance(user, str) or not user.strip():
+        raise ValueError("an operator action needs a user")
+    return user.strip()
