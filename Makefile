@@ -3,9 +3,9 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics
+APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics chromium
 # Binaries that prove the apt packages are present.
-APT_BINS := mosquitto mosquitto_pub influxd victoria-metrics
+APT_BINS := mosquitto mosquitto_pub influxd victoria-metrics chromium
 
 .PHONY: all setup system-deps venv demo test lint bench clean
 

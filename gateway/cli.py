@@ -21,6 +21,9 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    # pymodbus logs every failed connect and server loop at WARNING/INFO; the Modbus
+    # adapter reports connection loss and recovery once, itself.
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
@@ -88,7 +91,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        await run_plant(config, args.scenario, stop, duration=args.duration, seed=args.seed)
+        await run_plant(config, args.scenario, stop, duration=args.duration, seed=args.seed, speed=args.speed)
 
     asyncio.run(main())
     return EXIT_OK
@@ -98,7 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     return asyncio.run(run_demo(Path(args.config), duration=args.duration, scenario=args.scenario,
-                                workdir=Path(args.workdir) if args.workdir else None))
+                                workdir=Path(args.workdir) if args.workdir else None, speed=args.speed))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS))
     s.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--speed", type=float, default=1.0, help="play the scenario's clock this many times faster")
     s.set_defaults(func=cmd_simulate)
 
     d = sub.add_parser("demo", help="Mosquitto + InfluxDB + simulator + gateway in one, until Ctrl-C")
@@ -128,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
     d.add_argument("--scenario", default="chlorine-leak", choices=sorted(SCENARIOS))
     d.add_argument("--workdir", default=None, help="keep server data here instead of a temp dir")
+    d.add_argument("--speed", type=float, default=1.0, help="play the scenario's clock this many times faster")
     d.set_defaults(func=cmd_demo)
     return p
 

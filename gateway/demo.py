@@ -15,8 +15,11 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+from alerting import AlarmEvent
+from gateway.config import Tag
 from gateway.config_load import check_file
 from gateway.services import Influxd, Mosquitto, free_port
 from gateway.supervisor import Gateway
@@ -59,6 +62,7 @@ async def run_demo(
     duration: float | None = None,
     scenario: str = "chlorine-leak",
     workdir: Path | None = None,
+    speed: float = 1.0,
 ) -> int:
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if workdir is None:
@@ -94,10 +98,16 @@ async def run_demo(
         await asyncio.to_thread(influxd.create_database, db)
         sim = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.cli", "simulate", "-c", str(config_path), "--scenario", scenario,
+            "--speed", str(speed),
             env=env,
             start_new_session=True,
         )
+        await _wait_for_ports(
+            [int(env[v]) for v in PORT_VARS if "MODBUS" in v], seconds=20, proc=sim
+        )
         gw = Gateway(config)
+        tags = config.tag_map()
+        gw.alarms.subscribe(lambda ev: print(_alarm_text(ev, tags), flush=True))
         await gw.start()
         print(_banner(env, db, scenario, workdir), flush=True)
         t0 = time.monotonic()
@@ -111,8 +121,9 @@ async def run_demo(
                 await asyncio.wait_for(stop.wait(), 1.0)
         await gw.stop()
         stored = _count_readings(influxd, db)
-        print(f"demo finished: {gw.pipeline.dispatched} readings through the pipeline, {stored} stored in InfluxDB",
-              flush=True)
+        active = gw.alarms.active()
+        print(f"demo finished: {gw.pipeline.dispatched} readings through the pipeline, {stored} stored in InfluxDB, "
+              f"{len(active)} alarms active", flush=True)
         gw = None
         return 0
     finally:
@@ -131,6 +142,34 @@ async def run_demo(
         await asyncio.to_thread(mosq.stop)
         if tmp is not None:
             tmp.cleanup()
+
+
+def _alarm_text(ev: AlarmEvent, tags: Mapping[str, Tag]) -> str:
+    t = tags.get(ev.tag)
+    unit = t.unit if t else ""
+    if ev.condition == "roc":
+        unit = "rate"
+    value = "" if ev.value is None else f" value {ev.value:.3g}{unit and ' ' + unit}"
+    limit = "" if ev.limit is None else f" limit {ev.limit:g}"
+    name = f" ({t.name})" if t and t.name else ""
+    return (f"ALARM {ev.event:<10} P{ev.priority} {ev.alarm}{name}{value}{limit} -> {ev.state}"
+            + (f" by {ev.user}" if ev.user and ev.user != "system" else ""))
+
+
+async def _wait_for_ports(ports: list[int], seconds: float, proc: asyncio.subprocess.Process) -> None:
+    """Wait until the simulator's Modbus servers accept connections."""
+    deadline = time.monotonic() + seconds
+    for port in ports:
+        while True:
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                await w.wait_closed()
+                break
+            except OSError:
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the plant simulator did not open Modbus port {port}") from None
+                await asyncio.sleep(0.1)
 
 
 def _count_readings(influxd: Influxd, db: str) -> int:

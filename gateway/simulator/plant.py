@@ -84,8 +84,12 @@ async def run_plant(
     *,
     duration: float | None = None,
     seed: int = 1,
+    speed: float = 1.0,
     ready: asyncio.Event | None = None,
 ) -> None:
+    """Play ``scenario`` until ``stop`` (or ``duration`` seconds). ``speed`` > 1 plays the
+    scenario's clock faster (a leak ramp that takes 60 s takes 15 s at speed 4); values are
+    still served once per tick."""
     from gateway.simulator.modbus_server import ModbusPlantServer
     from gateway.simulator.mqtt_publisher import MqttPublisher
 
@@ -108,10 +112,10 @@ async def run_plant(
     silenced: set[str] = set()
     try:
         while not stop.is_set():
-            t = time.monotonic() - t0
-            if duration is not None and t >= duration:
+            elapsed = time.monotonic() - t0
+            if duration is not None and elapsed >= duration:
                 break
-            frame = plant.values_at(t)
+            frame = plant.values_at(elapsed * speed)
             if server:
                 for tag, v in frame.values.items():
                     if v is not None and server.has_tag(tag):
