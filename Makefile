@@ -45,7 +45,10 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python bench/mqtt_to_influx.py
+	$(BIN)/python bench/mqtt_ingest.py
+	$(BIN)/python bench/alarm_eval.py
+	$(BIN)/python bench/modbus_capacity.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
