@@ -1,0 +1,75 @@
+"""Per-device communication state: answering, or failed and backing off.
+
+A device that stops answering is probed with one request per cycle at first; from its
+second failure in a row it is skipped for a doubling number of poll intervals, capped at
+``backoff_max``. While skipped it costs the bus nothing and its points read ``comm``.
+The transitions (failed, answering again) are logged once each.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("adapters.modbus")
+
+
+class DeviceState:
+    def __init__(self, source_id: str, key: str, poll_interval: float, backoff_max: float) -> None:
+        self.source_id = source_id
+        self.key = key  # e.g. tcp://10.0.0.5:502/3
+        self.poll_interval = poll_interval
+        self.backoff_max = backoff_max
+        self.state = "unknown"  # unknown | ok | comm
+        self.failures = 0  # timeouts in a row
+        self.retry_at = 0.0  # monotonic; no request before this while failed
+        self.down_since: float | None = None
+        self.last_error: str | None = None
+        self.last_ok: float | None = None
+
+    def due(self, now: float) -> bool:
+        """May the device be asked this cycle?"""
+        return self.failures == 0 or now >= self.retry_at
+
+    def answered(self, now: float) -> None:
+        if self.state == "comm" and self.failures:
+            log.info(
+                "source %s: device %s answers again after %.1f s",
+                self.source_id,
+                self.key,
+                now - (self.down_since or now),
+            )
+        self.state = "ok"
+        self.failures = 0
+        self.retry_at = 0.0
+        self.down_since = None
+        self.last_ok = now
+
+    def timed_out(self, now: float, detail: str) -> None:
+        self.failures += 1
+        self.last_error = detail
+        if self.failures >= 2:
+            delay = min(self.backoff_max, self.poll_interval * 2 ** (self.failures - 2))
+            self.retry_at = now + delay
+        if self.state != "comm":
+            log.warning(
+                "source %s: device %s not answering (%s); its points read comm", self.source_id, self.key, detail
+            )
+            self.state = "comm"
+            self.down_since = now
+
+    def unreachable(self, now: float, detail: str) -> None:
+        """The bus is down: the device's points are comm, but it is not blamed (no backoff)."""
+        self.last_error = detail
+        if self.state != "comm":
+            self.state = "comm"
+            self.down_since = now
+
+    def health(self, now: float) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "state": "backoff" if self.failures and now < self.retry_at else self.state,
+            "failures_in_a_row": self.failures,
+            "down_for_s": round(now - self.down_since, 3) if self.down_since is not None else None,
+            "last_error": self.last_error,
+        }

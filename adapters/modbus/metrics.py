@@ -1,0 +1,95 @@
+"""Modbus self-metrics, registered once per gateway registry.
+
+Collectors live on the gateway's private registry (``ctx.metrics.registry``). The cache
+below is keyed weakly by that registry, so several gateways (tests) in one process each
+get their own collectors, and building the Modbus sources twice on one registry (a config
+reload) reuses them instead of failing with "duplicated timeseries".
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.metrics import Metrics
+
+_LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ModbusMetrics:
+    def __init__(self, metrics: Metrics) -> None:
+        r: CollectorRegistry = metrics.registry
+        self.poll_lateness = Histogram(
+            "hazardgw_modbus_poll_lateness_seconds",
+            "How late a poll started against its schedule",
+            ["source"],
+            buckets=_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.poll_lateness_last = Gauge(
+            "hazardgw_modbus_poll_lateness_last_seconds", "Lateness of the latest poll", ["source"], registry=r
+        )
+        self.poll_duration = Histogram(
+            "hazardgw_modbus_poll_duration_seconds",
+            "Time one poll cycle took (all requests of a source)",
+            ["source"],
+            buckets=_LATENESS_BUCKETS,
+            registry=r,
+        )
+        self.polls = Counter("hazardgw_modbus_polls", "Poll cycles run", ["source"], registry=r)
+        self.polls_late = Counter(
+            "hazardgw_modbus_polls_late",
+            "Polls that started more than 10 % of the poll interval late (overrun or backpressure)",
+            ["source"],
+            registry=r,
+        )
+        self.polls_skipped = Counter(
+            "hazardgw_modbus_polls_skipped",
+            "Scheduled polls dropped because the previous one overran (polls never stack up)",
+            ["source"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "hazardgw_modbus_requests",
+            "Read requests by result (ok, exception, timeout, not_connected, bad_response, error)",
+            ["source", "result"],
+            registry=r,
+        )
+        self.exceptions = Counter(
+            "hazardgw_modbus_exceptions",
+            "Exception responses by Modbus exception code",
+            ["source", "code"],
+            registry=r,
+        )
+        self.registers = Counter(
+            "hazardgw_modbus_registers_read", "Registers (or bits) received", ["source", "unit"], registry=r
+        )
+        self.splits = Counter(
+            "hazardgw_modbus_request_splits",
+            "Merged requests split after an illegal-address answer",
+            ["source"],
+            registry=r,
+        )
+        self.connects = Counter(
+            "hazardgw_modbus_connects", "Connection attempts by result", ["bus", "result"], registry=r
+        )
+        self.bus_connected = Gauge("hazardgw_modbus_bus_connected", "1 while a bus is connected", ["bus"], registry=r)
+        self.device_up = Gauge(
+            "hazardgw_modbus_device_up",
+            "1 while a source's device answers (0 in comm failure/backoff)",
+            ["source"],
+            registry=r,
+        )
+
+
+_CACHE: weakref.WeakKeyDictionary[CollectorRegistry, ModbusMetrics] = weakref.WeakKeyDictionary()
+
+
+def modbus_metrics(metrics: Metrics) -> ModbusMetrics:
+    """The Modbus collectors of ``metrics.registry``, created on first use."""
+    mm = _CACHE.get(metrics.registry)
+    if mm is None:
+        mm = ModbusMetrics(metrics)
+        _CACHE[metrics.registry] = mm
+    return mm
