@@ -272,6 +272,23 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
     return errors, warnings
 
 
+def _adapter_problems(config: Config, smap: SourceMap) -> list[Problem]:
+    """What only an adapter can judge (shared-bus settings, 4-20 mA points without a range)."""
+    from adapters.modbus import check_modbus_sources
+    from gateway.config import ModbusRtuSource, ModbusTcpSource
+
+    modbus = [s for s in config.sources if isinstance(s, ModbusTcpSource | ModbusRtuSource)]
+    if not modbus:
+        return []
+    index = {s.id: i for i, s in enumerate(config.sources)}
+    out = []
+    for msg in check_modbus_sources(modbus, config.tag_map()):
+        sid = msg.removeprefix("source ").split(":", 1)[0]
+        path: Path_ = ("sources", index[sid]) if sid in index else ("sources",)
+        out.append(Problem(path, smap.line_of(path), msg))
+    return out
+
+
 def check_text(text: str, filename: str = "<config>", env: Mapping[str, str] | None = None) -> CheckResult:
     """Validate config text; never raises for config problems."""
     result = CheckResult(config=None, filename=filename)
@@ -291,6 +308,8 @@ def check_text(text: str, filename: str = "<config>", env: Mapping[str, str] | N
     errs, warns = _cross_refs(data, smap)
     result.errors.extend(errs)
     result.warnings.extend(warns)
+    if result.config is not None:
+        result.errors.extend(_adapter_problems(result.config, smap))
     if result.errors:
         result.config = None
     result.errors.sort(key=lambda p: (p.line or 0))

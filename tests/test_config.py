@@ -260,3 +260,14 @@ def test_source_map_lines() -> None:
     assert data == {"a": {"b": [1, {"c": 2}]}}
     assert smap.line_of(("a", "b", 1, "c")) == 4
     assert smap.line_of(("a", "b", 0)) == 3
+
+
+def test_adapter_level_problems_are_config_errors() -> None:
+    # a 4-20 mA point needs its tag's range to map counts to engineering units
+    text = BASE.replace(
+        "      - {tag: GT-101, table: holding, address: 0, type: float32}",
+        "      - {tag: GT-101, table: holding, address: 0, type: float32}\n"
+        "      - {tag: LT-1, table: input, address: 10, type: uint16, current_loop: {raw_4ma: 6400, raw_20ma: 32000}}",
+    ) + "  - {id: LT-1, kind: level, unit: '%'}\n"
+    errs = errors(text)
+    assert len(errs) == 1 and errs[0].startswith("site.yaml:9: sources[0]: source gds-1:") and "range" in errs[0], errs
