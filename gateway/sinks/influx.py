@@ -1,19 +1,30 @@
 """InfluxDB sink: the batcher between the pipeline and an InfluxDB writer.
 
 ``on_readings`` (a pipeline subscriber, called on the event loop, no I/O) turns readings
-into line protocol using a per-tag series prefix built once, and appends them to a
-bounded buffer. A flush task sends batches of ``batch_size`` lines when enough are
-waiting or every ``flush_interval``; a failed batch is retried with capped exponential
-backoff and blocks the batches behind it, so order is kept.
+into line protocol using a per-tag series prefix built once, and appends them to the
+sink's queue; ``enqueue_priority`` does the same for alarm events and self-metrics.
 
-Buffers and overflow policy:
+The queue is a durable :class:`gateway.spool.Spool` when the sink is given a spool
+directory (the supervisor always gives ``{store.path}/spool/influx``), else a
+:class:`gateway.spool.MemorySpool` (tests, benchmarks). Either way, records become
+visible to the sender at a group commit (a full batch of readings, any priority record,
+or ``min(flush_interval, 1 s)`` at the latest; memory mode: ``flush_interval``), and a
+single sender task takes one batch at a time (priority records first), writes it, and
+acknowledges it. A failed write is retried with capped exponential backoff and blocks the
+batches behind it (while the server is unreachable, a ``/ping`` every second cuts the
+backoff short once it answers); a batch InfluxDB refuses as invalid (4xx) is counted and
+dropped.
 
-* readings: at most ``influx.max_buffer`` lines; when full the *oldest* readings are
-  dropped and counted (``hazardgw_sink_dropped{reason="overflow"}``).
-* priority lines (alarm events, gateway self-metrics): their own buffer of at most
-  ``max_priority`` lines, always sent before readings. It is only full after a very long
-  outage; then the oldest priority lines are dropped from the InfluxDB copy and counted.
-  Alarm events are never lost by that: the alarm journal (SQLite) is their record.
+Bounds and overflow policy (details in :mod:`gateway.spool.spool`):
+
+* spool: up to ``store.max_bytes`` on disk; beyond that the oldest *readings* are dropped
+  and counted (``hazardgw_sink_dropped{reason="spool_overflow"}``), never priority
+  records for readings. In memory between commits: ``influx.max_buffer`` readings
+  (oldest dropped, ``reason="overflow"``; only when the disk stalls).
+* memory mode: ``influx.max_buffer`` readings and ``max_priority`` priority lines, the
+  oldest dropped and counted (``reason="overflow"``); what is left at stop is counted
+  as ``reason="shutdown"``. With the spool, what is left at stop stays on disk and is
+  sent after the next start.
 """
 
 from __future__ import annotations
@@ -24,8 +35,8 @@ import logging
 import random
 import re
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway.config import Config, Influx, Tag
@@ -40,8 +51,10 @@ from gateway.sinks.influx_writers import (
     Writer,
     make_writer,
 )
+from gateway.spool import Batch, MemorySpool, SinkQueue, Spool, SpoolMetrics
 
 log = logging.getLogger(__name__)
+PROBE_INTERVAL = 1.0  # s between pings while waiting out a backoff with the server down
 _DROPPED = re.compile(r"dropped=(\d+)")
 
 
@@ -70,6 +83,11 @@ class InfluxSink:
         *,
         max_priority: int = 100_000,
         shutdown_timeout: float = 5.0,
+        spool_dir: str | Path | None = None,
+        spool_max_bytes: int = 1024**3,
+        commit_interval: float | None = None,
+        spool_metrics: SpoolMetrics | None = None,
+        fsync: bool = True,
     ) -> None:
         self.cfg = cfg
         self.site = config.site.code
@@ -78,66 +96,72 @@ class InfluxSink:
         self.max_priority = max_priority
         self.shutdown_timeout = shutdown_timeout
         self._prefix = reading_prefixes(config)
-        self._readings: deque[str] = deque()
-        self._priority: deque[str] = deque()
-        self._wake = asyncio.Event()
+        self.queue: SinkQueue
+        if spool_dir is not None:
+            self.queue = Spool(
+                Path(spool_dir),
+                name=self.name,
+                metrics=metrics,
+                max_bytes=spool_max_bytes,
+                block_records=cfg.batch_size,
+                commit_interval=commit_interval if commit_interval is not None else min(1.0, cfg.flush_interval),
+                max_pending=cfg.max_buffer,
+                max_pending_priority=max_priority,
+                spool_metrics=spool_metrics,
+                fsync=fsync,
+            )
+        else:
+            self.queue = MemorySpool(
+                name=self.name,
+                metrics=metrics,
+                block_records=cfg.batch_size,
+                commit_interval=commit_interval if commit_interval is not None else cfg.flush_interval,
+                max_records=cfg.max_buffer,
+                max_priority=max_priority,
+            )
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._rlog = RateLimitedLog(log, 30.0)
         self._failures = 0
-        self._inflight = 0
         self.last_success: float | None = None
         self.last_error: str | None = None
         self.written = 0
         self._m_lines_r = metrics.sink_lines.labels(self.name, "reading")
         self._m_lines_p = metrics.sink_lines.labels(self.name, "priority")
-        self._m_overflow = metrics.sink_dropped.labels(self.name, "reading", "overflow")
         self._m_buffer = metrics.sink_buffer.labels(self.name)
 
     # ------------------------------------------------------------------ producers (no I/O)
     def on_readings(self, batch: Sequence[Reading]) -> None:
         prefixes = self._prefix
-        buf = self._readings
+        lines: list[str] = []
+        add = lines.append
         for tag, value, ts, quality in batch:
             p = prefixes.get(tag)
             if p is None:
                 p = prefixes[tag] = _prefix(self.site, None, tag)
-            buf.append(reading_line(p, value, quality, ts))
-        over = len(buf) - self.cfg.max_buffer
-        if over > 0:
-            for _ in range(over):
-                buf.popleft()
-            self._m_overflow.inc(over)
-            self._rlog.warning(
-                "overflow", "InfluxDB sink buffer full (%d lines): oldest readings dropped", self.cfg.max_buffer
-            )
-        if len(buf) >= self.cfg.batch_size:
-            self._wake.set()
+            add(reading_line(p, value, quality, ts))
+        self.queue.append("reading", lines)
 
     def enqueue_priority(self, lines: Sequence[str]) -> None:
-        """Alarm events and self-metrics: sent before readings."""
-        self._priority.extend(lines)
-        over = len(self._priority) - self.max_priority
-        if over > 0:
-            for _ in range(over):
-                self._priority.popleft()
-            self.metrics.sink_dropped.labels(self.name, "priority", "overflow").inc(over)
-        self._wake.set()
+        """Alarm events and self-metrics: sent before readings, never dropped for them."""
+        self.queue.append("priority", lines)
 
     @property
     def buffered(self) -> int:
-        """Lines not yet written, including the batch being sent."""
-        return len(self._readings) + len(self._priority) + self._inflight
+        """Lines not yet written: waiting for a commit, spooled, and the batch being sent."""
+        return self.queue.records
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        await self.queue.open()
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="influx-sink")
 
     async def stop(self) -> None:
-        """Flush what is buffered (bounded by ``shutdown_timeout``), then close."""
+        """Send what is queued (bounded by ``shutdown_timeout``), then close. With the spool,
+        what could not be sent stays on disk for the next start."""
         self._stopping.set()
-        self._wake.set()
+        self.queue.readable.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), self.shutdown_timeout)
@@ -146,88 +170,70 @@ class InfluxSink:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
-        left = self.buffered
-        if left:
-            log.error("InfluxDB sink stopped with %d lines undelivered (server unreachable)", left)
-            self.metrics.sink_dropped.labels(self.name, "reading", "shutdown").inc(left)
+        lost = await self.queue.close()
+        if lost:
+            log.error("InfluxDB sink stopped with %d lines undelivered and not spooled", lost)
+            self.metrics.sink_dropped.labels(self.name, "reading", "shutdown").inc(lost)
+        elif self.queue.durable and self.queue.records:
+            log.info("InfluxDB sink stopped: %d lines kept in the spool for the next start", self.queue.records)
+        self._m_buffer.set(self.queue.records)
         await self.writer.close()
 
     def health(self) -> dict[str, Any]:
+        q = self.queue.health()
         return {
-            "ok": self._task is not None and not self._task.done() and self._failures == 0,
+            "ok": self._task is not None and not self._task.done() and self._failures == 0 and bool(q["ok"]),
             "buffered": self.buffered,
             "consecutive_failures": self._failures,
             "last_success_age_s": None if self.last_success is None else time.monotonic() - self.last_success,
             "last_error": self.last_error,
+            "spool": q,
         }
 
-    # ------------------------------------------------------------------ flushing
+    # ------------------------------------------------------------------ sending
     async def _run(self) -> None:
-        """Full batches as soon as they are ready; everything at each interval and on stop."""
-        deadline = time.monotonic() + self.cfg.flush_interval
+        """One batch at a time: take, send, acknowledge. On stop: commit and send the rest."""
+        q = self.queue
         while True:
-            timed_out = True
-            if not self._stopping.is_set():
-                try:
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - time.monotonic()))
-                    timed_out = False
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            everything = timed_out or self._stopping.is_set()
-            if everything:
-                deadline = time.monotonic() + self.cfg.flush_interval
-            await self._flush_all(full_only=not everything)
-            if self._stopping.is_set():
+            batch = await q.next_batch(self.cfg.batch_size)
+            if batch is None:
+                self._m_buffer.set(q.records)
+                if self._stopping.is_set():
+                    if await q.flush():
+                        continue
+                    return
+                await q.readable.wait()
+                continue
+            if not await self._send_batch(batch):
+                await q.release(batch)  # only when stopping: kept (spool) or counted at close (memory)
                 return
+            await q.ack(batch)
+            self._m_lines_p.inc(batch.n_priority)
+            self._m_lines_r.inc(batch.count - batch.n_priority)
+            self._m_buffer.set(q.records)
 
-    def _take(self) -> tuple[list[str], int]:
-        n = self.cfg.batch_size
-        lines: list[str] = []
-        pr = self._priority
-        while pr and len(lines) < n:
-            lines.append(pr.popleft())
-        n_priority = len(lines)
-        rd = self._readings
-        k = min(n - len(lines), len(rd))
-        lines.extend(rd.popleft() for _ in range(k))
-        return lines, n_priority
+    async def _send_batch(self, batch: Batch) -> bool:
+        return await self._send(batch.body, batch.count, batch.records)
 
-    async def _flush_all(self, full_only: bool = False) -> None:
-        while self._priority or self._readings:
-            if full_only and not self._priority and len(self._readings) < self.cfg.batch_size:
-                break  # alarm lines never wait for the interval; partial reading batches do
-            lines, n_priority = self._take()
-            self._inflight = len(lines)
-            self._m_buffer.set(self.buffered)
-            try:
-                ok = await self._send(lines)
-            finally:
-                self._inflight = 0
-            if not ok:
-                # give the batch back at the front, keeping order, and stop for now
-                self._priority.extendleft(reversed(lines[:n_priority]))
-                self._readings.extendleft(reversed(lines[n_priority:]))
-                return
-            self._m_lines_p.inc(n_priority)
-            self._m_lines_r.inc(len(lines) - n_priority)
-        self._m_buffer.set(self.buffered)
+    async def _send_lines(self, lines: list[str]) -> bool:
+        return await self._send("\n".join(lines).encode("utf-8", "replace"), len(lines), lambda: lines)
 
-    async def _send(self, lines: list[str]) -> bool:
+    async def _send(self, body: bytes, n: int, records: Callable[[], list[str]]) -> bool:
         """Send one batch; retries retryable errors until stopping. False: not sent."""
         backoff = 0.2
         while True:
             t0 = time.perf_counter()
             try:
-                await self.writer.write("\n".join(lines).encode())
+                await self.writer.write(body)
             except TooLargeError:
+                lines = records()
                 if len(lines) == 1:
-                    self._reject(lines, RejectedWriteError("line too large", 413, lines[0]))
+                    self._reject(1, RejectedWriteError("line too large", 413, lines[0]))
                     return True
                 mid = len(lines) // 2
-                return await self._send(lines[:mid]) and await self._send(lines[mid:])
+                return await self._send_lines(lines[:mid]) and await self._send_lines(lines[mid:])
             except RejectedWriteError as e:
-                self._reject(lines, e)
+                self._reject(n, e)
                 return True
             except RetryableWriteError as e:
                 self._failures += 1
@@ -236,8 +242,7 @@ class InfluxSink:
                 self._rlog.warning("retry", "InfluxDB write failed, will retry: %s", e)
                 if self._stopping.is_set():
                     return False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff * (0.8 + 0.4 * random.random()))
+                await self._backoff(backoff * (0.8 + 0.4 * random.random()), e.server_down)
                 backoff = min(backoff * 2, self.cfg.backoff_max)
                 continue
             self.metrics.sink_latency.labels(self.name).observe(time.perf_counter() - t0)
@@ -247,12 +252,25 @@ class InfluxSink:
             self._failures = 0
             self.last_error = None
             self.last_success = time.monotonic()
-            self.written += len(lines)
+            self.written += n
             return True
 
-    def _reject(self, lines: list[str], e: RejectedWriteError) -> None:
+    async def _backoff(self, delay: float, probe: bool) -> None:
+        """Wait ``delay`` s or until stopping. While the server is down, a cheap ping every
+        ``PROBE_INTERVAL`` ends the wait as soon as it answers again, so a long backoff
+        (``backoff_max``) does not delay the drain after an outage."""
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            step = min(remaining, PROBE_INTERVAL) if probe else remaining
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), step)
+                return
+            if probe and deadline - time.monotonic() > 0 and await self.writer.ping():
+                return
+
+    def _reject(self, n_lines: int, e: RejectedWriteError) -> None:
         m = _DROPPED.search(str(e))
-        n = int(m.group(1)) if m else len(lines)
+        n = int(m.group(1)) if m else n_lines
         self.metrics.sink_batches.labels(self.name, "rejected").inc()
         self.metrics.sink_dropped.labels(self.name, "reading", "rejected").inc(n)
         self.last_error = str(e)
@@ -260,7 +278,7 @@ class InfluxSink:
             logging.ERROR,
             "rejected",
             "InfluxDB rejected a batch of %d lines (not retried): %s; offending line: %s",
-            len(lines),
+            n_lines,
             e,
             e.line or "(not given by the server)",
         )

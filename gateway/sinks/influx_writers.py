@@ -12,6 +12,7 @@ data waits) and :class:`RejectedWriteError` for a batch the server refused as in
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Protocol
 
@@ -23,7 +24,15 @@ _PARTIAL_LINE = re.compile(r"unable to parse '(.*?)': ", re.S)
 
 
 class RetryableWriteError(Exception):
-    pass
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status  # 0: no HTTP answer (refused, timeout, reset)
+
+    @property
+    def server_down(self) -> bool:
+        """No answer or a 5xx: worth probing with a cheap ping while backing off (an auth
+        or missing-database error is not: the server is up and would refuse again)."""
+        return self.status == 0 or self.status >= 500
 
 
 class RejectedWriteError(Exception):
@@ -39,14 +48,18 @@ class TooLargeError(Exception):
 
 class Writer(Protocol):
     async def write(self, body: bytes) -> None: ...
+    async def ping(self) -> bool: ...
     async def close(self) -> None: ...
+
+
+PING_TIMEOUT = 2.0
 
 
 def _classify(status: int, text: str) -> Exception:
     if status == 413:
         return TooLargeError(text)
     if status == 0 or status >= 500 or status in (401, 403, 404, 408, 429):
-        return RetryableWriteError(f"HTTP {status}: {text[:300]}")
+        return RetryableWriteError(f"HTTP {status}: {text[:300]}", status)
     m = _PARTIAL_LINE.search(text)
     return RejectedWriteError(f"HTTP {status}: {text[:500]}", status, m.group(1) if m else None)
 
@@ -88,6 +101,16 @@ class V1Writer:
             raise RetryableWriteError(f"{type(e).__name__}: {e}") from None
         raise _classify(resp.status, text)
 
+    async def ping(self) -> bool:
+        """GET /ping (no auth needed): True when the server answers 204."""
+        try:
+            async with self._sess().get(
+                self._url[: -len("/write")] + "/ping", timeout=aiohttp.ClientTimeout(total=PING_TIMEOUT)
+            ) as resp:
+                return resp.status in (200, 204)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -126,6 +149,15 @@ class V2Writer:
             raise _classify(int(e.status or 0), str(e.body or e.reason or "")) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise RetryableWriteError(f"{type(e).__name__}: {e}") from None
+
+    async def ping(self) -> bool:
+        """influxdb-client's ``/ping``: True when the server answers."""
+        if self._client is None:
+            self._client = self._client_factory()
+        try:
+            return bool(await asyncio.wait_for(self._client.ping(), PING_TIMEOUT))
+        except Exception:  # any failure only means "not back yet"
+            return False
 
     async def close(self) -> None:
         if self._client is not None:

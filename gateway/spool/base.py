@@ -1,0 +1,152 @@
+"""What every spool gives a sink: ``append`` records, take a ``Batch``, ``ack`` or ``release`` it.
+
+A record is an opaque line of text without a newline (an InfluxDB line, later an uplink
+message) with a kind: ``priority`` (alarm events, self-metrics: always taken first, never
+dropped to make room for readings) or ``reading``.
+
+Producers call :meth:`SinkQueue.append` on the event loop; it never does I/O. Records
+become visible to the sink at a *group commit*: when a full block of readings is waiting,
+when a priority record arrives, and at the latest ``commit_interval`` after the oldest
+waiting record arrived. The sink takes one batch at a time, sends it, then acknowledges
+it (gone for good) or releases it (taken again next time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Kind = Literal["priority", "reading"]
+KINDS: tuple[Kind, Kind] = ("priority", "reading")
+
+
+@dataclass(eq=False)
+class Batch:
+    """Records for one send: priority ones first, each kind in order."""
+
+    body: bytes  # the records as UTF-8, joined by b"\n"
+    count: int
+    n_priority: int
+    token: Any = field(repr=False, default=None)  # the queue's own bookkeeping
+
+    def records(self) -> list[str]:
+        return self.body.decode("utf-8").split("\n") if self.count else []
+
+
+class SinkQueue(Protocol):
+    """The interface InfluxSink (and later the uplink) uses; see the module docstring."""
+
+    durable: bool
+    readable: asyncio.Event  # set when a batch may be available (also set by a stopping sink)
+
+    async def open(self) -> None: ...
+    def append(self, kind: Kind, records: Sequence[str]) -> None: ...
+    async def next_batch(self, max_records: int) -> Batch | None: ...
+    async def ack(self, batch: Batch) -> None: ...
+    async def release(self, batch: Batch) -> None: ...
+    async def flush(self) -> bool: ...
+    async def close(self) -> int: ...
+    @property
+    def records(self) -> int: ...
+    def health(self) -> dict[str, Any]: ...
+
+
+class GroupCommit:
+    """The commit schedule shared by the disk and memory spools.
+
+    Subclasses keep their pending records and implement :meth:`_commit`; this class
+    decides *when*: a full block of readings commits at once (full blocks only), a
+    priority record commits everything at once, and nothing waits longer than
+    ``commit_interval`` after it was appended.
+    """
+
+    def __init__(self, block_records: int, commit_interval: float) -> None:
+        self.block_records = block_records
+        self.commit_interval = commit_interval
+        self.readable = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._urgent = False
+        self._pending_since: float | None = None  # monotonic time of the oldest uncommitted record
+        self._committer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._lock = asyncio.Lock()
+
+    # subclasses
+    def _pending_readings(self) -> int:
+        raise NotImplementedError
+
+    def _has_pending(self) -> bool:
+        raise NotImplementedError
+
+    async def _commit(self, full_only: bool) -> bool:
+        """Commit pending records (all, or full blocks of readings only); False on failure."""
+        raise NotImplementedError
+
+    # schedule
+    def _note_append(self, kind: Kind) -> None:
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+            self._wake.set()
+        if kind == "priority":
+            self._urgent = True
+            self._wake.set()
+        elif self._pending_readings() >= self.block_records:
+            self._wake.set()
+
+    def _start_committer(self, name: str) -> None:
+        self._closing = False
+        self._committer = asyncio.create_task(self._run_committer(), name=name)
+
+    async def _stop_committer(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._committer is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+            self._committer = None
+
+    async def _run_committer(self) -> None:
+        while not self._closing:
+            timeout = None
+            if self._pending_since is not None:
+                timeout = max(0.0, self._pending_since + self.commit_interval - time.monotonic())
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            if self._closing:
+                return
+            await self.commit_due()
+
+    async def commit_due(self) -> None:
+        """Commit what the schedule says is due now."""
+        due = self._pending_since is not None and time.monotonic() - self._pending_since >= self.commit_interval
+        if due or self._urgent:
+            await self._commit_locked(full_only=False)
+        elif self._pending_readings() >= self.block_records:
+            await self._commit_locked(full_only=True)
+
+    async def flush(self) -> bool:
+        """Commit everything pending now; True if anything was committed."""
+        if not self._has_pending():
+            return False
+        await self._commit_locked(full_only=False)
+        return True
+
+    async def _commit_locked(self, full_only: bool) -> None:
+        async with self._lock:
+            started = time.monotonic()
+            if not full_only:
+                self._urgent = False
+            if not await self._commit(full_only):
+                self._pending_since = time.monotonic()  # try again one interval later
+                return
+            if not self._has_pending():
+                self._pending_since = None
+            elif not full_only:
+                # what arrived while committing: at most the commit's duration old
+                self._pending_since = started
