@@ -1,0 +1,249 @@
+"""Push texts in Chinese and English: one alarm, or a flood summary.
+
+A push carries the site, the hazard source (name and code), the tag's 位号 and name, the
+condition, the value with its unit, the limit, the priority, the raise time in the site's
+time zone and the one-tap acknowledge link. The language is the person's ``language``, else
+``notification.language``. ``notification.templates.{zh,en}.{title,body}`` replace the
+built-in texts; their ``{placeholders}`` are ``gateway.config.TEMPLATE_FIELDS`` (checked when
+the config loads).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+from zoneinfo import ZoneInfo
+
+from alerting.notify.records import AlarmInfo
+from gateway.config import TEMPLATE_FIELDS, Config
+
+CONDITION_TEXT: Final = {
+    "zh": {
+        "hh": "高高报",
+        "h": "高报",
+        "l": "低报",
+        "ll": "低低报",
+        "roc": "变化率报警",
+        "stale": "数据中断",
+        "bad": "仪表故障",
+        "frozen": "数据冻结",
+        "discrete": "开关量报警",
+        "vote": "表决报警",
+    },
+    "en": {
+        "hh": "HIGH-HIGH",
+        "h": "HIGH",
+        "l": "LOW",
+        "ll": "LOW-LOW",
+        "roc": "rate of change",
+        "stale": "no data",
+        "bad": "instrument fault",
+        "frozen": "frozen value",
+        "discrete": "discrete alarm",
+        "vote": "voting alarm",
+    },
+}
+PRIORITY_TEXT: Final = {
+    "zh": {1: "一级(紧急)", 2: "二级(重要)", 3: "三级(一般)"},
+    "en": {1: "P1 emergency", 2: "P2 high", 3: "P3 low"},
+}
+STATE_TEXT: Final = {
+    "zh": {"UNACK": "报警未确认", "ACKED": "已确认", "RTNUN": "已恢复未确认", "NORM": "已恢复正常"},
+    "en": {
+        "UNACK": "active, unacknowledged",
+        "ACKED": "acknowledged",
+        "RTNUN": "returned, unacknowledged",
+        "NORM": "normal",
+    },
+}
+NOTIFY_TYPE: Final = {1: "failure", 2: "warning", 3: "info"}  # apprise NotifyType by priority
+
+DEFAULT: Final = {
+    "zh": {
+        "title": "【{priority_text}】{hs_name} {tag} {condition_text}",
+        "body": (
+            "{escalation}{site}\n"
+            "危险源：{hs_name}（{hs}）\n"
+            "位号：{tag} {tag_name}\n"
+            "报警：{condition_text}{message}\n"
+            "数值：{value}（报警值 {limit}）\n"
+            "优先级：{priority_text}\n"
+            "时间：{time}\n"
+            "状态：{state_text}\n"
+            "一键确认：{link}"
+        ),
+    },
+    "en": {
+        "title": "[{priority_text}] {hs_name} {tag} {condition_text}",
+        "body": (
+            "{escalation}{site}\n"
+            "Hazard source: {hs_name} ({hs})\n"
+            "Tag: {tag} {tag_name}\n"
+            "Alarm: {condition_text}{message}\n"
+            "Value: {value} (limit {limit})\n"
+            "Priority: {priority_text}\n"
+            "Time: {time}\n"
+            "State: {state_text}\n"
+            "Acknowledge: {link}"
+        ),
+    },
+}
+ESCALATION_TEXT: Final = {
+    "zh": "【升级第{step}级】报警 {minutes} 分钟未确认\n",
+    "en": "[ESCALATION step {step}] unacknowledged for {minutes} min\n",
+}
+REALARM_TEXT: Final = {"zh": "【再次报警】", "en": "[RE-ALARM] "}
+SUMMARY_MAX_LINKS: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TagText:
+    name: str
+    unit: str
+    per: float | None  # ROC rate unit, seconds
+    members: int | None  # vote size
+
+
+def fmt_number(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.6g}"
+
+
+class Templates:
+    """Renders pushes for one site config (built once)."""
+
+    def __init__(self, config: Config) -> None:
+        self.site = config.site.name
+        self.site_code = config.site.code
+        self.tz = ZoneInfo(config.site.timezone)
+        self.default_language = config.notification.language
+        self.hs_names = {h.code: h.name for h in config.hazard_sources}
+        self.tags: dict[str, TagText] = {}
+        for t in config.tags:
+            per = t.alarms.roc.per if t.alarms.roc is not None else None
+            self.tags[t.id] = TagText(t.name, t.unit, per, None)
+        for v in config.votes:
+            self.tags[v.id] = TagText(v.name, "", None, len(v.tags))
+        self.custom = {lang: tpl for lang, tpl in config.notification.templates.items()}
+
+    # ------------------------------------------------------------------ fields
+    def time_text(self, ns: int) -> str:
+        t = dt.datetime.fromtimestamp(ns / 1e9, self.tz)
+        off = t.strftime("%z")
+        return f"{t:%Y-%m-%d %H:%M:%S} (UTC{off[:3]}:{off[3:]})"
+
+    def value_texts(self, info: AlarmInfo, lang: str) -> tuple[str, str]:
+        """(value, limit) as shown to a person, with units."""
+        tt = self.tags.get(info.tag, TagText("", "", None, None))
+        unit = f" {tt.unit}" if tt.unit else ""
+        c = info.condition
+        if c == "roc":
+            per = tt.per or 60.0
+            per_text = {1.0: "s", 60.0: "min", 3600.0: "h"}.get(per, f"{per:g}s")
+            u = f" {tt.unit}/{per_text}" if tt.unit else f"/{per_text}"
+            return fmt_number(info.value) + u, fmt_number(info.limit) + u
+        if c == "vote":
+            n = f"/{tt.members}" if tt.members else ""
+            word = "台探测器动作" if lang == "zh" else " detectors tripped"
+            return f"{fmt_number(info.value)}{n}{word}", f"k={fmt_number(info.limit)}"
+        if c == "stale":
+            sec = "秒" if lang == "zh" else " s"
+            return ("无数据" if lang == "zh" else "no data"), f"{fmt_number(info.limit)}{sec}"
+        if c == "bad":
+            return ("故障" if lang == "zh" else "fault"), "—"
+        if c == "discrete":
+            return fmt_number(info.value), "—"
+        return fmt_number(info.value) + unit, fmt_number(info.limit) + unit
+
+    def fields(
+        self,
+        info: AlarmInfo,
+        lang: str,
+        *,
+        link: str = "",
+        step: int = 0,
+        elapsed: float = 0.0,
+        realarm: bool = False,
+        state: str | None = None,
+        person: str = "",
+    ) -> dict[str, str]:
+        lang = lang if lang in DEFAULT else "zh"
+        tt = self.tags.get(info.tag)
+        value, limit = self.value_texts(info, lang)
+        escalation = ""
+        if step > 0:
+            escalation = ESCALATION_TEXT[lang].format(step=step, minutes=f"{elapsed / 60:.0f}")
+        if realarm:
+            escalation = REALARM_TEXT[lang] + escalation
+        st = state or "UNACK"
+        f = {
+            "site": self.site,
+            "site_code": self.site_code,
+            "hs": info.hs or "—",
+            "hs_name": self.hs_names.get(info.hs or "", info.hs or ""),
+            "tag": info.tag,
+            "tag_name": tt.name if tt is not None else "",
+            "condition": info.condition,
+            "condition_text": CONDITION_TEXT[lang].get(info.condition, info.condition),
+            "priority": str(info.priority),
+            "priority_text": PRIORITY_TEXT[lang].get(info.priority, str(info.priority)),
+            "value": value,
+            "limit": limit,
+            "unit": tt.unit if tt is not None else "",
+            "time": self.time_text(info.ts),
+            "state": st,
+            "state_text": STATE_TEXT[lang].get(st, st),
+            "link": link,
+            "step": str(step),
+            "escalation": escalation,
+            "person": person,
+            "message": (("：" if lang == "zh" else ": ") + info.message) if info.message else "",
+        }
+        assert set(f) == set(TEMPLATE_FIELDS)
+        return f
+
+    def _texts(self, lang: str) -> tuple[str, str]:
+        d = DEFAULT[lang]
+        c = self.custom.get(lang)  # type: ignore[call-overload]
+        title = c.title if c is not None and c.title else d["title"]
+        body = c.body if c is not None and c.body else d["body"]
+        return title, body
+
+    # ------------------------------------------------------------------ pushes
+    def alarm(self, info: AlarmInfo, lang: str | None, **kw: object) -> tuple[str, str]:
+        """(title, body) of one alarm push."""
+        lang = lang if lang in DEFAULT else self.default_language
+        f = self.fields(info, lang, **kw)  # type: ignore[arg-type]
+        title, body = self._texts(lang)
+        return title.format_map(f).strip(), body.format_map(f).strip()
+
+    def summary(
+        self, items: Sequence[tuple[AlarmInfo, str]], lang: str | None, console: str, window_s: float
+    ) -> tuple[str, str]:
+        """(title, body) of a flood summary: ``items`` are (alarm, ack link), newest last."""
+        lang = lang if lang in DEFAULT else self.default_language
+        n = len(items)
+        counts = {p: sum(1 for i, _ in items if i.priority == p) for p in (1, 2, 3)}
+        mins = f"{window_s / 60:g}"
+        if lang == "zh":
+            title = f"【报警泛滥】{self.site}：{n} 条报警待确认"
+            head = f"{self.site} 报警泛滥（近 {mins} 分钟汇总）：二级 {counts[2]} 条，三级 {counts[3]} 条"
+            more = "另有 {k} 条，请在值班台查看：{console}"
+        else:
+            title = f"[ALARM FLOOD] {self.site}: {n} alarms to acknowledge"
+            head = f"{self.site} alarm flood (summary of {mins} min): P2 {counts[2]}, P3 {counts[3]}"
+            more = "{k} more, see the duty console: {console}"
+        lines = [head]
+        for i, (info, link) in enumerate(items):
+            if i >= SUMMARY_MAX_LINKS:
+                lines.append(more.format(k=n - SUMMARY_MAX_LINKS, console=console))
+                break
+            value, limit = self.value_texts(info, lang)
+            t = dt.datetime.fromtimestamp(info.ts / 1e9, self.tz)
+            cond = CONDITION_TEXT[lang].get(info.condition, info.condition)
+            hs = self.hs_names.get(info.hs or "", info.hs or "")
+            lines.append(f"{t:%H:%M:%S} P{info.priority} {hs} {info.tag} {cond} {value} / {limit} {link}")
+        return title, "\n".join(lines)
