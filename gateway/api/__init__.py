@@ -1,0 +1,12 @@
+"""HTTP API, live duty console, SSE, auth and Prometheus metrics (DESIGN.md section 9).
+
+See README.md in this folder. ``build_app(gateway)`` makes the FastAPI app;
+``ApiServer(gateway)`` runs it as a gateway component (uvicorn in the same event loop).
+"""
+
+from gateway.api.app import build_app
+from gateway.api.auth import Principal, hash_token
+from gateway.api.context import ApiSettings
+from gateway.api.server import ApiServer
+
+__all__ = ["ApiServer", "ApiSettings", "Principal", "build_app", "hash_token"]

@@ -1,0 +1,129 @@
+"""``build_app(gateway)``: the FastAPI application of one gateway (DESIGN.md section 9).
+
+Routes: ``/api/health`` (open), ``/api/tags``, ``/api/tags/{tag}``, ``/api/alarms``,
+``/api/alarms/history``, ``POST /api/alarms/{id}/ack|shelve|unshelve|dispose``,
+``/api/events`` (SSE), ``/metrics`` (open), ``/`` and ``/static/`` (the duty console),
+``/openapi.json``. Extra routers (e.g. the one-tap ``/ack/{token}`` page) are passed in
+``extra_routers`` or added later with ``app.include_router``.
+
+The app keeps everything it needs on ``app.state.hazardgw`` (an :class:`ApiContext`). Its
+background part (the SSE event hub and the trend recorder) is started by the app's
+lifespan, or by :class:`gateway.api.server.ApiServer`, which runs uvicorn without one.
+Handlers that touch the gateway are ``async def`` so they run on the event loop thread
+(the alarm engine is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from gateway.api import errors, routes_alarms, routes_events, routes_system, routes_tags
+from gateway.api.context import ApiContext, ApiSettings
+from gateway.api.middleware import AccessLog, SecurityHeaders
+from gateway.api.routes_system import STATIC
+from gateway.api.sse import SseGuard
+
+if TYPE_CHECKING:
+    from gateway.supervisor import Gateway
+
+log = logging.getLogger("gateway.api")
+
+DESCRIPTION = """\
+HTTP API and duty console of a hazardgw gateway (重大危险源监测网关).
+
+Every `/api` route except `/api/health` needs `Authorization: Bearer <token>` with a token
+from `api.tokens` (role viewer < operator < admin); operator actions need `operator`.
+Timestamps are integers in ns since the Unix epoch (UTC). Errors are JSON
+`{"error": code, "detail": ...}`.
+"""
+
+
+def build_app(
+    gateway: Gateway,
+    extra_routers: Iterable[APIRouter] = (),
+    *,
+    settings: ApiSettings | None = None,
+) -> FastAPI:
+    ctx = ApiContext(gateway, settings or ApiSettings(), log)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ctx.start()
+        try:
+            yield
+        finally:
+            await ctx.stop()
+
+    app = FastAPI(
+        title=f"hazardgw {gateway.config.site.code}",
+        version="1",
+        description=DESCRIPTION,
+        docs_url=None,  # the Swagger/ReDoc pages load scripts from a CDN; sites are offline
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.hazardgw = ctx
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_31(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    errors.install(app)
+    app.include_router(routes_system.router())
+    app.include_router(routes_tags.router())
+    app.include_router(routes_alarms.router())
+    app.include_router(routes_events.router())
+    for r in extra_routers:
+        app.include_router(r)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # outermost last: access log sees everything, the SSE guard wraps only /api/events
+    app.add_middleware(SseGuard)
+    if gateway.config.api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(gateway.config.api.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            allow_credentials=False,
+        )
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog, metrics=ctx.metrics)
+    return app
+
+
+def openapi_31(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make FastAPI's SSE documentation valid OpenAPI 3.1.
+
+    FastAPI describes a streaming response with ``itemSchema``, an OpenAPI 3.2 keyword, in a
+    document that says 3.1.0 (so validators reject it). Keep it as the extension
+    ``x-itemSchema`` and give the media type a 3.1 ``schema`` (a string: the raw stream).
+    """
+    for item in schema.get("paths", {}).values():
+        for op in item.values():
+            if not isinstance(op, dict):
+                continue
+            for resp in op.get("responses", {}).values():
+                for media, content in resp.get("content", {}).items():
+                    if isinstance(content, dict) and "itemSchema" in content:
+                        content["x-itemSchema"] = content.pop("itemSchema")
+                        content.setdefault("schema", {
+                            "type": "string",
+                            "description": f"{media} stream; the events are described in x-itemSchema",
+                        })
+    return schema
+
+
+def context_of(app: FastAPI) -> ApiContext:
+    ctx: ApiContext = app.state.hazardgw
+    return ctx

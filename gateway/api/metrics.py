@@ -1,0 +1,113 @@
+"""The API's own Prometheus metrics, and scrape-time gauges read from the gateway's state.
+
+They live in an app-private registry (so two apps, or two gateways, in one process never
+collide); ``GET /metrics`` serves the gateway's registry followed by this one.
+
+Added here (issue 6 item 4 asks for them and nothing registered them yet):
+
+* ``hazardgw_api_requests_total{method,route,status}``, ``hazardgw_api_auth_failures_total{reason}``
+* ``hazardgw_api_sse_clients``, ``hazardgw_api_sse_dropped_total{reason}`` (slow / limit),
+  ``hazardgw_api_sse_messages_total{event}``
+* ``hazardgw_alarms_unacknowledged{priority}``: open alarms waiting for an acknowledge
+  (UNACK, RTNUN), next to the engine's ``hazardgw_alarms_active{priority}``
+* ``hazardgw_alarms_shelved``, ``hazardgw_alarms_suppressed``, ``hazardgw_alarms_out_of_service``
+* ``hazardgw_tags{quality}``: configured tags by the quality of their latest reading
+  (``none`` before the first one)
+* ``hazardgw_source_queue_depth{source}``: a source's internal queue (e.g. MQTT messages
+  waiting for the pipeline), where the source reports one
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from alerting import states as S
+
+if TYPE_CHECKING:
+    from gateway.supervisor import Gateway
+
+
+class ApiMetrics:
+    def __init__(self, gateway: Gateway) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "hazardgw_api_requests", "HTTP requests by method, route template and status",
+            ["method", "route", "status"], registry=r,
+        )
+        self.auth_failures = Counter(
+            "hazardgw_api_auth_failures", "Rejected API requests: missing or invalid token, role too low",
+            ["reason"], registry=r,
+        )
+        self.sse_clients = Gauge("hazardgw_api_sse_clients", "Connected /api/events clients", registry=r)
+        self.sse_dropped = Counter(
+            "hazardgw_api_sse_dropped",
+            "SSE clients dropped because they did not keep up (slow) or refused (limit)",
+            ["reason"], registry=r,
+        )
+        self.sse_messages = Counter(
+            "hazardgw_api_sse_messages", "SSE messages queued to clients, by event type", ["event"], registry=r
+        )
+        for reason in ("missing", "invalid", "role"):
+            self.auth_failures.labels(reason)
+        for reason in ("slow", "limit"):
+            self.sse_dropped.labels(reason)
+        r.register(_GatewayState(gateway))
+
+
+class _GatewayState(Collector):
+    """Gauges computed from the gateway's state at scrape time (nothing on the hot path)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self.gateway
+        unacked = {1: 0, 2: 0, 3: 0}
+        shelved = suppressed = oos = 0
+        for v in gw.alarms.alarms():
+            if v.state in (S.UNACK, S.RTNUN):
+                unacked[v.priority] = unacked.get(v.priority, 0) + 1
+            shelved += v.shelved
+            suppressed += v.suppressed
+            oos += v.out_of_service
+        g = GaugeMetricFamily(
+            "hazardgw_alarms_unacknowledged", "Open alarms waiting for an acknowledge (UNACK, RTNUN)",
+            labels=["priority"],
+        )
+        for p, n in sorted(unacked.items()):
+            g.add_metric([str(p)], n)
+        yield g
+        yield GaugeMetricFamily("hazardgw_alarms_shelved", "Alarms shelved by an operator", value=shelved)
+        yield GaugeMetricFamily("hazardgw_alarms_suppressed", "Alarms suppressed by design", value=suppressed)
+        yield GaugeMetricFamily("hazardgw_alarms_out_of_service", "Alarms out of service", value=oos)
+
+        counts = dict.fromkeys(("good", "bad", "uncertain", "stale", "comm", "none"), 0)
+        latest = gw.live.latest
+        for t in gw.config.tags:
+            r = latest.get(t.id)
+            q = r.quality if r is not None else "none"
+            counts[q] = counts.get(q, 0) + 1
+        g = GaugeMetricFamily(
+            "hazardgw_tags", "Configured tags by the quality of their latest reading", labels=["quality"]
+        )
+        for q, n in counts.items():
+            g.add_metric([q], n)
+        yield g
+
+        g = GaugeMetricFamily(
+            "hazardgw_source_queue_depth", "Items waiting in a source's own queue", labels=["source"]
+        )
+        for s in gw.sources:
+            try:
+                h: dict[str, Any] = s.health()
+            except Exception:  # a scrape must not fail because one source's health did
+                continue
+            q = h.get("queue")
+            if isinstance(q, int | float) and not isinstance(q, bool):
+                g.add_metric([s.id], float(q))
+        yield g

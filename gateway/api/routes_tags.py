@@ -1,0 +1,62 @@
+"""``GET /api/tags`` and ``GET /api/tags/{tag}``: live value, quality, timestamp and alarm state."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from gateway.api import views
+from gateway.api.auth import Viewer
+from gateway.api.context import ApiContext, Ctx
+from gateway.api.errors import ApiError, responses
+from gateway.api.schemas import AlarmOut, TagDetailOut, TagOut
+from gateway.config import Tag
+
+
+def _tag(ctx: ApiContext, t: Tag, summary: dict[str, dict[str, Any]], recent: int) -> dict[str, Any]:
+    d = views.tag_info(t)
+    r = ctx.gateway.live.latest.get(t.id)
+    d.update(
+        value=views.num(r.value) if r else None,
+        ts=r.ts if r else None,
+        quality=r.quality if r else None,
+        alarm=summary.get(t.id),
+        recent=ctx.trends.recent(t.id, recent) if recent else None,
+    )
+    return d
+
+
+def router() -> APIRouter:
+    r = APIRouter(prefix="/api", tags=["tags"], responses=responses(401, 403))
+
+    @r.get("/tags", response_model=list[TagOut], summary="All tags with their latest reading")
+    async def list_tags(
+        ctx: Ctx,
+        _: Viewer,
+        hs: Annotated[str | None, Query(max_length=128, description="only tags of this hazard source")] = None,
+        recent: Annotated[int, Query(ge=0, le=1000, description="include up to N recent values per tag")] = 0,
+    ) -> list[dict[str, Any]]:
+        summary = views.tag_alarm_summary(ctx.gateway.alarms.alarms())
+        return [_tag(ctx, t, summary, recent) for t in ctx.gateway.config.tags if hs is None or t.hazard_source == hs]
+
+    @r.get(
+        "/tags/{tag:path}",
+        response_model=TagDetailOut,
+        summary="One tag: latest reading, recent values (trend) and its alarms",
+        responses=responses(404),
+    )
+    async def get_tag(
+        ctx: Ctx,
+        _: Viewer,
+        tag: Annotated[str, Path(description="tag id, e.g. GT-101", examples=["GT-101"])],
+    ) -> dict[str, Any]:
+        t = ctx.gateway.config.tag_map().get(tag)
+        if t is None:
+            raise ApiError(404, "not_found", f"unknown tag {tag!r}")
+        alarms = [v for v in ctx.gateway.alarms.alarms() if v.tag == tag]
+        d = _tag(ctx, t, views.tag_alarm_summary(alarms), ctx.settings.trend_points)
+        d["alarms"] = [AlarmOut(**views.alarm(v)) for v in alarms]
+        return d
+
+    return r

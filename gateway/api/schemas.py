@@ -1,0 +1,187 @@
+"""Request and response models: they make the OpenAPI schema (``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Quality = Literal["good", "bad", "uncertain", "stale", "comm"]
+State = Literal["NORM", "UNACK", "ACKED", "RTNUN", "SHLVD", "DSUPR", "OOSRV"]
+EventName = Literal[
+    "raised", "cleared", "acked", "realarmed", "shelved", "unshelved", "suppressed", "unsuppressed",
+    "out_of_service", "in_service", "disposed",
+]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------- health
+
+
+class HealthOut(Out):
+    status: Literal["ok", "degraded"]
+    site: str
+    components: dict[str, dict[str, Any]]
+
+
+# ----------------------------------------------------------------------------- tags
+
+
+class TagAlarmOut(Out):
+    priority: int = Field(description="worst priority among the tag's open alarms (1 = emergency)")
+    state: State = Field(description="state of that alarm; UNACK wins over RTNUN over ACKED")
+    alarms: list[str] = Field(description="ids of the tag's open alarms")
+
+
+class TagOut(Out):
+    id: str
+    name: str
+    hs: str | None = Field(description="hazard source code")
+    kind: str
+    gas: str | None
+    unit: str
+    range: list[float] | None
+    limits: dict[str, float] = Field(description="configured hh/h/l/ll limits")
+    value: float | None = Field(description="latest value; null when the quality carries no value")
+    ts: int | None = Field(description="source timestamp of the latest reading, ns since the epoch")
+    quality: Quality | None = Field(description="null before the first reading")
+    alarm: TagAlarmOut | None = Field(description="open alarms of the tag, null when none")
+    recent: list[tuple[int, float | None]] | None = Field(
+        default=None,
+        description="recent values [ts_ns, value|null], oldest first, at most one per second (trend)",
+    )
+
+
+class TagDetailOut(TagOut):
+    alarms: list[AlarmOut] = Field(description="every alarm point of the tag with its state")
+
+
+# ----------------------------------------------------------------------------- alarms
+
+
+class AlarmOut(Out):
+    id: str = Field(description="'TAG/condition', e.g. 'GT-101/hh'")
+    tag: str
+    condition: str
+    priority: int
+    state: State
+    active: bool = Field(description="the condition is active (process side), whatever the state")
+    occurrence: int | None = Field(description="open occurrence number")
+    hs: str | None
+    value: float | None
+    limit: float | None
+    raised_ts: int | None = Field(description="ns, source time of the raise of the open occurrence")
+    acked_by: str | None
+    acked_wall: int | None
+    shelved: bool
+    shelved_until: int | None
+    one_shot: bool
+    suppressed: bool
+    out_of_service: bool
+    latch: bool
+    chattering: bool
+    suppressible: bool = Field(description="false for gas alarms: they can be neither shelved nor suppressed")
+    message: str | None
+
+
+class AlarmEventOut(Out):
+    seq: int
+    event: str
+    alarm: str
+    tag: str
+    condition: str
+    priority: int
+    state: str
+    prev_state: str
+    active: bool
+    occurrence: int | None
+    value: float | None
+    limit: float | None
+    ts: int = Field(description="ns: source time (raised/cleared by a reading) or gateway wall clock")
+    wall: int = Field(description="ns: gateway wall clock when the event was made")
+    hs: str | None
+    user: str | None = Field(description="token name for operator actions, 'system' for timers")
+    comment: str | None
+    chattering: bool
+    flood: bool
+    message: str | None
+    data: dict[str, Any] | None
+
+
+class OccurrenceOut(Out):
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    alarm: str
+    tag: str
+    condition: str
+    hs: str | None
+    priority: int
+    raised_ts: int
+    raised_wall: int
+    value: float | None
+    limit: float | None
+    acked_wall: int | None
+    acked_by: str | None
+    cleared_ts: int | None
+    realarms: int
+    closed_wall: int | None
+    closed_by: str | None
+    disposed_wall: int | None
+    disposed_by: str | None
+    cause: str | None
+    action: str | None
+    handler: str | None
+    result: str | None
+
+
+class HistoryOut(Out):
+    source: Literal["journal", "memory"] = Field(
+        description="journal: the durable alarm journal; memory: the engine's recent events (no journal)"
+    )
+    events: list[AlarmEventOut] = Field(default_factory=list, description="newest first (view=events)")
+    occurrences: list[OccurrenceOut] = Field(default_factory=list, description="newest first (view=occurrences)")
+
+
+class ActionOut(Out):
+    event: AlarmEventOut
+    alarm: AlarmOut
+
+
+Comment = Field(default=None, max_length=2000, description="free text, kept in the journal")
+
+
+class AckIn(In):
+    comment: str | None = Comment
+
+
+class ShelveIn(In):
+    duration: float | str | None = Field(
+        default=None,
+        description="seconds, or a duration such as '30m', '2h' (at most alarming.shelve_max, 8 h)",
+        examples=["1h"],
+    )
+    one_shot: bool = Field(default=False, description="shelve until the alarm returns to normal")
+    comment: str | None = Comment
+
+
+class UnshelveIn(In):
+    comment: str | None = Comment
+
+
+class DisposeIn(In):
+    cause: str = Field(min_length=1, max_length=2000, description="原因")
+    action: str = Field(min_length=1, max_length=2000, description="处置措施")
+    result: str = Field(min_length=1, max_length=2000, description="处置结果")
+    handler: str | None = Field(default=None, max_length=200, description="处置人; default: the token's name")
+    comment: str | None = Comment
+
+
+TagDetailOut.model_rebuild()

@@ -1,0 +1,291 @@
+"""Fan-out of readings and alarm events to Server-Sent-Events clients (``GET /api/events``).
+
+Every client has its own bounded queue of pre-serialised messages. Producers never wait:
+
+* **alarm events** are queued to every client immediately, from the alarm engine's
+  callback (``alarm``), followed, one loop iteration later, by the hazard-source colours
+  when they changed (``status``);
+* **readings** are throttled: once per ``interval`` (1 s) the hub takes the tags that got a
+  reading since the last tick and queues one ``readings`` message with the *latest*
+  reading of each, so a client sees every tag at most once a second however fast the
+  plant reports;
+* a ``heartbeat`` goes out when nothing else was sent for ``heartbeat`` seconds, so a
+  console can tell a quiet plant from a dead connection.
+
+A client whose queue is full (``max_queue`` messages: it stopped reading, or reads slower
+than the plant produces) is **dropped**: its queue is emptied, it is counted in
+``hazardgw_api_sse_dropped_total{reason="slow"}``, and :class:`SseGuard` closes its
+connection even if the server is blocked writing to it. The pipeline and the alarm engine
+are never blocked by a client; the console reconnects and gets a fresh ``snapshot``.
+At most ``max_clients`` clients at once; more get 503.
+
+Message data is JSON (see README.md in this folder for the shapes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from alerting import AlarmEvent
+from gateway.api import views
+from gateway.api.trends import RecentValues
+from gateway.ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    from gateway.api.metrics import ApiMetrics
+    from gateway.supervisor import Gateway
+
+log = logging.getLogger(__name__)
+
+KILL_KEY = "hazardgw.sse_kill"
+EVENTS_PATH = "/api/events"
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+class TooManyClients(Exception):
+    pass
+
+
+class SseClient:
+    __slots__ = ("connected", "dropped", "kill", "peer", "queue", "user")
+
+    def __init__(self, peer: str, user: str, max_queue: int, kill: asyncio.Event | None) -> None:
+        self.peer = peer
+        self.user = user
+        self.queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(max_queue)
+        self.kill = kill
+        self.dropped = False
+        self.connected = time.monotonic()
+
+
+class EventHub:
+    name = "api-events"
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        trends: RecentValues,
+        metrics: ApiMetrics,
+        *,
+        interval: float = 1.0,
+        heartbeat: float = 5.0,
+        max_clients: int = 64,
+        max_queue: int = 1024,
+    ) -> None:
+        self.gateway = gateway
+        self.trends = trends
+        self.metrics = metrics
+        self.interval = interval
+        self.heartbeat = heartbeat
+        self.max_clients = max_clients
+        self.max_queue = max_queue
+        self._clients: set[SseClient] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Any = None
+        self._status_pending = False
+        self._last_status: str | None = None
+        self._last_sent = 0.0
+        self._ratelog = RateLimitedLog(log, 60.0)
+        self._msg_counters = {e: metrics.sse_messages.labels(e) for e in
+                              ("snapshot", "readings", "alarm", "status", "heartbeat")}
+        self.dropped = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self.gateway.pipeline.subscribe(self.trends)
+        self._unsubscribe = self.gateway.alarms.subscribe(self._on_alarm)
+        self._task = asyncio.create_task(self._run(), name="api-events")
+
+    async def stop(self) -> None:
+        self.close_clients()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.gateway.pipeline.unsubscribe(self.trends)
+
+    def close_clients(self) -> None:
+        """End every stream (graceful when the client is reading, forced when it is not)."""
+        for c in list(self._clients):
+            self._clients.discard(c)
+            try:
+                c.queue.put_nowait(None)
+            except asyncio.QueueFull:
+                self._empty(c)
+                if c.kill is not None:
+                    c.kill.set()
+        self.metrics.sse_clients.set(0)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": self._task is not None and not self._task.done(),
+            "clients": len(self._clients),
+            "dropped": self.dropped,
+        }
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    # ------------------------------------------------------------------ clients
+    def connect(self, peer: str, user: str, kill: asyncio.Event | None = None) -> SseClient:
+        """Register a client; its first message is a ``snapshot`` of the current state."""
+        if len(self._clients) >= self.max_clients:
+            self.metrics.sse_dropped.labels("limit").inc()
+            raise TooManyClients(f"at most {self.max_clients} event-stream clients")
+        c = SseClient(peer, user, self.max_queue, kill)
+        # built and queued before the client is registered, with no await in between: no
+        # alarm event can fall between the snapshot and the stream
+        c.queue.put_nowait(("snapshot", dumps(self.snapshot())))
+        self._msg_counters["snapshot"].inc()
+        self._clients.add(c)
+        self.metrics.sse_clients.set(len(self._clients))
+        return c
+
+    def disconnect(self, c: SseClient) -> None:
+        self._clients.discard(c)
+        self.metrics.sse_clients.set(len(self._clients))
+
+    def snapshot(self) -> dict[str, Any]:
+        gw = self.gateway
+        engine = gw.alarms
+        cfg = gw.config
+        latest = gw.live.latest
+        tags = []
+        for t in cfg.tags:
+            d = views.tag_info(t)
+            r = latest.get(t.id)
+            d.update(value=views.num(r.value) if r else None, ts=r.ts if r else None,
+                     quality=r.quality if r else None)
+            tags.append(d)
+        return {
+            "site": {"code": cfg.site.code, "name": cfg.site.name, "timezone": cfg.site.timezone},
+            "server_time": time.time_ns(),
+            "hazard_sources": self._statuses(),
+            "tags": tags,
+            "alarms": [views.alarm(v) for v in engine.active()],
+            "suppressed": [views.alarm(v) for v in engine.suppressed()],
+            "points": [
+                {"id": v.id, "tag": v.tag, "condition": v.condition, "priority": v.priority, "hs": v.hs,
+                 "latch": v.latch, "suppressible": v.suppressible, "limit": views.num(v.limit),
+                 "message": v.message}
+                for v in engine.alarms()
+            ],
+            "flood": engine.flood,
+        }
+
+    def _statuses(self) -> list[dict[str, Any]]:
+        hs = self.gateway.config.hazard_source_map()
+        return [views.hazard_status(s, hs.get(code)) for code, s in self.gateway.alarms.statuses().items()]
+
+    # ------------------------------------------------------------------ fan-out
+    def _broadcast(self, event: str, data: str) -> None:
+        sent = 0
+        for c in list(self._clients):
+            try:
+                c.queue.put_nowait((event, data))
+                sent += 1
+            except asyncio.QueueFull:
+                self._drop(c)
+        if sent:
+            self._msg_counters[event].inc(sent)
+        self._last_sent = time.monotonic()
+
+    def _empty(self, c: SseClient) -> None:
+        q = c.queue
+        while not q.empty():
+            q.get_nowait()
+
+    def _drop(self, c: SseClient) -> None:
+        self._clients.discard(c)
+        c.dropped = True
+        self.dropped += 1
+        self.metrics.sse_dropped.labels("slow").inc()
+        self.metrics.sse_clients.set(len(self._clients))
+        self._empty(c)  # release the memory now
+        c.queue.put_nowait(None)
+        if c.kill is not None:
+            c.kill.set()  # SseGuard closes the connection even if a write to it is blocked
+        self._ratelog.warning(
+            "slow", "dropped event-stream client %s (token %s): it fell %d messages behind",
+            c.peer, c.user, self.max_queue,
+        )
+
+    def _on_alarm(self, ev: AlarmEvent) -> None:
+        """Alarm engine callback: synchronous and cheap; never calls back into the engine."""
+        if not self._clients:
+            return
+        self._broadcast("alarm", dumps(views.event(ev)))
+        if not self._status_pending:
+            self._status_pending = True
+            asyncio.get_running_loop().call_soon(self._send_status)
+
+    def _send_status(self) -> None:
+        self._status_pending = False
+        if not self._clients:
+            return
+        data = dumps({"hazard_sources": self._statuses(), "flood": self.gateway.alarms.flood})
+        if data != self._last_status:
+            self._last_status = data
+            self._broadcast("status", data)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                changed = self.trends.tick()
+                if not self._clients:
+                    continue
+                if changed:
+                    self._broadcast("readings", dumps({"readings": [views.reading(r) for r in changed]}))
+                elif time.monotonic() - self._last_sent >= self.heartbeat:
+                    self._broadcast("heartbeat", dumps({"server_time": time.time_ns()}))
+            except Exception as e:  # keep ticking: the next second may work
+                self._ratelog.log(logging.ERROR, "tick", "event hub tick failed: %r", e)
+
+
+class SseGuard:
+    """Runs ``GET /api/events`` inside a cancel scope that :class:`EventHub` can trigger.
+
+    A client that stops reading blocks the server's write to it (flow control), and with it
+    the stream's generator, so the generator cannot end the response itself. When the hub
+    drops such a client it sets the kill event this middleware put in the request scope;
+    the request is cancelled and uvicorn closes the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != EVENTS_PATH:
+            await self.app(scope, receive, send)
+            return
+        kill = asyncio.Event()
+        scope[KILL_KEY] = kill
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                await kill.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            await self.app(scope, receive, send)
+            tg.cancel_scope.cancel()

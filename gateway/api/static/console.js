@@ -1,0 +1,656 @@
+/* hazardgw duty console: plain JS, no build step, no CDN.
+ *
+ * Data: one authenticated event stream (GET /api/events, read with fetch so the token
+ * travels in the Authorization header, never in a URL): a snapshot on connect, then
+ * alarm events immediately, readings at most once a second, status and heartbeats.
+ * Trends are seeded from GET /api/tags?recent=N and extended from the stream.
+ * The token is asked for once and kept in localStorage.
+ */
+"use strict";
+(() => {
+  const TREND = 120;
+  const WATCHDOG_MS = 15000;
+  const OPEN = new Set(["UNACK", "ACKED", "RTNUN"]);
+  const LS = window.localStorage;
+
+  const S = {
+    token: LS.getItem("hazardgw.token") || "",
+    lang: LS.getItem("hazardgw.lang") || ((navigator.language || "").toLowerCase().startsWith("zh") ? "zh" : "en"),
+    muted: LS.getItem("hazardgw.muted") === "1",
+    site: null,
+    tz: undefined,
+    tags: new Map(), // id -> tag info + value/ts/quality + trend
+    hs: [], // hazard source statuses from the server
+    points: new Map(), // alarm id -> static alarm point info
+    alarms: new Map(), // alarm id -> alarm (open or suppressed)
+    flood: false,
+    connected: false,
+    lastMsg: 0,
+    abort: null,
+    retry: 1000,
+    streamToken: null,
+  };
+  window.hazardgw = { horns: 0, state: S };
+
+  const $ = (id) => document.getElementById(id);
+  const t = (key) => (window.I18N[S.lang] || window.I18N.en)[key] ?? key;
+  const tt = (key, sub) => (t(key) || {})[sub] ?? sub;
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") el.className = v;
+      else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : v);
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+  const svg = (tag, attrs) => {
+    const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+    return el;
+  };
+
+  // ------------------------------------------------------------------ formatting
+  function fmtValue(tag, v) {
+    if (v === null || v === undefined) return "—";
+    if (tag && tag.kind === "discrete") return v ? t("on") : t("off");
+    const span = tag && tag.range ? Math.abs(tag.range[1] - tag.range[0]) : Math.abs(v) * 2;
+    const digits = span <= 10 ? 2 : span <= 200 ? 1 : 0;
+    return Number(v).toFixed(digits);
+  }
+  const fmtCache = {};
+  function fmtTime(ns) {
+    if (!ns) return "";
+    const d = new Date(ns / 1e6);
+    const key = S.lang + (S.tz || "");
+    if (!fmtCache[key]) {
+      const loc = S.lang === "zh" ? "zh-CN" : "en-GB";
+      const opt = { timeZone: S.tz, hour12: false };
+      fmtCache[key] = {
+        time: new Intl.DateTimeFormat(loc, { ...opt, hour: "2-digit", minute: "2-digit", second: "2-digit" }),
+        date: new Intl.DateTimeFormat(loc, { ...opt, month: "2-digit", day: "2-digit" }),
+      };
+    }
+    const f = fmtCache[key];
+    const today = f.date.format(new Date());
+    const day = f.date.format(d);
+    return (day === today ? "" : day + " ") + f.time.format(d);
+  }
+
+  // ------------------------------------------------------------------ i18n
+  function applyLang() {
+    document.documentElement.lang = S.lang === "zh" ? "zh-CN" : "en";
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const opt of $("shelve-duration").options) {
+      const m = /^(\d+)([mh])$/.exec(opt.value);
+      opt.textContent = m[1] + " " + (m[2] === "m" ? t("minutes") : t("hours"));
+    }
+    renderSound();
+    setConnected(S.connected);
+    renderAll();
+  }
+
+  // ------------------------------------------------------------------ sound
+  let actx = null;
+  let hornTimer = null;
+  function ensureAudio() {
+    if (!actx) {
+      const C = window.AudioContext || window.webkitAudioContext;
+      if (!C) return;
+      actx = new C();
+    }
+    if (actx.state === "suspended") actx.resume().then(renderBanner, () => {});
+    renderBanner();
+  }
+  function beep() {
+    if (!actx || S.muted || actx.state !== "running") return;
+    const t0 = actx.currentTime;
+    [[0, 880], [0.22, 660], [0.44, 880], [0.66, 660]].forEach(([dt, f]) => {
+      const o = actx.createOscillator();
+      const g = actx.createGain();
+      o.type = "square";
+      o.frequency.value = f;
+      g.gain.setValueAtTime(0.0001, t0 + dt);
+      g.gain.exponentialRampToValueAtTime(0.18, t0 + dt + 0.02);
+      g.gain.exponentialRampToValueAtTime(0.0001, t0 + dt + 0.2);
+      o.connect(g).connect(actx.destination);
+      o.start(t0 + dt);
+      o.stop(t0 + dt + 0.21);
+    });
+  }
+  function startHorn() {
+    window.hazardgw.horns += 1;
+    document.body.dataset.horn = "on";
+    $("btn-silence").classList.remove("hidden");
+    if (!hornTimer) {
+      beep();
+      hornTimer = setInterval(beep, 2500);
+    }
+    renderBanner();
+  }
+  function stopHorn() {
+    if (hornTimer) clearInterval(hornTimer);
+    hornTimer = null;
+    document.body.dataset.horn = "off";
+    $("btn-silence").classList.add("hidden");
+    renderBanner();
+  }
+  function hornStillNeeded() {
+    for (const a of S.alarms.values()) if (a.priority === 1 && a.state === "UNACK") return true;
+    return false;
+  }
+  function renderSound() {
+    const b = $("btn-sound");
+    b.classList.toggle("muted-on", S.muted);
+    b.setAttribute("aria-pressed", S.muted ? "true" : "false");
+    $("sound-text").textContent = S.muted ? t("soundOff") : t("soundOn");
+  }
+
+  // ------------------------------------------------------------------ banner, toast
+  function renderBanner() {
+    const b = $("banner");
+    if (!S.connected && S.site) {
+      b.className = "banner error";
+      b.textContent = t("lostBanner");
+    } else if (hornTimer && !S.muted && (!actx || actx.state !== "running")) {
+      b.className = "banner info";
+      b.textContent = t("soundBlocked");
+    } else {
+      b.className = "banner hidden";
+    }
+  }
+  let toastTimer = null;
+  function toast(msg, kind) {
+    const el = $("toast");
+    el.textContent = msg;
+    el.className = "toast" + (kind ? " " + kind : "");
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => el.classList.add("hidden"), 4000);
+  }
+
+  // ------------------------------------------------------------------ token
+  let tokenRetry = null;
+  function askToken(msgKey, retry) {
+    tokenRetry = retry || null;
+    $("token-msg").textContent = t(msgKey);
+    const dlg = $("dlg-token");
+    $("token-input").value = "";
+    if (!dlg.open) dlg.showModal();
+    $("token-input").focus();
+  }
+  function onTokenClose() {
+    const dlg = $("dlg-token");
+    const value = $("token-input").value.trim();
+    if (dlg.returnValue !== "ok" || !value) return;
+    S.token = value;
+    LS.setItem("hazardgw.token", value);
+    ensureAudio();
+    const retry = tokenRetry;
+    tokenRetry = null;
+    if (retry) retry();
+    if (S.streamToken !== S.token) restartStream();
+  }
+
+  // ------------------------------------------------------------------ API calls
+  async function api(method, path, body) {
+    const res = await fetch(path, {
+      method,
+      headers: { Authorization: "Bearer " + S.token, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+    let data = null;
+    try { data = await res.json(); } catch (e) { data = null; }
+    return { status: res.status, data };
+  }
+  async function action(kind, id, body) {
+    let r;
+    try {
+      r = await api("POST", `/api/alarms/${encodeURIComponent(id)}/${kind}`, body || {});
+    } catch (e) {
+      toast(t("failed") + ": " + e.message, "error");
+      return;
+    }
+    if (r.status === 200) {
+      applyView(r.data.alarm);
+      toast(`${t("done_" + kind)}: ${id}`);
+      renderAlarms();
+      renderTileAlarms();
+      return;
+    }
+    if (r.status === 401) return askToken("invalidToken", () => action(kind, id, body));
+    if (r.status === 403 && r.data && r.data.error === "forbidden") return askToken("needOperator", () => action(kind, id, body));
+    const detail = r.data && r.data.detail ? (typeof r.data.detail === "string" ? r.data.detail : JSON.stringify(r.data.detail)) : r.status;
+    toast(`${t("failed")}: ${detail}`, "error");
+  }
+  let shelveId = null;
+  function askShelve(id) {
+    shelveId = id;
+    $("shelve-id").textContent = id;
+    $("shelve-comment").value = "";
+    $("dlg-shelve").showModal();
+  }
+  function onShelveClose() {
+    if ($("dlg-shelve").returnValue !== "ok" || !shelveId) return;
+    const body = { duration: $("shelve-duration").value };
+    const c = $("shelve-comment").value.trim();
+    if (c) body.comment = c;
+    action("shelve", shelveId, body);
+  }
+  async function seedTrends() {
+    try {
+      const r = await api("GET", `/api/tags?recent=${TREND}`);
+      if (r.status !== 200 || !Array.isArray(r.data)) return;
+      for (const d of r.data) {
+        const tag = S.tags.get(d.id);
+        if (tag && Array.isArray(d.recent)) {
+          const merged = new Map(d.recent.map((p) => [p[0], p]));
+          for (const p of tag.trend) merged.set(p[0], p);
+          tag.trend = [...merged.values()].sort((a, b) => a[0] - b[0]);
+          if (tag.trend.length > TREND) tag.trend.splice(0, tag.trend.length - TREND);
+          renderTile(tag);
+        }
+      }
+    } catch (e) { /* trends are a nicety */ }
+  }
+
+  // ------------------------------------------------------------------ event stream
+  function setConnected(on) {
+    S.connected = on;
+    const c = $("conn");
+    c.className = "conn " + (on ? "on" : "off");
+    $("conn-text").textContent = on ? t("live") : S.site ? t("disconnected") : t("connecting");
+    renderBanner();
+  }
+  function restartStream() {
+    if (S.abort) S.abort.abort();
+    S.retry = 1000;
+    stream();
+  }
+  async function stream() {
+    if (!S.token) return askToken("needToken");
+    const ctrl = new AbortController();
+    S.abort = ctrl;
+    S.streamToken = S.token;
+    let res;
+    try {
+      res = await fetch("/api/events", {
+        headers: { Authorization: "Bearer " + S.token, Accept: "text/event-stream" },
+        cache: "no-store",
+        signal: ctrl.signal,
+      });
+    } catch (e) {
+      return reconnect(ctrl);
+    }
+    if (res.status === 401 || res.status === 403) {
+      setConnected(false);
+      return askToken(S.token ? "invalidToken" : "needToken");
+    }
+    if (!res.ok || !res.body) return reconnect(ctrl);
+    S.lastMsg = Date.now();
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          onBlock(block);
+        }
+      }
+    } catch (e) { /* aborted or network error */ }
+    reconnect(ctrl);
+  }
+  function reconnect(ctrl) {
+    if (S.abort !== ctrl) return; // a newer stream replaced this one
+    setConnected(false);
+    const wait = S.retry;
+    S.retry = Math.min(S.retry * 2, 10000);
+    setTimeout(() => { if (S.abort === ctrl) stream(); }, wait);
+  }
+  setInterval(() => {
+    if (S.connected && Date.now() - S.lastMsg > WATCHDOG_MS && S.abort) S.abort.abort();
+  }, 2000);
+
+  function onBlock(block) {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+    S.lastMsg = Date.now();
+    if (!data.length) return; // keep-alive comment
+    let msg;
+    try { msg = JSON.parse(data.join("\n")); } catch (e) { return; }
+    if (event === "snapshot") onSnapshot(msg);
+    else if (event === "readings") onReadings(msg.readings || []);
+    else if (event === "alarm") onAlarm(msg);
+    else if (event === "status") { S.hs = msg.hazard_sources || S.hs; S.flood = !!msg.flood; renderSources(false); renderSummary(); }
+  }
+
+  function onSnapshot(m) {
+    S.retry = 1000;
+    S.site = m.site;
+    S.tz = m.site.timezone;
+    for (const k of Object.keys(fmtCache)) delete fmtCache[k];
+    const old = S.tags;
+    S.tags = new Map();
+    for (const d of m.tags) {
+      const prev = old.get(d.id);
+      d.trend = prev ? prev.trend : [];
+      if (d.ts && d.value !== null && (!d.trend.length || d.trend[d.trend.length - 1][0] !== d.ts)) d.trend.push([d.ts, d.value]);
+      S.tags.set(d.id, d);
+    }
+    S.points = new Map(m.points.map((p) => [p.id, p]));
+    S.alarms = new Map();
+    for (const a of m.alarms.concat(m.suppressed)) S.alarms.set(a.id, a);
+    S.hs = m.hazard_sources;
+    S.flood = !!m.flood;
+    setConnected(true);
+    $("site-name").textContent = m.site.name;
+    document.title = `${m.site.name} · hazardgw`;
+    renderAll();
+    if (!hornStillNeeded()) stopHorn();
+    seedTrends();
+  }
+
+  function onReadings(list) {
+    for (const r of list) {
+      const tag = S.tags.get(r.tag);
+      if (!tag) continue;
+      tag.value = r.value;
+      tag.ts = r.ts;
+      tag.quality = r.quality;
+      const tr = tag.trend;
+      if (!tr.length || tr[tr.length - 1][0] !== r.ts) {
+        tr.push([r.ts, r.quality === "good" || r.quality === "uncertain" ? r.value : null]);
+        if (tr.length > TREND) tr.shift();
+      }
+      renderTile(tag);
+    }
+  }
+
+  function applyView(v) {
+    if (!v) return;
+    if (OPEN.has(v.state) || v.shelved || v.suppressed || v.out_of_service) S.alarms.set(v.id, v);
+    else S.alarms.delete(v.id);
+  }
+
+  function onAlarm(ev) {
+    const pt = S.points.get(ev.alarm) || {};
+    const a = S.alarms.get(ev.alarm) || {
+      id: ev.alarm, tag: ev.tag, condition: ev.condition, hs: ev.hs, latch: !!pt.latch,
+      suppressible: !!pt.suppressible, message: pt.message || null, shelved: false, suppressed: false,
+      out_of_service: false, raised_ts: null, acked_by: null,
+    };
+    a.priority = ev.priority;
+    a.state = ev.state;
+    a.active = ev.active;
+    if (ev.value !== null) a.value = ev.value;
+    if (ev.limit !== null) a.limit = ev.limit;
+    if (ev.message) a.message = ev.message;
+    a.occurrence = ev.occurrence;
+    switch (ev.event) {
+      case "raised": a.raised_ts = ev.ts; a.acked_by = null; break;
+      case "acked": a.acked_by = ev.user; a.acked_wall = ev.wall; break;
+      case "shelved": a.shelved = true; a.shelved_until = ev.data && ev.data.until; break;
+      case "unshelved": a.shelved = false; a.shelved_until = null; break;
+      case "suppressed": a.suppressed = true; break;
+      case "unsuppressed": a.suppressed = false; break;
+      case "out_of_service": a.out_of_service = true; break;
+      case "in_service": a.out_of_service = false; break;
+      default: break;
+    }
+    if (ev.event !== "disposed") applyView(a);
+    if ((ev.event === "raised" || ev.event === "realarmed") && ev.priority === 1) startHorn();
+    else if (hornTimer && !hornStillNeeded()) stopHorn();
+    renderAlarms();
+    renderTileAlarms();
+    renderSummary();
+  }
+
+  // ------------------------------------------------------------------ rendering
+  function renderAll() {
+    if (!S.site) return;
+    renderSummary();
+    renderAlarms();
+    renderSources(true);
+  }
+
+  function renderSummary() {
+    const open = [...S.alarms.values()].filter((a) => OPEN.has(a.state));
+    const el = $("summary");
+    el.replaceChildren();
+    for (const p of [1, 2, 3]) {
+      const n = open.filter((a) => a.priority === p).length;
+      el.append(h("span", { class: `chip p${p}${n ? "" : " zero"}`, "data-priority": p }, `P${p} ${tt("priority", p)} ${n}`));
+    }
+    const un = open.filter((a) => a.state === "UNACK" || a.state === "RTNUN").length;
+    el.append(h("span", { class: "chip" + (un ? "" : " zero") }, `${t("unacked")} ${un}`));
+    if (S.flood) el.append(h("span", { class: "chip flood" }, t("flood")));
+  }
+
+  function sortAlarms(list) {
+    return list.sort((a, b) => a.priority - b.priority || (b.raised_ts || 0) - (a.raised_ts || 0) || (a.id < b.id ? -1 : 1));
+  }
+
+  function alarmRow(a, suppressedList) {
+    const tag = S.tags.get(a.tag);
+    const unit = tag ? tag.unit : "";
+    const st = a.state;
+    const cls = `alarm p${a.priority} ${st.toLowerCase()}${st === "UNACK" ? " unack" : ""}`;
+    const actions = h("div", { class: "actions" });
+    if (!suppressedList) {
+      if (st === "UNACK" || st === "RTNUN" || (st === "ACKED" && !a.active && a.latch)) {
+        const label = st === "ACKED" ? t("reset") : t("ack");
+        actions.append(h("button", { class: "btn ack", type: "button", "data-action": "ack", onclick: () => action("ack", a.id) }, label));
+      }
+      if (a.suppressible) {
+        actions.append(h("button", { class: "btn", type: "button", "data-action": "shelve", onclick: () => askShelve(a.id) }, t("shelve")));
+      }
+    } else if (a.shelved) {
+      actions.append(h("button", { class: "btn", type: "button", "data-action": "unshelve", onclick: () => action("unshelve", a.id) }, t("unshelve")));
+    }
+    const cond = a.condition;
+    const desc = [tag && tag.name, a.message].filter(Boolean).join(" · ");
+    let value = "";
+    if (cond === "vote") {
+      if (a.value !== null && a.value !== undefined) value = `${Math.round(a.value)} ${t("tripped")} (k=${a.limit})`;
+    } else if (a.value !== null && a.value !== undefined && cond !== "stale" && cond !== "bad") {
+      value = `${fmtValue(tag, a.value)} ${unit}`;
+      if (a.limit !== null && a.limit !== undefined && ["hh", "h", "l", "ll", "roc"].includes(cond)) {
+        value += ` / ${t("limit")} ${fmtValue(tag, a.limit)}`;
+      }
+    }
+    let stateText = tt("state", st);
+    if (a.shelved && a.shelved_until) stateText += ` ${t("until")} ${fmtTime(a.shelved_until)}`;
+    return h(
+      "div",
+      { class: cls, role: "listitem", "data-alarm": a.id, "data-state": st },
+      h("div", { class: "prio" }, h("b", {}, `P${a.priority}`), h("span", {}, tt("priority", a.priority))),
+      h("div", { class: "body" },
+        h("div", { class: "l1" },
+          h("span", { class: "tag" }, a.tag),
+          h("span", { class: "cond" }, `${cond.toUpperCase()} ${tt("cond", cond)}`),
+          a.chattering ? h("span", { class: "chip" }, t("chattering")) : null,
+          h("span", { class: "time" }, fmtTime(a.raised_ts))),
+        desc ? h("div", { class: "desc", title: desc }, desc) : null,
+        h("div", { class: "l3" },
+          h("span", { class: "state" }, stateText),
+          value ? h("span", { class: "value" }, value) : null,
+          a.acked_by ? h("span", { class: "by" }, `${t("ackedBy")} ${a.acked_by}`) : null)),
+      actions,
+    );
+  }
+
+  function renderAlarms() {
+    const all = [...S.alarms.values()];
+    const open = sortAlarms(all.filter((a) => OPEN.has(a.state)));
+    const sup = sortAlarms(all.filter((a) => !OPEN.has(a.state)));
+    $("alarm-list").replaceChildren(...open.map((a) => alarmRow(a, false)));
+    $("alarm-empty").classList.toggle("hidden", open.length > 0);
+    $("alarm-count").textContent = String(open.length);
+    $("suppressed-list").replaceChildren(...sup.map((a) => alarmRow(a, true)));
+    $("sup-count").textContent = String(sup.length);
+    $("suppressed-box").classList.toggle("hidden", sup.length === 0);
+  }
+
+  function tileId(tag) { return "tile-" + tag.id; }
+
+  function renderSources(rebuild) {
+    const box = $("sources");
+    const byCode = new Map(S.hs.map((s) => [s.code, s]));
+    if (rebuild) {
+      const groups = new Map(S.hs.map((s) => [s.code, []]));
+      const other = [];
+      for (const tag of S.tags.values()) (groups.get(tag.hs) || other).push(tag);
+      const sections = [];
+      for (const [code, tags] of groups) sections.push(hsSection(code, byCode.get(code), tags));
+      if (other.length) sections.push(hsSection(null, null, other));
+      box.replaceChildren(...sections);
+      for (const tag of S.tags.values()) renderTile(tag);
+      renderTileAlarms();
+    }
+    for (const s of S.hs) {
+      const sec = document.querySelector(`[data-hs="${CSS.escape(s.code)}"]`);
+      if (!sec) continue;
+      sec.className = "hs " + s.status;
+      sec.querySelector(".hs-status").textContent = tt("status", s.status);
+      sec.querySelector(".hs-status").title = tt("statusLong", s.status);
+      const counts = sec.querySelector(".hs-counts");
+      counts.replaceChildren(...[1, 2, 3].filter((p) => s.counts[p - 1]).map(
+        (p) => h("span", { class: `chip p${p}` }, `P${p} ${s.counts[p - 1]}`)));
+    }
+  }
+
+  function hsSection(code, s, tags) {
+    const head = h("div", { class: "hs-head" },
+      h("span", { class: "hs-status" }, s ? tt("status", s.status) : "—"),
+      h("div", { class: "hs-title" },
+        code ? h("span", { class: "code" }, code) : null,
+        s ? s.name : t("otherTags"),
+        s && s.grade ? h("div", { class: "hs-meta" }, tt("gradeNames", s.grade)) : null),
+      h("div", { class: "hs-counts" }));
+    const tiles = h("div", { class: "tiles" }, tags.map((tag) => tileSkeleton(tag)));
+    return h("section", { class: "hs " + (s ? s.status : "blue"), "data-hs": code || "" }, head, tiles);
+  }
+
+  function tileSkeleton(tag) {
+    const sp = svg("svg", { class: "spark", viewBox: "0 0 100 30", preserveAspectRatio: "none", "aria-hidden": "true" });
+    return h("div", { class: "tile", id: tileId(tag), "data-tag": tag.id, title: tag.name || tag.id },
+      h("div", { class: "t-head" }, h("span", { class: "t-id" }, tag.id), h("span", { class: "t-q hidden" })),
+      h("div", { class: "t-name" }, tag.name || "\u00a0"),
+      h("div", { class: "t-val" }, h("span", { class: "v" }, "—"), h("span", { class: "u" }, tag.unit || "")),
+      sp);
+  }
+
+  function renderTile(tag) {
+    const el = document.getElementById(tileId(tag));
+    if (!el) return;
+    const q = tag.quality || "none";
+    el.classList.remove("q-good", "q-bad", "q-uncertain", "q-stale", "q-comm", "q-none");
+    el.classList.add("q-" + q);
+    const shown = q === "good" || q === "uncertain" ? tag.value : null;
+    el.querySelector(".v").textContent = fmtValue(tag, shown);
+    const qb = el.querySelector(".t-q");
+    qb.textContent = tt("quality", q);
+    qb.classList.toggle("hidden", q === "good");
+    el.dataset.quality = q;
+    el.dataset.value = shown === null || shown === undefined ? "" : String(shown);
+    drawSpark(el.querySelector("svg.spark"), tag);
+  }
+
+  function drawSpark(sp, tag) {
+    const pts = tag.trend.filter((p) => p[1] !== null && p[1] !== undefined);
+    sp.replaceChildren();
+    if (tag.kind === "discrete" || pts.length < 2) return;
+    let lo, hi;
+    if (tag.range) { [lo, hi] = tag.range; } else {
+      lo = Math.min(...pts.map((p) => p[1])); hi = Math.max(...pts.map((p) => p[1]));
+    }
+    // zoom in on the data but keep the nearest limits in view
+    const vals = pts.map((p) => p[1]);
+    let dlo = Math.min(...vals), dhi = Math.max(...vals);
+    for (const v of Object.values(tag.limits || {})) { if (v >= lo && v <= hi) { dlo = Math.min(dlo, v); dhi = Math.max(dhi, v); } }
+    const pad = (dhi - dlo) * 0.15 || Math.abs(hi - lo) * 0.05 || 1;
+    lo = Math.max(lo, dlo - pad); hi = Math.min(hi, dhi + pad);
+    if (hi <= lo) hi = lo + 1;
+    const t0 = pts[0][0], t1 = pts[pts.length - 1][0];
+    const span = t1 - t0 || 1;
+    const y = (v) => (30 - ((v - lo) / (hi - lo)) * 28 - 1).toFixed(2);
+    for (const [name, v] of Object.entries(tag.limits || {})) {
+      if (v < lo || v > hi) continue;
+      sp.append(svg("line", { class: name, x1: 0, x2: 100, y1: y(v), y2: y(v) }));
+    }
+    const line = pts.map((p) => `${(((p[0] - t0) / span) * 100).toFixed(2)},${y(p[1])}`).join(" ");
+    sp.append(svg("polyline", { points: line }));
+  }
+
+  function renderTileAlarms() {
+    const worst = new Map();
+    for (const a of S.alarms.values()) {
+      if (!OPEN.has(a.state)) continue;
+      const cur = worst.get(a.tag);
+      const unack = a.state === "UNACK" || a.state === "RTNUN";
+      if (!cur || a.priority < cur.p) worst.set(a.tag, { p: a.priority, unack: unack || (cur && cur.p === a.priority && cur.unack) });
+      else if (a.priority === cur.p && unack) cur.unack = true;
+    }
+    for (const el of document.querySelectorAll(".tile")) {
+      const w = worst.get(el.dataset.tag);
+      el.classList.remove("a1", "a2", "a3", "unack");
+      if (w) {
+        el.classList.add("a" + w.p);
+        if (w.unack) el.classList.add("unack");
+      }
+      el.dataset.alarm = w ? String(w.p) : "";
+    }
+  }
+
+  function tickClock() {
+    const now = Date.now() * 1e6;
+    $("clock").textContent = S.tz ? fmtTime(now) : "";
+    if (!S.connected && S.site) {
+      const age = Math.round((Date.now() - S.lastMsg) / 1000);
+      $("conn-text").textContent = `${t("disconnected")} · ${t("lastUpdate")} ${age}${t("ago")}`;
+    }
+  }
+
+  // ------------------------------------------------------------------ start
+  function init() {
+    $("btn-lang").addEventListener("click", () => {
+      S.lang = S.lang === "zh" ? "en" : "zh";
+      LS.setItem("hazardgw.lang", S.lang);
+      for (const k of Object.keys(fmtCache)) delete fmtCache[k];
+      applyLang();
+    });
+    $("btn-sound").addEventListener("click", () => {
+      S.muted = !S.muted;
+      LS.setItem("hazardgw.muted", S.muted ? "1" : "0");
+      renderSound();
+      renderBanner();
+    });
+    $("btn-silence").addEventListener("click", stopHorn);
+    $("btn-token").addEventListener("click", () => askToken("needToken"));
+    $("dlg-token").addEventListener("close", onTokenClose);
+    $("dlg-shelve").addEventListener("close", onShelveClose);
+    document.addEventListener("pointerdown", ensureAudio);
+    document.addEventListener("keydown", ensureAudio);
+    $("banner").addEventListener("click", ensureAudio);
+    applyLang();
+    setConnected(false);
+    setInterval(tickClock, 1000);
+    stream();
+  }
+  init();
+})();
