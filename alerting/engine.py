@@ -80,7 +80,7 @@ class AlarmEngine:
         self._journal = journal
         self._journal_error: str | None = None
         self.tick_interval = tick_interval
-        self._m = AlarmMetrics(metrics.registry)
+        self._m = metrics.group(AlarmMetrics)
         self._last_log: dict[str, float] = {}
 
         built = build_plans(config)

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from prometheus_client import CollectorRegistry
+
 from alerting import states as S
 from alerting.events import AlarmEvent
 from gateway.metrics import Metrics
@@ -135,10 +137,9 @@ class Restored:
 
 
 class _Metrics:
-    def __init__(self, metrics: Metrics | None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
+    def __init__(self, r: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge
 
-        r = metrics.registry if metrics is not None else CollectorRegistry()
         self.queue = Gauge("hazardgw_alarm_journal_queue", "Alarm events waiting for the journal writer", registry=r)
         self.written = Counter("hazardgw_alarm_journal_events", "Alarm events committed to the journal", registry=r)
         self.commits = Counter("hazardgw_alarm_journal_commits", "Journal transactions committed", registry=r)
@@ -173,7 +174,7 @@ class Journal:
         self.hard_max = max(self.max_queue, hard_max)
         self.prune_interval = prune_interval
         self._wall = wall
-        self._m = _Metrics(metrics)
+        self._m = metrics.group(_Metrics) if metrics is not None else _Metrics(CollectorRegistry())
         self._queue: deque[tuple[AlarmEvent, dict[str, Any] | None]] = deque()
         self._lock = threading.Lock()  # the write connection is used by one thread at a time
         self._con: sqlite3.Connection | None = None

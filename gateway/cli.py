@@ -44,6 +44,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         errors += [e.format(result.filename) for e in report.errors]
         for line in report.info_lines():
             print(line)
+    if result.config is not None:
+        from alerting.notify import check_notification
+
+        n_errors, n_warnings = check_notification(result.config)
+        errors += [f"{result.filename}: {e}" for e in n_errors]
+        warnings += [f"{result.filename}: {w}" for w in n_warnings]
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     for e in errors:
@@ -69,18 +75,9 @@ def _load_or_exit(path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.supervisor import Gateway
+    from gateway.runner import run_gateway
 
-    config = _load_or_exit(args.config)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        install_stop_signals(stop)
-        gw = Gateway(config)
-        await gw.run_until(stop)
-
-    asyncio.run(main())
-    return EXIT_OK
+    return asyncio.run(run_gateway(Path(args.config)))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -134,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", default=None, help="keep server data here instead of a temp dir")
     d.add_argument("--speed", type=float, default=1.0, help="play the scenario's clock this many times faster")
     d.set_defaults(func=cmd_demo)
+
+    from gateway.grafana.cli import add_parser as add_grafana_parser
+
+    add_grafana_parser(sub)  # hazardgw grafana export|push
     return p
 
 

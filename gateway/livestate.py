@@ -10,7 +10,6 @@ is no longer fresh. It emits again only after a fresh reading arrived in between
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from gateway.config import Config, ModbusRtuSource, ModbusTcpSource
 from gateway.models import Quality, Reading, now_ns
 from gateway.pipeline import Pipeline
+from gateway.tasks import TaskComponent
 
 
 class LiveState:
@@ -57,7 +57,7 @@ def stale_limits(config: Config) -> dict[str, float]:
     return out
 
 
-class StaleWatcher:
+class StaleWatcher(TaskComponent):
     name = "stale-watcher"
 
     def __init__(
@@ -69,12 +69,12 @@ class StaleWatcher:
         interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.live = live
         self.pipeline = pipeline
         self.limits = dict(limits)
         self.interval = interval
         self.clock = clock
-        self._task: asyncio.Task[None] | None = None
         self._started = 0.0
         self.emitted = 0
 
@@ -95,17 +95,10 @@ class StaleWatcher:
 
     async def start(self) -> None:
         self._started = self.clock()
-        self._task = asyncio.create_task(self._run(), name="stale-watcher")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().start()
 
     def health(self) -> dict[str, Any]:
-        return {"ok": self._task is not None and not self._task.done(), "stale_emitted": self.emitted}
+        return {"ok": self.running, "stale_emitted": self.emitted}
 
     async def _run(self) -> None:
         while True:

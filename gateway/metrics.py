@@ -7,12 +7,18 @@ several gateways in one process). Components register their own collectors on
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+G = TypeVar("G")
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._groups: dict[Any, Any] = {}
         r = self.registry
         self.readings_in = Counter(
             "hazardgw_readings_in", "Readings produced by a source", ["source"], registry=r
@@ -53,3 +59,14 @@ class Metrics:
         self.source_connected = Gauge(
             "hazardgw_source_connected", "1 while a source's connection is up", ["source"], registry=r
         )
+
+    def group(self, factory: Callable[[CollectorRegistry], G]) -> G:
+        """The collectors a component registers, created once per registry.
+
+        A component rebuilt by a hot reload (or a second instance) gets the same
+        collectors instead of failing on a duplicate registration.
+        """
+        g = self._groups.get(factory)
+        if g is None:
+            g = self._groups[factory] = factory(self.registry)
+        return g  # type: ignore[no-any-return]

@@ -14,10 +14,11 @@ sink's buffer, which drops the oldest *readings* first and counts them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from gateway.metrics import Metrics
@@ -46,6 +47,8 @@ class Pipeline:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last_error_log: dict[str, float] = {}
+        self._released = asyncio.Event()
+        self._released.set()
         self.dispatched = 0
 
     # -- wiring
@@ -72,6 +75,17 @@ class Pipeline:
         self._count += len(batch)
         self._has_data.set()
 
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Pause dispatching (for swapping subscribers). Readings queue up meanwhile and
+        producers wait when the queue is full; nothing is dropped or skipped."""
+        self._released.clear()
+        try:
+            yield
+        finally:
+            self._released.set()
+            self._has_data.set()
+
     # -- lifecycle
     async def start(self) -> None:
         self._closing = False
@@ -93,6 +107,7 @@ class Pipeline:
     async def _run(self) -> None:
         while True:
             await self._has_data.wait()
+            await self._released.wait()
             self._has_data.clear()
             self._dispatch_all()
             if self._closing:

@@ -9,7 +9,6 @@ buffer, so an outage does not lose them behind a backlog of readings.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -18,9 +17,10 @@ from typing import Any
 from gateway.lineprotocol import line
 from gateway.metrics import Metrics
 from gateway.sinks.influx import InfluxSink
+from gateway.tasks import TaskComponent
 
 
-class SelfMetricsWriter:
+class SelfMetricsWriter(TaskComponent):
     name = "self-metrics"
 
     def __init__(
@@ -32,12 +32,12 @@ class SelfMetricsWriter:
         interval: float = 10.0,
         wall: Callable[[], int] = time.time_ns,
     ) -> None:
+        super().__init__()
         self.site = site
         self.metrics = metrics
         self.sink = sink
         self.interval = interval
         self.wall = wall
-        self._task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> list[str]:
         """The ``gateway`` lines for now."""
@@ -59,7 +59,10 @@ class SelfMetricsWriter:
                     extra = "_".join(labels[k] for k in sorted(labels))
                 key = f"{name}_{extra}" if extra else name
                 v = s.value
-                fields[comp][key] = int(v) if float(v).is_integer() and abs(v) < 2**62 else float(v)
+                # counters and counts as integers, everything else as float: a field must
+                # never change type, or InfluxDB rejects the whole line
+                is_count = s.name.endswith(("_total", "_count"))
+                fields[comp][key] = int(v) if is_count and abs(v) < 2**62 else float(v)
         ts = self.wall()
         out = []
         for comp, fs in sorted(fields.items()):
@@ -68,19 +71,12 @@ class SelfMetricsWriter:
                 out.append(lp)
         return out
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="self-metrics")
-
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         self.sink.enqueue_priority(self.snapshot())  # a last sample, flushed by the sink's stop
 
     def health(self) -> dict[str, Any]:
-        return {"ok": self._task is not None and not self._task.done()}
+        return {"ok": self.running}
 
     async def _run(self) -> None:
         while True:

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
 from adapters import SourceAdapter, SourceContext, build_sources
+from adapters.modbus.transport import transport_spec
 from alerting import AlarmEngine, AlarmEvent, Journal, alarm_line
-from gateway.config import Config
+from alerting.notify import Notifier, NotifyRecord, notify_line
+from gateway.api.ack import ack_router
+from gateway.api.server import ApiServer  # API and duty console (issue 6)
+from gateway.config import Config, ModbusRtuSource, ModbusTcpSource
 from gateway.livestate import LiveState, StaleWatcher, stale_limits
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
@@ -35,6 +39,11 @@ class Component(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
+# Config sections whose change rebuilds the downstream components (engine, sinks, API).
+# A change of ``sources`` alone restarts only the affected sources.
+DOWNSTREAM_SECTIONS = tuple(f for f in Config.model_fields if f != "sources")
+
+
 class Gateway:
     def __init__(
         self,
@@ -48,68 +57,93 @@ class Gateway:
         self.config = config
         self.metrics = metrics or Metrics()
         self.clock = clock
+        self.self_metrics_interval = self_metrics_interval
+        # kept across reloads: the pipeline and the live state
         self.pipeline = Pipeline(self.metrics, max_readings=pipeline_max)
         self.live = LiveState(clock)
+        self.pipeline.subscribe(self.live)
+        self.extra_health: dict[str, Callable[[], dict[str, Any]]] = {}
+        self._build_downstream(config)
+        self.sources: list[SourceAdapter] = build_sources(config.sources, self._source_context(config))
+        self._running = False
+
+    # ------------------------------------------------------------------ building
+    def _build_downstream(self, config: Config) -> None:
+        """Alarm engine, InfluxDB sink, watchers and API for ``config``, subscribed in order:
+        live state, then the alarm engine decides on the reading, then the reading is queued
+        for InfluxDB."""
+        self.store_path = Path(config.store.path)
         self.journal = Journal.from_config(config, self.metrics)
-        self.alarms = AlarmEngine(config, self.metrics, self.journal, clock=clock)
+        self.alarms = AlarmEngine(config, self.metrics, self.journal, clock=self.clock)
+        # pushes to duty officers (issue 5): subscribes to the engine, durable outbox
+        self.notifier = Notifier(config, self.alarms, self.metrics, clock=self.clock)
         self.influx: InfluxSink | None = None
         self.self_metrics: SelfMetricsWriter | None = None
         if config.influx is not None:
-            self.influx = InfluxSink(config.influx, config, self.metrics)
+            # durable spool (issue 7): {store.path}/spool/influx, at most store.max_bytes
+            self.influx = InfluxSink(
+                config.influx, config, self.metrics,
+                spool_dir=Path(config.store.path) / "spool" / "influx", spool_max_bytes=config.store.max_bytes,
+            )
             self.self_metrics = SelfMetricsWriter(
-                config.site.code, self.metrics, self.influx, interval=self_metrics_interval
+                config.site.code, self.metrics, self.influx, interval=self.self_metrics_interval
             )
             # alarm events take the sink's priority buffer, ahead of any reading backlog
             self.alarms.subscribe(self._alarm_to_influx)
-        # Subscriber order: live state, then the alarm engine decides on the reading, then
-        # the reading is queued for InfluxDB.
-        self.pipeline.subscribe(self.live)
+            self.notifier.subscribe(self._notify_to_influx)
         self.pipeline.subscribe(self.alarms)
         if self.influx is not None:
             self.pipeline.subscribe(self.influx)
-        self.store_path = Path(config.store.path)
-        ctx = SourceContext(
-            emit=self.pipeline.emit,
-            metrics=self.metrics,
-            tags=config.tag_map(),
-            store_path=str(self.store_path),
+        self.stale = StaleWatcher(self.live, self.pipeline, stale_limits(config), clock=self.clock)
+        # --- API and duty console (issue 6): HTTP API, SSE, console, /metrics on api.listen
+        self.api: ApiServer | None = (
+            ApiServer(self, extra_routers=[ack_router(self.notifier)]) if config.api.enabled else None
         )
-        self.sources: list[SourceAdapter] = build_sources(config.sources, ctx)
-        self.stale = StaleWatcher(self.live, self.pipeline, stale_limits(config), clock=clock)
-        self._started: list[Any] = []
-        self._running = False
+
+    def _source_context(self, config: Config) -> SourceContext:
+        return SourceContext(
+            emit=self.pipeline.emit, metrics=self.metrics, tags=config.tag_map(), store_path=str(self.store_path)
+        )
 
     def _alarm_to_influx(self, event: AlarmEvent) -> None:
-        assert self.influx is not None
-        self.influx.enqueue_priority([alarm_line(event, self.config.site.code)])
+        if self.influx is not None:
+            self.influx.enqueue_priority([alarm_line(event, self.config.site.code)])
 
-    # downstream first
-    def _components(self) -> list[Any]:
+    def _notify_to_influx(self, record: NotifyRecord) -> None:
+        if self.influx is not None:
+            self.influx.enqueue_priority([notify_line(record, self.config.site.code)])
+
+    def _downstream(self) -> list[Any]:
+        """Downstream components in start order (the pipeline is started with them)."""
         comps: list[Any] = []
         if self.influx is not None:
             comps.append(self.influx)
         comps.append(self.alarms)  # restores journal state before any reading is dispatched
+        comps.append(self.notifier)  # after the engine restored its state, stops before it
         comps.append(self.pipeline)
         comps.append(self.stale)
         if self.self_metrics is not None:
             comps.append(self.self_metrics)
+        # --- API (issue 6): after the pipeline and the engine, so it starts last and stops
+        # first (no operator action reaches an engine that is stopping; sinks flush after it)
+        if self.api is not None:
+            comps.append(self.api)
         return comps
 
+    # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         if self._running:
             return
         self.store_path.mkdir(parents=True, exist_ok=True)
+        self._running = True
         try:
-            for c in self._components():
+            for c in self._downstream():
                 await c.start()
-                self._started.append(c)
             for s in self.sources:
                 await s.start()
-                self._started.append(s)
         except BaseException:
             await self.stop()
             raise
-        self._running = True
         log.info(
             "gateway for site %s started: %d sources, %d tags%s",
             self.config.site.code,
@@ -119,24 +153,74 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        """Upstream first: sources stop, the pipeline drains, sinks flush."""
-        started = self._started
-        self._started = []
-        sources = [c for c in started if c in self.sources]
-        await asyncio.gather(*(s.stop() for s in sources), return_exceptions=True)
-        for c in reversed([c for c in started if c not in self.sources]):
+        """Upstream first: sources stop, the pipeline drains, sinks flush. Idempotent."""
+        if not self._running:
+            return
+        self._running = False
+        await asyncio.gather(*(s.stop() for s in self.sources), return_exceptions=True)
+        await self._stop_components(reversed(self._downstream()))
+
+    async def _stop_components(self, comps: Iterable[Any]) -> None:
+        for c in comps:
             try:
                 await c.stop()
             except Exception:
                 log.exception("error stopping %s", getattr(c, "name", c))
-        self._running = False
+
+    # ------------------------------------------------------------------ hot reload
+    async def reload(self, new: Config) -> str:
+        """Apply a validated config without a gap for unaffected sources.
+
+        Sources whose settings, or whose tags' settings, are unchanged keep running (for
+        Modbus: unless another source on the same bus changed, since a bus is one
+        connection). When anything outside ``sources`` changed, the downstream components
+        are rebuilt while the pipeline holds its dispatch: readings queue up (and, when the
+        queue is full, producers wait), so every reading still reaches the new alarm engine
+        and sink, and alarm state carries over through the journal as on a restart.
+        """
+        old = self.config
+        if new == old:
+            return "no changes"
+        changed = [f for f in DOWNSTREAM_SECTIONS if getattr(old, f) != getattr(new, f)]
+        restart = _sources_to_restart(old, new)
+        done: list[str] = []
+        if changed:
+            async with self.pipeline.hold():
+                downstream = [c for c in self._downstream() if c is not self.pipeline]
+                await self._stop_components(reversed(downstream))
+                self.pipeline.unsubscribe(self.alarms)
+                if self.influx is not None:
+                    self.pipeline.unsubscribe(self.influx)
+                self.config = new
+                self._build_downstream(new)
+                for c in self._downstream():
+                    if c is not self.pipeline:
+                        await c.start()
+            done.append("rebuilt " + ", ".join(changed))
+        self.config = new
+        if restart:
+            stopping = [s for s in self.sources if s.id in restart]
+            await asyncio.gather(*(s.stop() for s in stopping), return_exceptions=True)
+            fresh = build_sources([c for c in new.sources if c.id in restart], self._source_context(new))
+            kept = {s.id: s for s in self.sources if s.id not in restart}
+            by_id = {**kept, **{s.id: s for s in fresh}}
+            self.sources = [by_id[c.id] for c in new.sources if c.id in by_id]
+            for s in fresh:
+                await s.start()
+            done.append("restarted sources " + ", ".join(sorted(restart)))
+        kept_ids = sorted(s.id for s in self.sources if s.id not in restart)
+        if kept_ids:
+            done.append("kept running " + ", ".join(kept_ids))
+        return "; ".join(done)
 
     def health(self) -> dict[str, Any]:
         comps: dict[str, Any] = {}
-        for c in self._components():
+        for c in self._downstream():
             comps[c.__class__.__name__ if not hasattr(c, "name") else c.name] = c.health()
         for s in self.sources:
             comps[f"source:{s.id}"] = s.health()
+        for name, fn in self.extra_health.items():
+            comps[name] = fn()
         ok = all(bool(v.get("ok")) for v in comps.values())
         return {"status": "ok" if ok else "degraded", "components": comps}
 
@@ -146,3 +230,24 @@ class Gateway:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def _sources_to_restart(old: Config, new: Config) -> set[str]:
+    """Ids of sources (old or new) that must be (re)started for ``new``."""
+    old_src = {s.id: s for s in old.sources}
+    new_src = {s.id: s for s in new.sources}
+    old_tags, new_tags = old.tag_map(), new.tag_map()
+    changed_tags = {t for t in old_tags.keys() | new_tags.keys() if old_tags.get(t) != new_tags.get(t)}
+    bound_old, bound_new = old.source_of_tag(), new.source_of_tag()
+    restart = {i for i in old_src.keys() | new_src.keys() if old_src.get(i) != new_src.get(i)}
+    restart |= {bound_old[t] for t in changed_tags if t in bound_old}
+    restart |= {bound_new[t] for t in changed_tags if t in bound_new}
+    # a Modbus bus is one connection: restart every source sharing a bus with one restarted
+    buses: dict[str, set[str]] = {}
+    for cfg in (*old.sources, *new.sources):
+        if isinstance(cfg, ModbusTcpSource | ModbusRtuSource):
+            buses.setdefault(transport_spec(cfg).key, set()).add(cfg.id)
+    for members in buses.values():
+        if members & restart:
+            restart |= members
+    return restart
