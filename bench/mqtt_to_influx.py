@@ -56,6 +56,7 @@ def config(mqtt_url: str, influx: dict[str, Any], store: str) -> Config:
                          "subscriptions": [{"topic": "bench/bulk", "qos": 1, "format": "native"}]}],
             "tags": [{"id": f"TT-{i:04d}", "kind": "temperature", "unit": "°C"} for i in range(N_TAGS)],
             "influx": {"flush_interval": "200ms", **influx},
+            "api": {"enabled": False},
             "store": {"path": store},
         }
     )

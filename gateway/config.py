@@ -135,6 +135,16 @@ class Duty(Model):
     escalation_p1: list[EscalationStep] | None = Field(
         default=None, description="own (shorter) policy for priority-1 alarms"
     )
+    handover: Duration = Field(
+        default=0.0, description="the outgoing shift stays on duty this long after its end (both get pushes)"
+    )
+
+    @field_validator("handover")
+    @classmethod
+    def _handover(cls, v: float) -> float:
+        if not 0 <= v <= 4 * 3600:
+            raise ValueError("handover must be 0s..4h")
+        return v
 
     @field_validator("escalation", "escalation_p1")
     @classmethod
@@ -577,12 +587,60 @@ class Alarming(Model):
         return v
 
 
+# Placeholders a custom push template may use (alerting/notify/templates.py fills them).
+TEMPLATE_FIELDS = (
+    "site", "site_code", "hs", "hs_name", "tag", "tag_name", "condition", "condition_text", "priority",
+    "priority_text", "value", "limit", "unit", "time", "state", "state_text", "link", "step", "escalation",
+    "person", "message",
+)
+
+
+class MessageTemplate(Model):
+    """A custom push text for one language; ``{field}`` placeholders from TEMPLATE_FIELDS."""
+
+    title: str | None = None
+    body: str | None = None
+
+    @field_validator("title", "body")
+    @classmethod
+    def _fields(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import string
+
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"bad template: {e}") from None
+        for name in names:
+            if name not in TEMPLATE_FIELDS:
+                raise ValueError(f"unknown placeholder {{{name}}}: use {', '.join(TEMPLATE_FIELDS)}")
+        return v
+
+
 class Notification(Model):
     language: Literal["zh", "en"] = "zh"
     ack_secret: SecretStr | None = Field(default=None, description="HMAC key for /ack links; default: generated")
     ack_link_ttl: Duration = 24 * 3600.0
     summary_interval: Duration = 60.0
     retry_max: Duration = 300.0
+    templates: dict[Literal["zh", "en"], MessageTemplate] = Field(
+        default_factory=dict, description="custom push title/body per language"
+    )
+
+    @field_validator("ack_secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("ack_secret must be at least 16 characters (or leave it out: a key is generated)")
+        return v
+
+    @field_validator("ack_link_ttl", "summary_interval", "retry_max")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
 
 
 # --------------------------------------------------------------------------- sinks, api, store

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -17,6 +18,8 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from aiohttp import web
 
 from alerting import AlarmEvent
 from gateway.config import Tag
@@ -49,7 +52,8 @@ def _banner(env: dict[str, str], db: str, scenario: str, workdir: Path) -> str:
             f"(mosquitto_sub -p {env['HAZARDGW_MQTT_PORT']} -t 'plant/#' -v)",
             f"  InfluxDB     {influx}  database '{db}'",
             f"  query        curl -sG {influx}/query --data-urlencode db={db} --data-urlencode \"q={q}\"",
-            f"  console      http://127.0.0.1:{env['HAZARDGW_API_PORT']}/ (once the API issue lands)",
+            f"  console      http://127.0.0.1:{env['HAZARDGW_API_PORT']}/   "
+            "(token: demo-operator to acknowledge, demo-viewer to watch)",
             f"  data dir     {workdir}",
             "",
         ]
@@ -84,6 +88,7 @@ async def run_demo(
     mosq = Mosquitto(workdir / "mosquitto", int(env["HAZARDGW_MQTT_PORT"]))
     influxd = Influxd(workdir / "influxd", int(env["HAZARDGW_INFLUX_PORT"]))
     sim: asyncio.subprocess.Process | None = None
+    phones = DemoPhones(int(env["HAZARDGW_NTFY_PORT"]))
     gw: Gateway | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,6 +97,7 @@ async def run_demo(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        await phones.start()
         await asyncio.to_thread(mosq.start)
         await asyncio.to_thread(influxd.start)
         db = config.influx.bucket if config.influx else "hazard"
@@ -123,7 +129,7 @@ async def run_demo(
         stored = _count_readings(influxd, db)
         active = gw.alarms.active()
         print(f"demo finished: {gw.pipeline.dispatched} readings through the pipeline, {stored} stored in InfluxDB, "
-              f"{len(active)} alarms active", flush=True)
+              f"{len(active)} alarms active, {phones.received} pushes to phones", flush=True)
         gw = None
         return 0
     finally:
@@ -140,6 +146,7 @@ async def run_demo(
                 await sim.wait()
         await asyncio.to_thread(influxd.stop)
         await asyncio.to_thread(mosq.stop)
+        await phones.stop()
         if tmp is not None:
             tmp.cleanup()
 
@@ -154,6 +161,41 @@ def _alarm_text(ev: AlarmEvent, tags: Mapping[str, Tag]) -> str:
     name = f" ({t.name})" if t and t.name else ""
     return (f"ALARM {ev.event:<10} P{ev.priority} {ev.alarm}{name}{value}{limit} -> {ev.state}"
             + (f" by {ev.user}" if ev.user and ev.user != "system" else ""))
+
+
+class DemoPhones:
+    """Stands in for the duty officers' phones: an ntfy-compatible HTTP endpoint on the
+    demo's ntfy port that prints each push it receives (the demo people's URLs point here)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.received = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_route("*", "/{topic:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        raw = await request.text()
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = {"message": raw}
+        title = data.get("title", "") if isinstance(data, dict) else ""
+        message = data.get("message", raw) if isinstance(data, dict) else raw
+        first = str(message).strip().splitlines()[0] if str(message).strip() else ""
+        self.received += 1
+        topic = (data.get("topic") if isinstance(data, dict) else None) or request.path.lstrip("/")
+        print(f"PUSH  to {topic}: {title} | {first}", flush=True)
+        return web.json_response({"id": str(self.received)})
 
 
 async def _wait_for_ports(ports: list[int], seconds: float, proc: asyncio.subprocess.Process) -> None:

@@ -47,6 +47,7 @@ def gateway_config(mqtt_url: str, influx: dict[str, Any], store: str) -> Config:
                 {"id": "TT-202", "hazard_source": "HS-002", "kind": "temperature", "unit": "°C", "range": [-40, 80]},
             ],
             "influx": {"flush_interval": "100ms", **influx},
+            "api": {"enabled": False},
             "store": {"path": store},
         }
     )
