@@ -44,6 +44,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,7 @@ def _stop_all() -> None:
             server.stop(grace=5.0)
 
 
-class ServerProcess:
+class ServerProcess(ABC):
     """Base class: one server binary run as a child process inside ``workdir``.
 
     Subclasses set ``name`` and ``binary_name``, implement ``_args()``, ``_is_ready()`` and optionally
@@ -191,17 +192,18 @@ class ServerProcess:
         self._log_offset = 0
 
     # -- subclass hooks
+    @abstractmethod
     def _args(self) -> list[str]:
         """Command-line arguments after the binary."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _is_ready(self) -> bool:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 - optional hook
         """Write config files before each start (called again by restart)."""
 
-    def _after_ready(self) -> None:
+    def _after_ready(self) -> None:  # noqa: B027 - optional hook
         """Runs once the server is ready, before start() returns."""
 
     def _repick_ports(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -55,7 +56,7 @@ class SinkQueue(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
-class GroupCommit:
+class GroupCommit(ABC):
     """The commit schedule shared by the disk and memory spools.
 
     Subclasses keep their pending records and implement :meth:`_commit`; this class
@@ -76,15 +77,17 @@ class GroupCommit:
         self._lock = asyncio.Lock()
 
     # subclasses
+    @abstractmethod
     def _pending_readings(self) -> int:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
+    @abstractmethod
     def _has_pending(self) -> bool:
-        raise NotImplementedError
+        """Implemented by each subclass."""
 
+    @abstractmethod
     async def _commit(self, full_only: bool) -> bool:
         """Commit pending records (all, or full blocks of readings only); False on failure."""
-        raise NotImplementedError
 
     # schedule
     def _note_append(self, kind: Kind) -> None:
