@@ -45,10 +45,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/python bench/mqtt_to_influx.py
-	$(BIN)/python bench/mqtt_ingest.py
-	$(BIN)/python bench/alarm_eval.py
-	$(BIN)/python bench/modbus_capacity.py
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -206,13 +206,20 @@ async def bench_shape(work: Path, shape: str, payloads: list[str], per: int) -> 
     return rows
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json-messages", type=int, default=30_000,
                     help="mosquitto 2.0.11 drops a publisher 'due to out of memory' at ~34k queued messages")
     ap.add_argument("--bulk-messages", type=int, default=10_000)
     ap.add_argument("--per", type=int, default=100, help="readings per native bulk message")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Rows per payload shape: (consumer, messages, seconds, readings per message), and summary metrics."""
+    from bench.common import metric
+
+    out: dict[str, Any] = {"shapes": {}, "metrics": []}
     with tempfile.TemporaryDirectory(prefix="hazardgw-bench-") as tmp:
         work = Path(tmp)
         shapes = [
@@ -220,13 +227,31 @@ def main() -> None:
              args.per),
             ("json", "json, 1 reading/msg", json_payloads(args.json_messages), 1),
         ]
-        print(f"{'payload':<28} {'consumer':<30} {'messages':>9} {'seconds':>8} {'msg/s':>10} {'readings/s':>11}")
         for shape, label, payloads, per in shapes:
-            size = sum(len(p) for p in payloads) / len(payloads)
-            for name, dt in asyncio.run(bench_shape(work, shape, payloads, per)):
-                n = len(payloads)
-                print(f"{label:<28} {name:<30} {n:>9} {dt:>8.2f} {n / dt:>10,.0f} {n * per / dt:>11,.0f}")
-            print(f"{'':<28} (average payload {size:,.0f} bytes)")
+            rows = asyncio.run(bench_shape(work, shape, payloads, per))
+            out["shapes"][shape] = {"label": label, "messages": len(payloads), "per": per,
+                                    "avg_payload_bytes": sum(len(p) for p in payloads) / len(payloads),
+                                    "rows": rows}
+            d = dict(rows)
+            n = len(payloads)
+            unit = "readings/s" if shape == "native" else "msgs/s"
+            scale = per if shape == "native" else 1
+            out["metrics"].append(metric(
+                f"MQTT adapter drain, {label} (coalesced), {unit}", n * scale / d["adapter, emit coalesced"], unit,
+                None, ">=", f"mosquitto_sub {n * scale / d['mosquitto_sub (reference)']:,.0f} {unit}; "
+                f"decode only {n * scale / d['decode only (no MQTT)']:,.0f}"))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    r = run(args)
+    print(f"{'payload':<28} {'consumer':<30} {'messages':>9} {'seconds':>8} {'msg/s':>10} {'readings/s':>11}")
+    for sh in r["shapes"].values():
+        n, per, label = sh["messages"], sh["per"], sh["label"]
+        for name, dt in sh["rows"]:
+            print(f"{label:<28} {name:<30} {n:>9} {dt:>8.2f} {n / dt:>10,.0f} {n * per / dt:>11,.0f}")
+        print(f"{'':<28} (average payload {sh['avg_payload_bytes']:,.0f} bytes)")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
 """MQTT -> gateway -> InfluxDB throughput, with mosquitto_sub as the physical reference.
 
-    .venv/bin/python bench/mqtt_to_influx.py [--messages 2000] [--per-message 100]
+    .venv/bin/python bench/mqtt_to_influx.py [--messages 2000] [--per-message 100] [--json-messages 30000]
+                                             [--reps 3]
 
 Starts mosquitto, influxd 1.6.7 and VictoriaMetrics on loopback, a gateway with one MQTT
 source (``native`` bulk format, 5,000 tags) writing to InfluxDB, then pipes N bulk
 messages into ``mosquitto_pub -l`` (QoS 1) and measures the time from the first publish to
 the last reading being written by the sink (and counted in the database). The reference
 run times ``mosquitto_sub -C N`` receiving the same stream. Prints a table.
+
+The same is done with ``--json-messages`` single-reading ``json`` messages
+(``{"temp": v, "ts": ms}`` on ``bench/json/dev1``, one mapped point) into influxd. The
+influxd runs (bulk and json) are repeated ``--reps`` times after one untimed warm-up run
+(median, min, max); the VictoriaMetrics run once. Payloads come from a fixed seed.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import asyncio
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,13 +54,28 @@ def make_payloads(messages: int, per: int, seed: int = 7) -> list[str]:
     return out
 
 
-def config(mqtt_url: str, influx: dict[str, Any], store: str) -> Config:
+def make_json_payloads(messages: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    base = 1_732_300_000_000
+    return [json.dumps({"temp": round(rng.uniform(0, 100), 3), "ts": base + k}, separators=(",", ":"))
+            for k in range(messages)]
+
+
+SUBS = {
+    "native": {"topic": "bench/bulk", "qos": 1, "format": "native"},
+    "json": {"topic": "bench/json/+", "qos": 1, "format": "json",
+             "points": [{"tag": "TT-0001", "path": "$.temp", "ts_path": "$.ts"}]},
+}
+TOPICS = {"native": "bench/bulk", "json": "bench/json/dev1"}
+
+
+def config(mqtt_url: str, influx: dict[str, Any], store: str, shape: str = "native") -> Config:
     return Config.model_validate(
         {
             "site": {"code": "BENCH", "name": "bench"},
             "sources": [{"id": "m", "type": "mqtt", "url": mqtt_url, "client_id": "bench-gw",
                          "persistent_session": False,
-                         "subscriptions": [{"topic": "bench/bulk", "qos": 1, "format": "native"}]}],
+                         "subscriptions": [SUBS[shape]]}],
             "tags": [{"id": f"TT-{i:04d}", "kind": "temperature", "unit": "°C"} for i in range(N_TAGS)],
             "influx": {"flush_interval": "200ms", **influx},
             "api": {"enabled": False},
@@ -62,23 +84,23 @@ def config(mqtt_url: str, influx: dict[str, Any], store: str) -> Config:
     )
 
 
-def publish_all(broker: Mosquitto, payload_file: Path) -> subprocess.Popen[bytes]:
+def publish_all(broker: Mosquitto, payload_file: Path, topic: str = "bench/bulk") -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [shutil.which("mosquitto_pub") or "mosquitto_pub", "-h", broker.host, "-p", str(broker.port),
-         "-q", "1", "-t", "bench/bulk", "-l"],
+         "-q", "1", "-t", topic, "-l"],
         stdin=payload_file.open("rb"),
     )
 
 
-def reference(broker: Mosquitto, payload_file: Path, messages: int) -> float:
+def reference(broker: Mosquitto, payload_file: Path, messages: int, topic: str = "bench/bulk") -> float:
     sub = subprocess.Popen(
         [shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", broker.host, "-p", str(broker.port),
-         "-q", "1", "-t", "bench/bulk", "-C", str(messages)],
+         "-q", "1", "-t", topic, "-C", str(messages)],
         stdout=subprocess.DEVNULL,
     )
     time.sleep(0.5)  # mosquitto_sub has no readiness signal; it only needs to be subscribed
     t0 = time.perf_counter()
-    pub = publish_all(broker, payload_file)
+    pub = publish_all(broker, payload_file, topic)
     pub.wait()
     sub.wait(timeout=300)
     return time.perf_counter() - t0
@@ -91,17 +113,22 @@ def n_priority(gw: Gateway) -> int:
 
 
 async def gateway_run(broker: Mosquitto, payload_file: Path, influx: dict[str, Any], total: int,
-                      store: str) -> tuple[float, float]:
-    gw = Gateway(config(broker.url, influx, store))
+                      store: str, shape: str = "native") -> tuple[float, float]:
+    gw = Gateway(config(broker.url, influx, store, shape))
     await gw.start()
     while not gw.health()["components"]["source:m"].get("connected"):  # noqa: ASYNC110 - polling a flag
         await asyncio.sleep(0.05)
     assert gw.influx is not None
     t0 = time.perf_counter()
-    pub = publish_all(broker, payload_file)
+    pub = publish_all(broker, payload_file, TOPICS[shape])
     t_in = None
+    deadline = t0 + 300
     last_log = time.perf_counter()
     while gw.influx.written < total + n_priority(gw):
+        if time.perf_counter() > deadline:
+            pub.kill()
+            await gw.stop()
+            raise SystemExit(f"gateway run ({shape}) did not finish within 300 s")
         if time.perf_counter() - last_log > 5:
             last_log = time.perf_counter()
             print(f"  ... dispatched {gw.pipeline.dispatched}, written {gw.influx.written}, "
@@ -115,41 +142,108 @@ async def gateway_run(broker: Mosquitto, payload_file: Path, influx: dict[str, A
     return (t_in or elapsed), elapsed
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--messages", type=int, default=2000)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=2000, help="native bulk messages")
     ap.add_argument("--per-message", type=int, default=100)
-    args = ap.parse_args()
+    ap.add_argument("--json-messages", type=int, default=30_000, help="single-reading json messages (0: skip)")
+    ap.add_argument("--reps", type=int, default=3, help="timed influxd runs per shape after one warm-up")
+    ap.add_argument("--no-vm", action="store_true", help="skip the VictoriaMetrics run")
+    return ap.parse_args(argv)
+
+
+def _med(xs: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs everything; returns seconds per path (lists for repeated runs) and summary metrics."""
+    from bench.common import metric
+
     total = args.messages * args.per_message
+    r: dict[str, Any] = {"messages": args.messages, "per_message": args.per_message, "readings": total,
+                         "json_messages": args.json_messages, "reps": args.reps}
     with tempfile.TemporaryDirectory(prefix="hazardgw-bench-") as d:
         work = Path(d)
         payload_file = work / "payloads.txt"
         payload_file.write_text("\n".join(make_payloads(args.messages, args.per_message)) + "\n")
+        json_file = work / "json.txt"
+        if args.json_messages:
+            json_file.write_text("\n".join(make_json_payloads(args.json_messages)) + "\n")
         with Mosquitto(work / "mq") as broker, Influxd(work / "influxd") as influxd, \
                 VictoriaMetrics(work / "vm") as vm:
             influxd.create_database("bench")
-            ref = reference(broker, payload_file, args.messages)
-            v1_in, v1 = asyncio.run(gateway_run(broker, payload_file,
-                                                {"url": influxd.url, "api": "v1", "bucket": "bench"}, total,
-                                                str(work / "s1")))
-            stored = influxd.select("bench", "SELECT count(value) FROM reading")[0]["count"]
-            v2_in, v2 = asyncio.run(gateway_run(broker, payload_file,
-                                                {"url": vm.url, "api": "v2", "bucket": "b", "org": "o"}, total,
-                                                str(work / "s2")))
+            influxd.create_database("benchj")
+            v1 = {"url": influxd.url, "api": "v1", "bucket": "bench"}
+            r["ref_bulk_s"] = reference(broker, payload_file, args.messages)
+            runs = [asyncio.run(gateway_run(broker, payload_file, v1, total, str(work / f"s1-{k}")))
+                    for k in range(args.reps + 1)][1:]
+            r["v1_ingest_s"] = [a for a, _ in runs]
+            r["v1_s"] = [b for _, b in runs]
+            r["v1_stored"] = influxd.select("bench", "SELECT count(value) FROM reading")[0]["count"]
+            if not args.no_vm:
+                r["v2_ingest_s"], r["v2_s"] = asyncio.run(gateway_run(
+                    broker, payload_file, {"url": vm.url, "api": "v2", "bucket": "b", "org": "o"}, total,
+                    str(work / "s2")))
+            if args.json_messages:
+                n = args.json_messages
+                vj = {"url": influxd.url, "api": "v1", "bucket": "benchj"}
+                r["ref_json_s"] = reference(broker, json_file, n, TOPICS["json"])
+                runs = [asyncio.run(gateway_run(broker, json_file, vj, n, str(work / f"sj-{k}"), "json"))
+                        for k in range(args.reps + 1)][1:]
+                r["json_ingest_s"] = [a for a, _ in runs]
+                r["json_s"] = [b for _, b in runs]
+                r["json_stored"] = influxd.select("benchj", "SELECT count(value) FROM reading")[0]["count"]
+    bulk = [total / s for s in r["v1_s"]]
+    r["bulk_readings_per_s"] = _med(bulk)
+    ref_bulk = total / r["ref_bulk_s"]
+    r["metrics"] = [metric(
+        "MQTT bulk -> gateway -> influxd, readings/s", statistics.median(bulk), "readings/s", 50_000, ">=",
+        f"mosquitto_sub {ref_bulk:,.0f}/s; ratio {statistics.median(bulk) / ref_bulk:.2f}; "
+        f"spread {min(bulk):,.0f}-{max(bulk):,.0f} (n={len(bulk)})")]
+    if "v2_s" in r:
+        r["metrics"].append(metric("MQTT bulk -> gateway -> VictoriaMetrics (v2), readings/s", total / r["v2_s"],
+                                   "readings/s", 50_000, ">=",
+                                   f"ratio to mosquitto_sub {r['ref_bulk_s'] / r['v2_s']:.2f}"))
+    if args.json_messages:
+        n = args.json_messages
+        js = [n / s for s in r["json_s"]]
+        r["json_msgs_per_s"] = _med(js)
+        ref_j = n / r["ref_json_s"]
+        r["metrics"].append(metric(
+            "MQTT single json -> gateway -> influxd, msgs/s", statistics.median(js), "msgs/s", 10_000, ">=",
+            f"mosquitto_sub {ref_j:,.0f}/s; ratio {statistics.median(js) / ref_j:.2f}; "
+            f"spread {min(js):,.0f}-{max(js):,.0f} (n={len(js)})"))
+    return r
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    r = run(args)
+    total = r["readings"]
     print(f"\n{args.messages} MQTT messages x {args.per_message} readings = {total} readings, QoS 1, "
-          f"{N_TAGS} tags")
-    print(f"{'path':44} {'seconds':>8} {'readings/s':>12} {'msgs/s':>9}")
+          f"{N_TAGS} tags; influxd runs: median of {args.reps} after a warm-up")
+    print(f"{'path':48} {'seconds':>8} {'readings/s':>12} {'msgs/s':>9}")
+    med = statistics.median
     rows = [
-        ("reference: mosquitto_pub -> mosquitto_sub", ref),
-        ("gateway ingest (decoded + dispatched), v1 run", v1_in),
-        ("gateway -> influxd 1.6.7 (v1 /write) written", v1),
-        ("gateway ingest (decoded + dispatched), v2 run", v2_in),
-        ("gateway -> VictoriaMetrics (v2 client) written", v2),
+        ("reference: mosquitto_pub -> mosquitto_sub", r["ref_bulk_s"], total, args.messages),
+        ("gateway ingest (decoded + dispatched), v1 run", med(r["v1_ingest_s"]), total, args.messages),
+        ("gateway -> influxd 1.6.7 (v1 /write) written", med(r["v1_s"]), total, args.messages),
     ]
-    for name, secs in rows:
-        print(f"{name:44} {secs:8.2f} {total / secs:12,.0f} {args.messages / secs:9,.0f}")
-    print(f"readings counted in influxd: {stored} of {total}")
-    print(f"ratio gateway->influxd / reference: {ref / v1:.2f}")
+    if "v2_s" in r:
+        rows += [("gateway ingest (decoded + dispatched), v2 run", r["v2_ingest_s"], total, args.messages),
+                 ("gateway -> VictoriaMetrics (v2 client) written", r["v2_s"], total, args.messages)]
+    if args.json_messages:
+        n = args.json_messages
+        rows += [("json reference: mosquitto_pub -> mosquitto_sub", r["ref_json_s"], n, n),
+                 ("json gateway ingest (decoded + dispatched)", med(r["json_ingest_s"]), n, n),
+                 ("json gateway -> influxd 1.6.7 written", med(r["json_s"]), n, n)]
+    for name, secs, readings, msgs in rows:
+        print(f"{name:48} {secs:8.2f} {readings / secs:12,.0f} {msgs / secs:9,.0f}")
+    print(f"readings counted in influxd: {r['v1_stored']} of {total}"
+          + (f"; json: {r['json_stored']} of {args.json_messages}" if args.json_messages else ""))
+    for m in r["metrics"]:
+        print(f"{m['metric']}: {m['value']:,.0f} (target {m['op']} {m['target']:,}) - {m['reference']}")
 
 
 if __name__ == "__main__":

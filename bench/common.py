@@ -1,0 +1,167 @@
+"""Helpers shared by the benchmarks: percentiles, RSS, a loopback webhook receiver, a paced
+``mosquitto_pub -l`` load generator, and the metric rows ``python -m bench`` summarises."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BASE_MS = 1_732_300_000_000
+
+
+def pct(xs: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); nan for no samples."""
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, math.ceil(p / 100 * len(s)) - 1))
+    return s[k]
+
+
+def spread(xs: Sequence[float]) -> dict[str, float]:
+    """Median, min, max of repeated samples."""
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def rss_mb() -> float:
+    """VmRSS of this process, MB (from /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def metric(name: str, value: float, unit: str, target: float | None = None, op: str = ">=",
+           reference: str = "", **extra: Any) -> dict[str, Any]:
+    """One row of the summary: ``op`` is '>=' (higher is better) or '<='."""
+    ok = None
+    if target is not None and not math.isnan(value):
+        ok = value >= target if op == ">=" else value <= target
+    return {"metric": name, "value": value, "unit": unit, "target": target, "op": op, "pass": ok,
+            "reference": reference, **extra}
+
+
+def native_lines(messages: int, per: int, tags: Sequence[str], seed: int = 7, lo: float = 0.0,
+                 hi: float = 100.0) -> list[str]:
+    rng = random.Random(seed)
+    out, k = [], 0
+    for _ in range(messages):
+        items = []
+        for _ in range(per):
+            items.append({"tag": tags[k % len(tags)], "v": round(rng.uniform(lo, hi), 3), "ts": BASE_MS + k})
+            k += 1
+        out.append(json.dumps(items, separators=(",", ":")))
+    return out
+
+
+class PacedPublisher:
+    """``mosquitto_pub -l`` fed ``lines`` (cycled) at ``rate`` lines/s from a thread, with fresh
+    timestamps; bounded by ``max_seconds``."""
+
+    def __init__(self, pub_binary: str, host: str, port: int, topic: str, per: int, tags: Sequence[str],
+                 rate: float, max_seconds: float, seed: int = 11, lo: float = 20.0, hi: float = 60.0,
+                 qos: int = 0) -> None:
+        self.args = [pub_binary, "-h", host, "-p", str(port), "-q", str(qos), "-t", topic, "-l"]
+        self.per, self.tags, self.rate, self.max_seconds = per, list(tags), rate, max_seconds
+        self.rng = random.Random(seed)
+        self.lo, self.hi = lo, hi
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _line(self, k0: int) -> bytes:
+        now = int(time.time() * 1000)
+        r, tags, n = self.rng, self.tags, len(self.tags)
+        items = [{"tag": tags[(k0 + i) % n], "v": round(r.uniform(self.lo, self.hi), 2), "ts": now}
+                 for i in range(self.per)]
+        return json.dumps(items, separators=(",", ":")).encode() + b"\n"
+
+    def _run(self) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        t0 = time.monotonic()
+        k = 0
+        while not self._stop.is_set() and time.monotonic() - t0 < self.max_seconds:
+            due = t0 + self.sent / self.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                self._stop.wait(min(delay, 0.05))
+                continue
+            try:
+                self._proc.stdin.write(self._line(k))
+                self._proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                return
+            k += self.per
+            self.sent += 1
+
+    def start(self) -> PacedPublisher:
+        self._proc = subprocess.Popen(self.args, stdin=subprocess.PIPE)
+        self._thread = threading.Thread(target=self._run, name="paced-pub", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._proc is not None:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+
+
+@dataclass
+class Hit:
+    path: str
+    body: str
+    at: float  # time.monotonic() on arrival
+
+
+@dataclass
+class Receiver:
+    """Loopback aiohttp webhook that records every request (as tests/test_notify_support.py)."""
+
+    hits: list[Hit] = field(default_factory=list)
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        at = time.monotonic()
+        raw = await request.text()
+        self.hits.append(Hit(request.path, raw, at))
+        return web.json_response({"ok": True})
+
+    def json_url(self, path: str) -> str:
+        return f"json://127.0.0.1:{self.port}/{path.lstrip('/')}"
