@@ -1,14 +1,12 @@
 """Modbus self-metrics, registered once per gateway registry.
 
-Collectors live on the gateway's private registry (``ctx.metrics.registry``). The cache
-below is keyed weakly by that registry, so several gateways (tests) in one process each
-get their own collectors, and building the Modbus sources twice on one registry (a config
-reload) reuses them instead of failing with "duplicated timeseries".
+Collectors live on the gateway's private registry and are created through
+``Metrics.group``, so several gateways (tests) in one process each get their own, and
+building the Modbus sources twice on one registry (a config reload) reuses them instead
+of failing with "duplicated timeseries".
 """
 
 from __future__ import annotations
-
-import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -18,8 +16,7 @@ _LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 
 
 class ModbusMetrics:
-    def __init__(self, metrics: Metrics) -> None:
-        r: CollectorRegistry = metrics.registry
+    def __init__(self, r: CollectorRegistry) -> None:
         self.poll_lateness = Histogram(
             "hazardgw_modbus_poll_lateness_seconds",
             "How late a poll started against its schedule",
@@ -83,13 +80,6 @@ class ModbusMetrics:
         )
 
 
-_CACHE: weakref.WeakKeyDictionary[CollectorRegistry, ModbusMetrics] = weakref.WeakKeyDictionary()
-
-
 def modbus_metrics(metrics: Metrics) -> ModbusMetrics:
     """The Modbus collectors of ``metrics.registry``, created on first use."""
-    mm = _CACHE.get(metrics.registry)
-    if mm is None:
-        mm = ModbusMetrics(metrics)
-        _CACHE[metrics.registry] = mm
-    return mm
+    return metrics.group(ModbusMetrics)

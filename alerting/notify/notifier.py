@@ -119,8 +119,7 @@ class Notifier:
         self.tick_interval = tick_interval
         self.max_intake = max_intake
         self.stop_grace = stop_grace
-        group = getattr(metrics, "group", None)  # one set of collectors per registry (survives a hot reload)
-        self._m: NotifyMetrics = group(NotifyMetrics) if group is not None else NotifyMetrics(metrics.registry)
+        self._m = metrics.group(NotifyMetrics)  # one set of collectors per registry (survives a hot reload)
         n = config.notification
         self.ttl = n.ack_link_ttl
         self.summary_interval = n.summary_interval

@@ -1,11 +1,10 @@
 """The spool's own collectors, registered on the gateway's registry.
 
 Labelled by ``sink`` so the ``gateway`` measurement files them under the sink's component
-(``component=sink:influx``: ``spool_bytes``, ``spool_records_reading``, ...). A spool
-given no ``SpoolMetrics`` registers its own when it opens and unregisters them when it
-closes (so a sink rebuilt by a hot reload registers again). A gateway with several spools
-on one registry (InfluxDB, uplink) creates one ``SpoolMetrics`` and hands it to each.
-Drops go to the shared ``hazardgw_sink_dropped``.
+(``component=sink:influx``: ``spool_bytes``, ``spool_records_reading``, ...). Spools get
+them through ``Metrics.group(SpoolMetrics)``: one set per registry, shared by every spool
+(InfluxDB, uplink) and by a sink rebuilt by a hot reload. Drops go to the shared
+``hazardgw_sink_dropped``.
 """
 
 from __future__ import annotations
@@ -45,8 +44,3 @@ class SpoolMetrics:
         self.truncated_bytes = Counter(
             "hazardgw_spool_truncated_bytes", "Torn or corrupt bytes cut off at recovery", ["sink"], registry=r
         )
-
-    def unregister(self) -> None:
-        for c in (self.bytes, self.records, self.pending, self.backlog_seconds, self.commits, self.commit_seconds,
-                  self.errors, self.recovered, self.truncated_bytes):
-            self.registry.unregister(c)

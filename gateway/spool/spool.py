@@ -51,8 +51,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from gateway.metrics import Metrics
 from gateway.ratelog import RateLimitedLog
 from gateway.spool.base import KINDS, Batch, GroupCommit, Kind
@@ -517,10 +515,8 @@ class Spool(GroupCommit):
         self.last_error: str | None = None
         self.recovery: dict[str, Recovery] = {}
         self._rlog = RateLimitedLog(log, 30.0)
-        self._registry = metrics.registry
-        self._shared_metrics = spool_metrics
-        self._sm = spool_metrics or SpoolMetrics(CollectorRegistry())  # the real ones bind in open()
-        self._bind_metrics(self._sm)
+        # one set of collectors per registry, shared by every spool and kept across reloads
+        self._bind_metrics(spool_metrics or metrics.group(SpoolMetrics))
         self._dropped = metrics.sink_dropped
 
     def _bind_metrics(self, sm: SpoolMetrics) -> None:
@@ -558,8 +554,6 @@ class Spool(GroupCommit):
     async def open(self) -> None:
         if self._opened:
             return
-        if self._shared_metrics is None:
-            self._bind_metrics(SpoolMetrics(self._registry))
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"spool-{self.name}")
         t0 = time.perf_counter()
         try:
@@ -567,7 +561,6 @@ class Spool(GroupCommit):
         except BaseException:
             self._io.shutdown(wait=False)
             self._io = None
-            self._unbind_metrics()
             raise
         self._opened = True
         for k, rep in self.recovery.items():
@@ -601,14 +594,8 @@ class Spool(GroupCommit):
         assert io is not None
         await asyncio.to_thread(io.shutdown, True)
         self._opened = False
-        self._unbind_metrics()
         self._pend_p, self._pend_r = [], []
         return lost
-
-    def _unbind_metrics(self) -> None:
-        if self._shared_metrics is None and self._sm.registry is self._registry:
-            self._sm.unregister()
-            self._bind_metrics(SpoolMetrics(CollectorRegistry()))  # a detached set: nothing exported
 
     # ------------------------------------------------------------------ producers (event loop, no I/O)
     def append(self, kind: Kind, records: Sequence[str]) -> None:
