@@ -35,10 +35,10 @@ from alerting.conditions import (
     RateOfChange,
     Stale,
 )
-from gateway.config import GAS_KINDS, BadAlarm, Config, MqttSource, StaleAlarm, Suppression, Tag
+from gateway.config import GAS_KINDS, BadAlarm, Config, StaleAlarm, Suppression, Tag
+from gateway.livestate import stale_limits
 
 DEADBAND_PCT: Final = {"flow": 5.0, "level": 5.0, "pressure": 2.0, "temperature": 1.0}
-STALE_POLLS: Final = 3.0
 USABLE: Final = frozenset({"good", "uncertain"})  # qualities whose value is evaluated
 TRIPS_VOTE: Final = frozenset({"bad", "comm", "stale"})  # a detector in these counts as tripped
 LIMITS: Final = ("hh", "h", "l", "ll")
@@ -116,22 +116,10 @@ def is_suppressible(tag: Tag) -> bool:
 
 
 def stale_after_of(config: Config) -> dict[str, float | None]:
-    """tag id -> stale_after seconds (None: no stale check)."""
-    poll: dict[str, float] = {}
-    for s in config.sources:
-        if isinstance(s, MqttSource):
-            continue
-        for p in s.points:
-            poll[p.tag] = s.poll_interval
-    out: dict[str, float | None] = {}
-    for t in config.tags:
-        if t.stale_after is not None:
-            out[t.id] = t.stale_after if t.stale_after > 0 else None
-        elif t.id in poll:
-            out[t.id] = STALE_POLLS * poll[t.id]
-        else:
-            out[t.id] = None
-    return out
+    """tag id -> stale_after seconds (None: no stale check), the same limits as the
+    gateway's stale watcher."""
+    limits = stale_limits(config)
+    return {t.id: limits.get(t.id) for t in config.tags}
 
 
 def build_plans(config: Config) -> Plans:

@@ -41,8 +41,13 @@ class LiveState:
         return self.latest.get(tag)
 
 
+STALE_POLLS = 3  # default stale_after: this many Modbus poll intervals
+
+
 def stale_limits(config: Config) -> dict[str, float]:
-    """tag -> stale_after seconds: the tag's own, else 3 x its Modbus source's poll interval."""
+    """tag -> stale_after seconds: the tag's own (0 disables), else 3 x its Modbus source's
+    poll interval; tags with neither (e.g. MQTT without stale_after) have no stale check.
+    The alarm engine's STALE condition uses the same limits."""
     poll: dict[str, float] = {}
     for s in config.sources:
         if isinstance(s, ModbusTcpSource | ModbusRtuSource):
@@ -51,9 +56,10 @@ def stale_limits(config: Config) -> dict[str, float]:
     out: dict[str, float] = {}
     for t in config.tags:
         if t.stale_after is not None:
-            out[t.id] = t.stale_after
+            if t.stale_after > 0:
+                out[t.id] = t.stale_after
         elif t.id in poll:
-            out[t.id] = 3 * poll[t.id]
+            out[t.id] = STALE_POLLS * poll[t.id]
     return out
 
 
