@@ -695,8 +695,18 @@ class Uplink(Model):
     cert: str | None = None
     key: str | None = None
     qos: Literal[0, 1] = 1
+    reconnect_min: Duration = 0.5
+    reconnect_max: Duration = 30.0
     options: dict[str, Any] = Field(default_factory=dict, description="profile-specific settings")
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> Uplink:
+        if self.period <= 0 or self.heartbeat <= 0:
+            raise ValueError("period and heartbeat must be > 0")
+        if not 0 < self.reconnect_min <= self.reconnect_max:
+            raise ValueError("need 0 < reconnect_min <= reconnect_max")
+        return self
 
 
 class Config(Model):

@@ -289,6 +289,24 @@ def _adapter_problems(config: Config, smap: SourceMap) -> list[Problem]:
     return out
 
 
+def _uplink_problems(config: Config, smap: SourceMap) -> list[Problem]:
+    """The uplink profile exists and accepts the url and options (the profile judges them)."""
+    from gateway.uplink.profile import ProfileError, resolve_profile
+
+    up = config.uplink
+    if up is None or not up.enabled:
+        return []
+    try:
+        cls = resolve_profile(up.profile)
+    except ProfileError as e:
+        return [Problem(("uplink", "profile"), smap.line_of(("uplink", "profile")), str(e))]
+    out = []
+    for msg in cls.check(up):
+        path: Path_ = ("uplink", "options") if msg.startswith(("options", "unknown option")) else ("uplink",)
+        out.append(Problem(path, smap.line_of(path), msg))
+    return out
+
+
 def check_text(text: str, filename: str = "<config>", env: Mapping[str, str] | None = None) -> CheckResult:
     """Validate config text; never raises for config problems."""
     result = CheckResult(config=None, filename=filename)
@@ -310,6 +328,7 @@ def check_text(text: str, filename: str = "<config>", env: Mapping[str, str] | N
     result.warnings.extend(warns)
     if result.config is not None:
         result.errors.extend(_adapter_problems(result.config, smap))
+        result.errors.extend(_uplink_problems(result.config, smap))
     if result.errors:
         result.config = None
     result.errors.sort(key=lambda p: (p.line or 0))
