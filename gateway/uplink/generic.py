@@ -83,6 +83,15 @@ class GenericProfile(Profile):
         if any(c in uplink.prefix for c in "+#\t\n"):
             problems.append("prefix must not contain MQTT wildcards (+ #) or whitespace")
         opts = dict(uplink.options)
+        problems += cls.check_options(opts)
+        problems += [f"unknown option {k!r} for profile {uplink.profile}" for k in opts]
+        return problems
+
+    @classmethod
+    def check_options(cls, opts: dict[str, Any]) -> list[str]:
+        """Check and remove (pop) the options this class knows; a subclass adds its own and
+        calls this, whatever is left in ``opts`` is unknown."""
+        problems: list[str] = []
         mi = opts.pop("max_items", DEFAULT_MAX_ITEMS)
         if not isinstance(mi, int) or isinstance(mi, bool) or mi < 1:
             problems.append(f"options.max_items must be a positive integer, got {mi!r}")
@@ -93,7 +102,6 @@ class GenericProfile(Profile):
             v = opts.pop(key, 1.0)
             if not isinstance(v, int | float) or isinstance(v, bool) or v <= 0:
                 problems.append(f"options.{key} must be a positive number of seconds, got {v!r}")
-        problems += [f"unknown option {k!r} for profile {uplink.profile}" for k in opts]
         return problems
 
     # ------------------------------------------------------------------ transport

@@ -17,7 +17,7 @@ that cannot be sent is skipped and counted.
 
 A profile is chosen by ``uplink.profile``: a built-in name (:data:`BUILTIN`) or
 ``package.module:ClassName`` of a subclass of :class:`Profile` importable by the gateway
-(see gateway/uplink/README.md for a worked example). Nothing in the core changes.
+(see gateway/uplink/PROFILES.md for a worked example). Nothing in the core changes.
 """
 
 from __future__ import annotations
