@@ -1,0 +1,128 @@
+"""The uplink service with other profiles: ``tcp-aes`` end to end through a gateway (against
+the reference receiver), a profile loaded from outside the package, meta on a config change."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from helpers import async_wait_for
+from test_uplink_mqtt import config_text, emit
+
+from gateway.config import Config
+from gateway.config_load import check_text
+from gateway.supervisor import Gateway
+from gateway.uplink.tcp_aes_server import AesTcpPlatform
+
+KEY = bytes(range(32))
+
+
+def cfg(uplink: dict[str, Any], store: Path, **changes: Any) -> Config:
+    text = config_text(uplink, store)
+    if changes:
+        doc = json.loads(text)
+        doc.update(changes)
+        text = json.dumps(doc)
+    res = check_text(text, env={**os.environ, "UPLINK_KEY": KEY.hex()})
+    assert res.config is not None, [p.format("cfg") for p in res.errors]
+    return res.config
+
+
+def aes_uplink(port: int) -> dict[str, Any]:
+    return {"profile": "tcp-aes", "url": f"tcp://127.0.0.1:{port}", "period": "1s", "heartbeat": "1s",
+            "username": "gw", "password": "pw", "reconnect_max": "1s",
+            "options": {"key": "${UPLINK_KEY}", "key_id": "k1"}}
+
+
+async def test_tcp_aes_through_a_gateway_with_a_dropped_connection(tmp_path: Path) -> None:
+    platform = AesTcpPlatform(KEY, key_id="k1", username="gw", password="pw")
+    port = await platform.start()
+    gw = Gateway(cfg(aes_uplink(port), tmp_path))
+    await gw.start()
+    try:
+        await async_wait_for(lambda: any(r.type == "meta" for r in platform.received), timeout=10)
+        platform.drop_after = 2  # the connection dies without acking: the gateway re-sends
+        for v in (1.5, 0.1, 1.5):
+            await emit(gw, "GT-101", v)
+        await emit(gw, "TT-202", 20.5)
+        await async_wait_for(lambda: len([r for r in platform.received if r.type == "alarm"]) >= 3, timeout=15)
+        await async_wait_for(lambda: sum(r.type == "realtime" for r in platform.received) >= 3, timeout=15)
+        await async_wait_for(lambda: any(r.type == "heartbeat" for r in platform.received), timeout=15)
+    finally:
+        await gw.stop()
+        await platform.stop()
+    assert platform.logins >= 2  # logged in again after the drop
+    ids = [r.payload["msgId"] for r in platform.received]
+    assert platform.drop_after is None  # the drop happened
+    assert len(ids) > len(set(ids))  # the unacknowledged frame was re-sent (at-least-once, same msgId)
+    unique: dict[str, Any] = {}
+    for r in platform.received:
+        unique.setdefault(r.payload["msgId"], r)
+    alarms = [r.payload for r in unique.values() if r.type == "alarm"]
+    assert [(a["event"], a["alarmType"]) for a in alarms] == [("raised", "H"), ("cleared", "H"), ("raised", "H")]
+    rt = [r.payload["collectTs"] for r in unique.values() if r.type == "realtime"]
+    assert rt == sorted(rt)
+    last = {i["tagCode"]: i for i in [r for r in unique.values() if r.type == "realtime"][-1].payload["data"]}
+    assert last["TT-202"]["value"] == 20.5 and last["GT-101"]["alarmStatus"] == "H"
+
+
+async def test_a_profile_from_outside_the_package_and_its_failures_are_counted(tmp_path: Path) -> None:
+    # a module:Class profile is resolved, validated and used like a built-in one (no platform
+    # listening here: everything waits in the spool)
+    up = {"profile": "uplink_test_profiles:FlakyRealtimeProfile", "url": "mqtt://127.0.0.1:1", "period": "1s",
+          "heartbeat": "60s", "reconnect_max": "1s"}
+    gw = Gateway(cfg(up, tmp_path))
+    await gw.start()
+    try:
+        await emit(gw, "TT-202", 21.0)
+        await async_wait_for(lambda: gw.uplink is not None and gw.uplink.build_errors >= 2, timeout=10)
+        await emit(gw, "GT-101", 1.5)  # alarms still go into the spool while realtime building fails
+        h = gw.health()["components"]["uplink"]
+        assert h["build_errors"] >= 2 and h["backlog"] >= 2  # meta + realtime + the alarm, waiting
+        text = (await _metrics(gw))
+        assert 'hazardgw_uplink_messages_total{channel="realtime",result="error"}' in text
+    finally:
+        await gw.stop()
+
+
+async def _metrics(gw: Gateway) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(gw.metrics.registry).decode()
+
+
+async def test_unframable_payloads_are_refused_and_counted(tmp_path: Path) -> None:
+    up = {"profile": "uplink_test_profiles:NewlineProfile", "url": "mqtt://127.0.0.1:1", "period": "1s",
+          "heartbeat": "60s"}
+    gw = Gateway(cfg(up, tmp_path))
+    await gw.start()
+    try:
+        await async_wait_for(lambda: gw.uplink is not None and gw.uplink.build_errors >= 1, timeout=10)
+        assert gw.uplink is not None and gw.uplink.queue.records == 1  # only the meta message
+    finally:
+        await gw.stop()
+
+
+async def test_meta_is_sent_again_when_the_config_changes(tmp_path: Path) -> None:
+    platform = AesTcpPlatform(KEY, key_id="k1", username="gw", password="pw")
+    port = await platform.start()
+    first = cfg(aes_uplink(port), tmp_path)
+    gw = Gateway(first)
+    await gw.start()
+    try:
+        await async_wait_for(lambda: any(r.type == "meta" for r in platform.received), timeout=10)
+        doc = json.loads(config_text(aes_uplink(port), tmp_path))
+        doc["tags"][0]["alarms"]["h"]["limit"] = 1.2
+        res = check_text(json.dumps(doc), env={**os.environ, "UPLINK_KEY": KEY.hex()})
+        assert res.config is not None
+        summary = await gw.reload(res.config)
+        assert "tags" in summary
+        metas = await async_wait_for(lambda: [r.payload for r in platform.received if r.type == "meta"][1:],
+                                     timeout=10)
+    finally:
+        await gw.stop()
+        await platform.stop()
+    gt = next(t for t in metas[0]["tags"] if t["tagCode"] == "GT-101")
+    assert gt["H"] == 1.2
