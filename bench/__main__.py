@@ -34,6 +34,7 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
     "alarm_latency": ([], ["--alarms", "50", "--warmup", "3"]),
     "memory": ([], ["--steady", "15", "--outage", "20"]),
     "modbus_capacity": ([], ["--duration", "8", "--warmup", "2.5", "--scenarios", "endpoints"]),
+    "uplink": ([], ["--alarms", "20", "--reps", "5"]),
 }
 
 
