@@ -2,7 +2,7 @@
 
 Routes: ``/api/health`` (open), ``/api/tags``, ``/api/tags/{tag}``, ``/api/alarms``,
 ``/api/alarms/history``, ``POST /api/alarms/{id}/ack|shelve|unshelve|dispose``,
-``/api/events`` (SSE), ``/metrics`` (open), ``/`` and ``/static/`` (the duty console),
+``/api/online``, ``/api/events`` (SSE), ``/metrics`` (open), ``/`` and ``/static/`` (the duty console),
 ``/openapi.json``. Extra routers (e.g. the one-tap ``/ack/{token}`` page) are passed in
 ``extra_routers`` or added later with ``app.include_router``.
 
@@ -24,7 +24,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from gateway.api import errors, routes_alarms, routes_events, routes_system, routes_tags
+from gateway.api import errors, routes_alarms, routes_events, routes_online, routes_system, routes_tags
 from gateway.api.context import ApiContext, ApiSettings
 from gateway.api.middleware import AccessLog, SecurityHeaders
 from gateway.api.routes_system import STATIC
@@ -83,6 +83,7 @@ def build_app(
     app.include_router(routes_tags.router())
     app.include_router(routes_alarms.router())
     app.include_router(routes_events.router())
+    app.include_router(routes_online.router())
     for r in extra_routers:
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -155,6 +155,36 @@ class ActionOut(Out):
     alarm: AlarmOut
 
 
+# ----------------------------------------------------------------------------- online rate
+
+
+Rate = Field(ge=0, le=1, description="received / expected readings over the window, null before anything was expected")
+
+
+class OnlineWindowOut(Out):
+    hour: int = Field(description="seconds of the `hour` window (3600)")
+    day: int = Field(description="seconds of the `day` window (86400)")
+
+
+class OnlineSourceOut(Out):
+    hour: float | None = Rate
+    day: float | None = Rate
+    tags: int = Field(ge=0, description="tags of the source that are counted")
+    interval_s: float | None = Field(description="typical expected interval of its tags (median), seconds")
+
+
+class OnlineHazardSourceOut(Out):
+    hour: float | None = Rate
+    day: float | None = Rate
+    tags: int = Field(ge=0, description="counted tags of the hazard source, over all sources")
+
+
+class OnlineOut(Out):
+    window: OnlineWindowOut
+    sources: dict[str, OnlineSourceOut] = Field(description="by source id (enabled sources)")
+    hazard_sources: dict[str, OnlineHazardSourceOut] = Field(description="by hazard source code")
+
+
 Comment = Field(default=None, max_length=2000, description="free text, kept in the journal")
 
 
