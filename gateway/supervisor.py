@@ -24,9 +24,11 @@ from gateway.api.server import ApiServer  # API and duty console (issue 6)
 from gateway.config import Config, ModbusRtuSource, ModbusTcpSource
 from gateway.livestate import LiveState, StaleWatcher, stale_limits
 from gateway.metrics import Metrics
+from gateway.online import OnlineRate, default_interval_of
 from gateway.pipeline import Pipeline
 from gateway.selfmetrics import SelfMetricsWriter
 from gateway.sinks.influx import InfluxSink
+from gateway.uplink import UplinkService
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,13 @@ class Gateway:
         self.pipeline = Pipeline(self.metrics, max_readings=pipeline_max)
         self.live = LiveState(clock)
         self.pipeline.subscribe(self.live)
-        self.extra_health: dict[str, Callable[[], dict[str, Any]]] = {}
+        # data online rate (数据在线率): kept across reloads like the live state
+        self.online = OnlineRate(
+            config, self.metrics, path=Path(config.store.path) / "online.json",
+            default_interval=default_interval_of(config),
+        )
+        self.pipeline.subscribe(self.online)
+        self.extra_health: dict[str, Callable[[], dict[str, Any]]] = {"online": self.online.health}
         self._build_downstream(config)
         self.sources: list[SourceAdapter] = build_sources(config.sources, self._source_context(config))
         self._running = False
@@ -79,11 +87,12 @@ class Gateway:
         self.notifier = Notifier(config, self.alarms, self.metrics, clock=self.clock)
         self.influx: InfluxSink | None = None
         self.self_metrics: SelfMetricsWriter | None = None
+        influx_bytes, uplink_bytes = split_store_bytes(config)
         if config.influx is not None:
-            # durable spool (issue 7): {store.path}/spool/influx, at most store.max_bytes
+            # durable spool (issue 7): {store.path}/spool/influx
             self.influx = InfluxSink(
                 config.influx, config, self.metrics,
-                spool_dir=Path(config.store.path) / "spool" / "influx", spool_max_bytes=config.store.max_bytes,
+                spool_dir=Path(config.store.path) / "spool" / "influx", spool_max_bytes=influx_bytes,
             )
             self.self_metrics = SelfMetricsWriter(
                 config.site.code, self.metrics, self.influx, interval=self.self_metrics_interval
@@ -95,6 +104,14 @@ class Gateway:
         if self.influx is not None:
             self.pipeline.subscribe(self.influx)
         self.stale = StaleWatcher(self.live, self.pipeline, stale_limits(config), clock=self.clock)
+        # --- uplink to the regulator's platform (issue 9): own durable spool {store.path}/spool/uplink
+        self.uplink: UplinkService | None = None
+        if config.uplink is not None and config.uplink.enabled:
+            self.uplink = UplinkService(
+                config, self.alarms, self.live, self.metrics,
+                spool_dir=Path(config.store.path) / "spool" / "uplink", spool_max_bytes=uplink_bytes,
+                online=getattr(self, "online", None), health=self.health,
+            )
         # --- API and duty console (issue 6): HTTP API, SSE, console, /metrics on api.listen
         self.api: ApiServer | None = (
             ApiServer(self, extra_routers=[ack_router(self.notifier)]) if config.api.enabled else None
@@ -120,6 +137,8 @@ class Gateway:
             comps.append(self.influx)
         comps.append(self.alarms)  # restores journal state before any reading is dispatched
         comps.append(self.notifier)  # after the engine restored its state, stops before it
+        if self.uplink is not None:
+            comps.append(self.uplink)  # after the engine (active alarms), stops after the pipeline drained
         comps.append(self.pipeline)
         comps.append(self.stale)
         if self.self_metrics is not None:
@@ -137,6 +156,7 @@ class Gateway:
         self.store_path.mkdir(parents=True, exist_ok=True)
         self._running = True
         try:
+            await self.online.start()  # before the downstream components; not in _downstream (survives reloads)
             for c in self._downstream():
                 await c.start()
             for s in self.sources:
@@ -158,7 +178,7 @@ class Gateway:
             return
         self._running = False
         await asyncio.gather(*(s.stop() for s in self.sources), return_exceptions=True)
-        await self._stop_components(reversed(self._downstream()))
+        await self._stop_components([*reversed(self._downstream()), self.online])
 
     async def _stop_components(self, comps: Iterable[Any]) -> None:
         for c in comps:
@@ -198,6 +218,7 @@ class Gateway:
                         await c.start()
             done.append("rebuilt " + ", ".join(changed))
         self.config = new
+        self.online.configure(new, default_interval=default_interval_of(new))
         if restart:
             stopping = [s for s in self.sources if s.id in restart]
             await asyncio.gather(*(s.stop() for s in stopping), return_exceptions=True)
@@ -208,6 +229,8 @@ class Gateway:
             for s in fresh:
                 await s.start()
             done.append("restarted sources " + ", ".join(sorted(restart)))
+            if not changed and self.uplink is not None:
+                self.uplink.sources_changed(new)  # meta lists the sources: send it again
         kept_ids = sorted(s.id for s in self.sources if s.id not in restart)
         if kept_ids:
             done.append("kept running " + ", ".join(kept_ids))
@@ -230,6 +253,18 @@ class Gateway:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def split_store_bytes(config: Config) -> tuple[int, int]:
+    """store.max_bytes between the InfluxDB spool and the uplink spool: all to InfluxDB
+    without an uplink, else 3/4 and 1/4 (realtime uplink messages are one per period, so a
+    quarter holds a long outage; see README "Bounds")."""
+    total = config.store.max_bytes
+    if config.uplink is None or not config.uplink.enabled:
+        return total, 0
+    if config.influx is None:
+        return 0, total
+    return total - total // 4, total // 4
 
 
 def _sources_to_restart(old: Config, new: Config) -> set[str]:

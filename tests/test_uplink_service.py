@@ -126,3 +126,24 @@ async def test_meta_is_sent_again_when_the_config_changes(tmp_path: Path) -> Non
         await platform.stop()
     gt = next(t for t in metas[0]["tags"] if t["tagCode"] == "GT-101")
     assert gt["H"] == 1.2
+
+
+async def test_meta_is_sent_again_when_only_sources_change(tmp_path: Path) -> None:
+    platform = AesTcpPlatform(KEY, key_id="k1", username="gw", password="pw")
+    port = await platform.start()
+    src = {"id": "plant", "type": "mqtt", "url": "mqtt://127.0.0.1:1", "reconnect_max": "1s",
+           "subscriptions": [{"topic": "plant/t", "format": "json", "points": [{"tag": "TT-202", "path": "$.t"}]}]}
+    gw = Gateway(cfg(aes_uplink(port), tmp_path, sources=[src]))
+    await gw.start()
+    try:
+        await async_wait_for(lambda: any(r.type == "meta" for r in platform.received), timeout=10)
+        uplink_before = gw.uplink
+        summary = await gw.reload(cfg(aes_uplink(port), tmp_path, sources=[{**src, "url": "mqtt://127.0.0.1:2"}]))
+        assert summary.startswith("restarted sources plant") and gw.uplink is uplink_before
+        metas = await async_wait_for(lambda: [r.payload for r in platform.received if r.type == "meta"][1:],
+                                     timeout=10)
+    finally:
+        await gw.stop()
+        await platform.stop()
+    assert metas[0]["sources"] == [{"sourceId": "plant", "type": "mqtt"}]
+    assert next(t for t in metas[0]["tags"] if t["tagCode"] == "TT-202")["sourceId"] == "plant"

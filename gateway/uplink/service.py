@@ -161,7 +161,7 @@ class UplinkService:
         self.sent: dict[str, int] = {}
         self.skipped_heartbeats = 0
         self.build_errors = 0
-        self._alarm_walls: dict[str, int] = {}  # msgId-less bookkeeping: record -> event wall ns (latency metric)
+        self._alarm_walls: dict[str, int] = {}  # alarm payload -> event wall ns (for the latency metric)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -206,6 +206,13 @@ class UplinkService:
         if self.queue.records:
             log.info("uplink stopped: %d messages kept in the spool for the next start", self.queue.records)
         self.m.backlog.set(self.queue.records)
+
+    def sources_changed(self, config: Config) -> None:
+        """A reload changed only ``sources`` (the uplink is not rebuilt): send meta again,
+        since it lists the sources and each tag's source."""
+        self.config = config
+        self.profile.config = config
+        self._append(self._build(lambda: self.profile.meta(time.time_ns()), "meta"))
 
     def health(self) -> dict[str, Any]:
         running = bool(self._tasks) and not self._tasks[0].done()
@@ -256,7 +263,7 @@ class UplinkService:
         status = alarm_status(self._active.get(event.tag))
         msgs = self._build(lambda: self.profile.alarm(event, status), "alarm")
         for m in msgs:
-            if len(self._alarm_walls) < 10_000:
+            if len(self._alarm_walls) < 1000:  # latency bookkeeping only: bounded, best effort
                 self._alarm_walls[m.payload] = event.wall
         self._append(msgs)
 
