@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import paho.mqtt.client as paho
 from aiohttp import web
 
 from alerting import AlarmEvent
@@ -37,6 +38,7 @@ PORT_VARS = (
     "HAZARDGW_MODBUS_GDS2_PORT",
     "HAZARDGW_API_PORT",
     "HAZARDGW_NTFY_PORT",
+    "HAZARDGW_PLATFORM_PORT",
 )
 
 
@@ -50,6 +52,8 @@ def _banner(env: dict[str, str], db: str, scenario: str, workdir: Path) -> str:
             f"  scenario     {scenario}",
             f"  MQTT broker  mqtt://127.0.0.1:{env['HAZARDGW_MQTT_PORT']}   "
             f"(mosquitto_sub -p {env['HAZARDGW_MQTT_PORT']} -t 'plant/#' -v)",
+            f"  platform     mqtt://127.0.0.1:{env['HAZARDGW_PLATFORM_PORT']}   (联网监控 uplink: "
+            f"mosquitto_sub -p {env['HAZARDGW_PLATFORM_PORT']} -t 'hazard/#' -v)",
             f"  InfluxDB     {influx}  database '{db}'",
             f"  query        curl -sG {influx}/query --data-urlencode db={db} --data-urlencode \"q={q}\"",
             f"  console      http://127.0.0.1:{env['HAZARDGW_API_PORT']}/   "
@@ -86,6 +90,9 @@ async def run_demo(
     config = result.config
 
     mosq = Mosquitto(workdir / "mosquitto", int(env["HAZARDGW_MQTT_PORT"]))
+    # a second broker stands in for the regulator's platform (the config's uplink points to it)
+    platform_broker = Mosquitto(workdir / "platform", int(env["HAZARDGW_PLATFORM_PORT"]))
+    platform = DemoPlatform(platform_broker, config.uplink.prefix if config.uplink else "hazard")
     influxd = Influxd(workdir / "influxd", int(env["HAZARDGW_INFLUX_PORT"]))
     sim: asyncio.subprocess.Process | None = None
     phones = DemoPhones(int(env["HAZARDGW_NTFY_PORT"]))
@@ -99,6 +106,8 @@ async def run_demo(
     try:
         await phones.start()
         await asyncio.to_thread(mosq.start)
+        await asyncio.to_thread(platform_broker.start)
+        await asyncio.to_thread(platform.start)
         await asyncio.to_thread(influxd.start)
         db = config.influx.bucket if config.influx else "hazard"
         await asyncio.to_thread(influxd.create_database, db)
@@ -129,7 +138,8 @@ async def run_demo(
         stored = _count_readings(influxd, db)
         active = gw.alarms.active()
         print(f"demo finished: {gw.pipeline.dispatched} readings through the pipeline, {stored} stored in InfluxDB, "
-              f"{len(active)} alarms active, {phones.received} pushes to phones", flush=True)
+              f"{len(active)} alarms active, {phones.received} pushes to phones, platform received "
+              f"{platform.summary()}", flush=True)
         gw = None
         return 0
     finally:
@@ -145,6 +155,8 @@ async def run_demo(
                 sim.kill()
                 await sim.wait()
         await asyncio.to_thread(influxd.stop)
+        await asyncio.to_thread(platform.stop)
+        await asyncio.to_thread(platform_broker.stop)
         await asyncio.to_thread(mosq.stop)
         await phones.stop()
         if tmp is not None:
@@ -196,6 +208,46 @@ class DemoPhones:
         topic = (data.get("topic") if isinstance(data, dict) else None) or request.path.lstrip("/")
         print(f"PUSH  to {topic}: {title} | {first}", flush=True)
         return web.json_response({"id": str(self.received)})
+
+
+class DemoPlatform:
+    """Stands in for the regulator's platform: subscribes to the uplink topics on the
+    platform broker, prints each alarm message and counts the rest."""
+
+    def __init__(self, broker: Mosquitto, prefix: str) -> None:
+        self.broker = broker
+        self.prefix = prefix
+        self.counts: dict[str, int] = {}
+        self._client: paho.Client | None = None
+
+    def start(self) -> None:
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="demo-platform")
+        c.on_connect = lambda client, *a: client.subscribe(f"{self.prefix}/#", qos=1)
+        c.on_message = self._on_message
+        c.connect(self.broker.host, self.broker.port)
+        c.loop_start()
+        self._client = c
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.loop_stop()
+            self._client.disconnect()
+            self._client = None
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {ch}" for ch, n in sorted(self.counts.items())) or "nothing"
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        channel = msg.topic.rsplit("/", 1)[-1]
+        self.counts[channel] = self.counts.get(channel, 0) + 1
+        if channel != "alarm":
+            return
+        try:
+            d = json.loads(msg.payload)
+            print(f"PLATFORM {d['event']:<10} {d['alarmType']:<5} {d['hazardCode']} {d['tagCode']} "
+                  f"value {d['value']} {d['unit']} at {d['collectTime']} (status {d['alarmStatus']})", flush=True)
+        except (ValueError, KeyError, TypeError):
+            print(f"PLATFORM unreadable alarm message on {msg.topic}", flush=True)
 
 
 async def _wait_for_ports(ports: list[int], seconds: float, proc: asyncio.subprocess.Process) -> None:

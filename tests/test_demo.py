@@ -28,6 +28,10 @@ def test_demo_runs_unattended_and_raises_the_chlorine_alarm(tmp_path: Path) -> N
     # 40 tags at ~1 Hz for ~25 s, every one of them stored
     assert through >= 40 * 20
     assert stored >= through - 40  # quality-only readings (stale/comm) have no value to count
+    # the regulator's platform (second mosquitto) got the alarms, realtime data and metadata
+    assert re.search(r"PLATFORM raised\s+HH\s+HS-001 GT-101 ", out), out[-3000:]
+    m = re.search(r"platform received (.*)", out)
+    assert m and re.search(r"\b1 meta\b", m.group(1)) and re.search(r"\b[1-9]\d* realtime\b", m.group(1)), out[-3000:]
     # every Modbus source and MQTT connected without errors worth a traceback
     assert "Traceback" not in out
     # mosquitto, influxd and the simulator are gone afterwards
