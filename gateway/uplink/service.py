@@ -23,8 +23,9 @@ Flow::
 
 Bounds and overflow: the spool holds at most ``spool_max_bytes`` on disk; beyond that the
 oldest *realtime* messages are dropped and counted (``hazardgw_sink_dropped{sink="uplink"}``),
-never alarm or meta messages. In memory: at most ``batch_messages`` in flight plus the
-spool's pending bounds.
+never alarm or meta messages. In memory: at most ``batch_messages`` messages and 1 MiB in
+flight (so an alarm made while a backlog drains waits for at most one such batch), plus
+the spool's pending bounds.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
     from gateway.online import OnlineRate
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH_BYTES = 1024 * 1024
 
 
 class UplinkMetrics:
@@ -143,6 +146,8 @@ class UplinkService:
             Path(spool_dir), name=self.name, metrics=metrics, max_bytes=spool_max_bytes,
             block_records=batch_messages, commit_interval=0.5, max_pending=10_000,
             max_pending_priority=100_000, fsync=fsync, interleave=False,
+            # small batches: an alarm made while a backlog drains waits for one batch at most
+            max_batch_bytes=MAX_BATCH_BYTES,
         )
         # per tag: static fields of its realtime item, and the active limit conditions
         self._tags = [(t.id, t.name or t.id, t.hazard_source, t.kind, t.unit) for t in config.tags]
