@@ -38,6 +38,7 @@ from adapters.mqtt.topics import TopicRouter
 from gateway.config import MqttSource
 from gateway.models import Reading
 from gateway.ratelog import RateLimitedLog
+from gateway.tls import load_client_context
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ class MqttAdapter:
         self._queue = queue
         kw: dict[str, Any] = {}
         if self.tls:
-            kw["tls_context"] = await asyncio.to_thread(self._tls_context)  # reads files: off the loop
+            kw["tls_context"] = await load_client_context(cfg.ca, cfg.cert, cfg.key, insecure=cfg.tls_insecure)
         if cfg.username is not None:
             kw["username"] = cfg.username
             kw["password"] = cfg.password.get_secret_value() if cfg.password is not None else None
@@ -280,16 +281,6 @@ class MqttAdapter:
         )
         flow.fail_fast_connect(client)
         return client, queue
-
-    def _tls_context(self) -> ssl.SSLContext:
-        cfg = self.cfg
-        ctx = ssl.create_default_context(cafile=cfg.ca)  # no ca: the system's trust store
-        if cfg.cert is not None:
-            ctx.load_cert_chain(cfg.cert, cfg.key)
-        if cfg.tls_insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         failed: list[str] = []

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from adapters.mqtt import flow
+from gateway.tls import load_client_context
 from gateway.uplink.profile import Message, Transport, TransportError
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class MqttTransport(Transport):
         kw: dict[str, Any] = {}
         if self.tls:
             try:
-                kw["tls_context"] = await asyncio.to_thread(self._tls_context)
+                kw["tls_context"] = await load_client_context(self.uplink.ca, self.uplink.cert, self.uplink.key)
             except (OSError, ssl.SSLError) as e:
                 raise TransportError(f"TLS settings: {e}") from None
         if self.uplink.username is not None:
@@ -76,12 +77,6 @@ class MqttTransport(Transport):
         except (aiomqtt.MqttError, OSError, ssl.SSLError, ValueError) as e:
             raise TransportError(f"cannot connect to {self.describe()}: {e}") from None
         self._client = client
-
-    def _tls_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.uplink.ca)
-        if self.uplink.cert is not None:
-            ctx.load_cert_chain(self.uplink.cert, self.uplink.key)
-        return ctx
 
     async def send(self, messages: Sequence[Message]) -> None:
         client = self._client

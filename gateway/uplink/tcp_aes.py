@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.tls import load_client_context
 from gateway.uplink.generic import GenericProfile, dumps
 from gateway.uplink.profile import Message, Transport, TransportError
 
@@ -175,18 +176,12 @@ class AesTcpTransport(Transport):
         w, r = self._writer, self._reader
         return w is not None and r is not None and not w.is_closing() and not r.at_eof()
 
-    def _tls_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.uplink.ca)  # no ca: the system's trust store
-        if self.uplink.cert is not None:
-            ctx.load_cert_chain(self.uplink.cert, self.uplink.key)
-        return ctx
-
     async def connect(self) -> None:
         await self.close()
         ctx: ssl.SSLContext | None = None
         if self.tls:
             try:
-                ctx = await asyncio.to_thread(self._tls_context)  # reads files: off the loop
+                ctx = await load_client_context(self.uplink.ca, self.uplink.cert, self.uplink.key)
             except (OSError, ssl.SSLError) as e:
                 raise TransportError(f"TLS settings: {e}") from None
         try:
