@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from zoneinfo import ZoneInfo
@@ -79,7 +79,6 @@ class Heartbeat:
     backlog: int  # uplink messages waiting (spool)
     active_alarms: int
     version: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def collect_time(ts_ns: int, tz: ZoneInfo) -> str:

@@ -162,7 +162,6 @@ class UplinkService:
         self._version = _version()
         self.last_error: str | None = None
         self.last_sent: float | None = None
-        self.connected_since: float | None = None
         self.sent: dict[str, int] = {}
         self.skipped_heartbeats = 0
         self.build_errors = 0
@@ -411,7 +410,6 @@ class UplinkService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             return False
-        self.connected_since = self.clock()
         self.m.connected.set(1)
         self.m.reconnects.inc()
         if self.last_error is not None:
