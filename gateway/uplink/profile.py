@@ -217,14 +217,13 @@ def resolve_profile(name: str) -> type[Profile]:
     return cls
 
 
-def validate_messages(messages: Sequence[Message]) -> list[Message]:
-    """Messages the spool can frame: topic without tab/newline, payload without newline."""
-    ok: list[Message] = []
+def check_messages(messages: list[Message]) -> list[Message]:
+    """``messages`` if the spool can frame them all (topic without tab or line break, payload
+    without line break), else ValueError."""
     for m in messages:
         if "\t" in m.topic or "\n" in m.topic or "\r" in m.topic or "\n" in m.payload or "\r" in m.payload:
             raise ValueError(f"uplink message for {m.topic[:80]!r}: topic or payload contains a line break/tab")
-        ok.append(m)
-    return ok
+    return messages
 
 
 def encode_record(m: Message) -> str:

@@ -54,10 +54,10 @@ from gateway.uplink.profile import (
     Transport,
     TransportError,
     alarm_status,
+    check_messages,
     decode_record,
     encode_record,
     resolve_profile,
-    validate_messages,
 )
 
 if TYPE_CHECKING:
@@ -155,7 +155,8 @@ class UplinkService:
         self._heartbeat: Message | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._rlog = RateLimitedLog(log, 60.0)
         self._started = 0.0
@@ -176,11 +177,9 @@ class UplinkService:
             if a.active and a.condition in LIMIT_STATUS:
                 self._active.setdefault(a.tag, set()).add(a.condition)
         self._unsubscribe = self.engine.subscribe(self._on_alarm)
-        self._append(self._build(lambda: self.profile.meta(time.time_ns()), "meta"))
-        self._tasks = [
-            asyncio.create_task(self._run_sender(), name="uplink-sender"),
-            asyncio.create_task(self._run_ticks(), name="uplink-ticks"),
-        ]
+        self._queue_meta()
+        self._sender = asyncio.create_task(self._run_sender(), name="uplink-sender")
+        self._ticker = asyncio.create_task(self._run_ticks(), name="uplink-ticks")
         log.info("uplink (%s) to %s: realtime every %g s, heartbeat every %g s", self.cfg.profile,
                  self.transport.describe(), self.cfg.period, self.cfg.heartbeat)
 
@@ -191,19 +190,19 @@ class UplinkService:
             self._unsubscribe = None
         self._stopping.set()
         self._wake.set()
-        ticks = self._tasks[1:] if len(self._tasks) > 1 else []
-        for t in ticks:
-            t.cancel()
-        if self._tasks:
-            sender = self._tasks[0]
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._sender is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(sender), self.shutdown_timeout)
+                await asyncio.wait_for(asyncio.shield(self._sender), self.shutdown_timeout)
             except TimeoutError:
-                sender.cancel()
-            for t in self._tasks:
+                self._sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            self._tasks = []
+                    await self._sender
+            self._sender = None
         await self.transport.close()
         self.m.connected.set(0)
         await self.queue.close()
@@ -216,10 +215,10 @@ class UplinkService:
         since it lists the sources and each tag's source."""
         self.config = config
         self.profile.config = config
-        self._append(self._build(lambda: self.profile.meta(time.time_ns()), "meta"))
+        self._queue_meta()
 
     def health(self) -> dict[str, Any]:
-        running = bool(self._tasks) and not self._tasks[0].done()
+        running = self._sender is not None and not self._sender.done()
         q = self.queue.health()
         return {
             "ok": running and self.transport.connected and bool(q["ok"]),
@@ -239,13 +238,16 @@ class UplinkService:
     def _build(self, fn: Callable[[], list[Message]], what: str) -> list[Message]:
         """Run a profile builder; a failure is counted and logged, never raised into the caller."""
         try:
-            return validate_messages(fn())
+            return check_messages(fn())
         except Exception as e:
             self.build_errors += 1
             self.m.messages.labels(what, "error").inc()
             self._rlog.log(logging.ERROR, f"build-{what}", "uplink profile %s failed to build a %s message: %s",
                            self.cfg.profile, what, e)
             return []
+
+    def _queue_meta(self) -> None:
+        self._append(self._build(lambda: self.profile.meta(time.time_ns()), "meta"))
 
     def _append(self, messages: Sequence[Message]) -> None:
         prio = [encode_record(m) for m in messages if m.priority]

@@ -88,8 +88,10 @@ class AesTcpPlatform:
         self._writers.add(writer)
         try:
             await self._session(reader, writer)
-        except (asyncio.IncompleteReadError, FrameError, OSError):
-            pass  # the gateway went away or broke the format: drop the connection
+        except FrameError as e:  # the gateway broke the framing: record why, drop the connection
+            self.errors.append(f"frame: {e}")
+        except (asyncio.IncompleteReadError, OSError):
+            return  # the gateway went away
         finally:
             self._writers.discard(writer)
             writer.close()
