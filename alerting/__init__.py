@@ -11,7 +11,7 @@ Public API::
         dispose(occurrence, cause, action, handler, result, user=..., comment=...)
     Journal(store_path, metrics, retention=...) / Journal.from_config(config, metrics)
     AlarmEvent, alarm_line(event, site_code)
-    check_standards(config, line_of) / check_standards_file(path) -> (CheckResult, StandardsReport)
+    check_standards(config, line_of) -> StandardsReport (gateway/validate.py runs it for check, run and reload)
 """
 
 from alerting.alarms import AlarmView
@@ -23,7 +23,6 @@ from alerting.standards import (
     HazardRisk,
     StandardsReport,
     check_standards,
-    check_standards_file,
     gb18218,
 )
 from alerting.states import InvalidTransition
@@ -46,6 +45,5 @@ __all__ = [
     "StandardsReport",
     "alarm_line",
     "check_standards",
-    "check_standards_file",
     "gb18218",
 ]

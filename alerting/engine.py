@@ -38,9 +38,9 @@ from alerting.journal import Journal, Restored
 from alerting.metrics import AlarmMetrics
 from alerting.plan import TRIPS_VOTE, USABLE, TagPlan, build_plans
 from alerting.status import DEFAULT_RULE, RANK, HazardStatus, evaluate
-from gateway.config import Config, StatusRule
-from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.core.config import SiteConfig, StatusRule
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class AlarmEngine:
 
     def __init__(
         self,
-        config: Config,
+        config: SiteConfig,
         metrics: Metrics,
         journal: Journal | None,
         clock: Callable[[], float] = time.monotonic,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.lineprotocol import line
+from gateway.core.lineprotocol import line
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,8 +46,8 @@ from prometheus_client import CollectorRegistry
 
 from alerting import states as S
 from alerting.events import AlarmEvent
-from gateway.metrics import Metrics
-from gateway.ratelog import RateLimitedLog
+from gateway.core.metrics import Metrics
+from gateway.core.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from alerting.conditions import (
     RateOfChange,
     Stale,
 )
-from gateway.config import GAS_KINDS, BadAlarm, Config, StaleAlarm, Suppression, Tag
-from gateway.livestate import stale_limits
+from gateway.core.config import GAS_KINDS, BadAlarm, SiteConfig, StaleAlarm, Suppression, Tag
+from gateway.core.intervals import stale_limits
 
 DEADBAND_PCT: Final = {"flow": 5.0, "level": 5.0, "pressure": 2.0, "temperature": 1.0}
 USABLE: Final = frozenset({"good", "uncertain"})  # qualities whose value is evaluated
@@ -115,14 +115,14 @@ def is_suppressible(tag: Tag) -> bool:
     return tag.suppressible if tag.suppressible is not None else tag.kind not in GAS_KINDS
 
 
-def stale_after_of(config: Config) -> dict[str, float | None]:
+def stale_after_of(config: SiteConfig) -> dict[str, float | None]:
     """tag id -> stale_after seconds (None: no stale check), the same limits as the
     gateway's stale watcher."""
     limits = stale_limits(config)
     return {t.id: limits.get(t.id) for t in config.tags}
 
 
-def build_plans(config: Config) -> Plans:
+def build_plans(config: SiteConfig) -> Plans:
     plans = Plans()
     tags = config.tag_map()
     stale_after = stale_after_of(config)

@@ -2,8 +2,10 @@
 
 ``check_standards(config, line_of)`` returns errors (fail the check, exit 2), warnings and
 the GB 18218 results to print. Every message names the tag, the alarm, its limit and the
-clause. The CLI calls it after ``gateway.config_load.check_file`` succeeded;
-``check_standards_file`` does both and maps problems to config lines.
+clause. ``gateway/validate.py`` runs it on every validated config (check, run, reload), so a
+set-point violation stops the gateway as it fails ``check``. A tag may waive its set-point
+errors only with ``standards_waiver: {reason: "..."}``: they are then reported as
+warnings carrying the reason (``StandardsReport.waived``), and logged when the gateway starts.
 
 GB/T 50493-2019 (石油化工可燃气体和有毒气体检测报警设计标准) 5.5.2, 报警值设定:
   1. combustible gas level-1 alarm (``h``) <= 25 %LEL;
@@ -21,15 +23,13 @@ S >= 1); R = α Σ β q/Q (4.3) with α from the population within 500 m (>= 100
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
-from gateway.config import Config, Inventory, LimitAlarm, Tag
-from gateway.config_load import CheckResult, Problem, check_text
-from gateway.yamlsrc import Path_, YamlError, load_yaml
+from gateway.core.config import Inventory, LimitAlarm, SiteConfig, Tag
+from gateway.core.problems import Problem
+from gateway.core.yamlsrc import Path_
 
 CLAUSE: Final = "GB/T 50493-2019 5.5.2"
 GB18218: Final = "GB 18218-2018"
@@ -217,6 +217,7 @@ def gb18218(inv: Inventory) -> tuple[float, float, float]:
 class StandardsReport:
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    waived: list[Problem] = field(default_factory=list)  # errors a tag's standards_waiver turned into warnings
     hazard_sources: list[HazardRisk] = field(default_factory=list)
 
     def info_lines(self) -> list[str]:
@@ -224,20 +225,29 @@ class StandardsReport:
 
 
 LineOf = Callable[[Path_], int | None]
+Report = Callable[[Path_, str], None]
 
 
-def check_standards(config: Config, line_of: LineOf | None = None) -> StandardsReport:
+def check_standards(config: SiteConfig, line_of: LineOf | None = None) -> StandardsReport:
     rep = StandardsReport()
     lo: LineOf = line_of or (lambda _p: None)
 
-    def err(path: Path_, msg: str) -> None:
-        rep.errors.append(Problem(path, lo(path), msg))
-
     def warn(path: Path_, msg: str) -> None:
-        rep.warnings.append(Problem(path, lo(path), msg))
+        rep.warnings.append(Problem(path, lo(path), msg, "warning"))
+
+    def errors_of(t: Tag) -> Report:
+        """Where a tag's set-point errors go: errors, or waived warnings with the reason."""
+        waiver = t.standards_waiver
+        if waiver is None:
+            return lambda path, msg: rep.errors.append(Problem(path, lo(path), msg))
+        return lambda path, msg: rep.waived.append(
+            Problem(path, lo(path), f"waived ({waiver.reason}): {msg}", "warning")
+        )
 
     for i, t in enumerate(config.tags):
         base: Path_ = ("tags", i)
+        err = errors_of(t)
+
         if t.kind == "combustible_gas":
             _combustible(t, base, err, warn)
         elif t.kind == "toxic_gas":
@@ -270,9 +280,6 @@ def check_standards(config: Config, line_of: LineOf | None = None) -> StandardsR
                 f"(α = {alpha:g}) gives grade {risk.grade} ({GRADE_ZH[risk.grade]}) by {GB18218} 4.3",
             )
     return rep
-
-
-Report = Callable[[Path_, str], None]
 
 
 def _limit_path(base: Path_, name: str) -> Path_:
@@ -381,27 +388,3 @@ def _oxygen(t: Tag, base: Path_, err: Report, warn: Report) -> None:
                 f"tag {t.id}: oxygen-enrichment alarm {high_name} = {a.limit:g} %VOL is above {O2_HIGH:g} %VOL "
                 f"[{CLAUSE} item 4]",
             )
-
-
-def check_standards_file(
-    path: str | Path, env: Mapping[str, str] | None = None
-) -> tuple[CheckResult, StandardsReport | None]:
-    """``check_file`` plus the standards checks, with config line numbers.
-
-    The standards report is None when the config itself has errors (fix those first).
-    """
-    p = Path(path)
-    env = os.environ if env is None else env
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        return CheckResult(config=None, errors=[Problem((), None, f"cannot read config: {e}")], filename=str(p)), None
-    result = check_text(text, str(p), env)
-    if result.config is None:
-        return result, None
-    try:
-        _, smap, _ = load_yaml(text, env)
-        line_of: LineOf | None = smap.line_of
-    except YamlError:
-        line_of = None
-    return result, check_standards(result.config, line_of)

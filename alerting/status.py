@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.config import StatusRule
+from gateway.core.config import StatusRule
 
 ZH: Final = {"red": "红", "orange": "橙", "yellow": "黄", "blue": "蓝"}
 RANK: Final = {"blue": 0, "yellow": 1, "orange": 2, "red": 3}  # for the Prometheus gauge

@@ -34,11 +34,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.base import SourceContext
-from adapters.modbus import ModbusSourceAdapter, build_modbus_sources
-from gateway.config import ModbusRtuSource, ModbusTcpSource
-from gateway.metrics import Metrics
-from gateway.models import Quality, Reading
+from adapters.modbus.adapter import ModbusSourceAdapter
+from adapters.modbus.build import build_modbus_sources
+from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
+from gateway.core.metrics import Metrics
+from gateway.core.models import Quality, Reading
+from gateway.core.sources import SourceContext
 
 ModbusSource = ModbusTcpSource | ModbusRtuSource
 

@@ -42,11 +42,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import adapters.mqtt.adapter as adapter_mod  # noqa: E402
-from adapters.base import SourceContext  # noqa: E402
 from adapters.mqtt.adapter import MqttAdapter  # noqa: E402
+from adapters.mqtt.config import MqttSource, MqttSubscription  # noqa: E402
 from adapters.mqtt.payload import make_decoder  # noqa: E402
-from gateway.config import MqttSource, MqttSubscription, Tag  # noqa: E402
-from gateway.metrics import Metrics  # noqa: E402
+from gateway.core.config import Tag  # noqa: E402
+from gateway.core.metrics import Metrics  # noqa: E402
+from gateway.core.sources import SourceContext  # noqa: E402
 from gateway.pipeline import Pipeline  # noqa: E402
 from gateway.services import Mosquitto, find_binary  # noqa: E402
 

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.metrics import Metrics  # noqa: E402
+from gateway.core.metrics import Metrics  # noqa: E402
 from gateway.spool import Spool  # noqa: E402
 from gateway.spool.spool import _State, default_segment_bytes  # noqa: E402
 

@@ -36,7 +36,7 @@ import paho.mqtt.client as paho  # noqa: E402
 
 from bench.common import metric, pct  # noqa: E402
 from gateway.config import Config  # noqa: E402
-from gateway.models import Reading, now_ns  # noqa: E402
+from gateway.core.models import Reading, now_ns  # noqa: E402
 from gateway.services import Mosquitto  # noqa: E402
 from gateway.supervisor import Gateway  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""``hazardgw`` command line (DESIGN.md section 10)."""
+"""``hazardgw`` command line (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.config_load import check_file
+from gateway.config import Config
+from gateway.validate import validate_file
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -33,28 +34,16 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Schema and cross-references, then GB/T 50493-2019 set points and GB 18218-2018 S/R."""
-    from alerting import check_standards_file
-
-    result, report = check_standards_file(args.config)
-    warnings = result.format_warnings()
-    errors = result.format_errors()
-    if report is not None:
-        warnings += [w.format(result.filename) for w in report.warnings]
-        errors += [e.format(result.filename) for e in report.errors]
-        for line in report.info_lines():
-            print(line)
-    if result.config is not None:
-        from alerting.notify import check_notification
-
-        n_errors, n_warnings = check_notification(result.config)
-        errors += [f"{result.filename}: {e}" for e in n_errors]
-        warnings += [f"{result.filename}: {w}" for w in n_warnings]
-    for w in warnings:
+    """Everything ``run`` and a reload decide on (gateway/validate.py), printed."""
+    result = validate_file(args.config)
+    for p in result.infos:
+        print(p.message)
+    for w in result.format_warnings():
         print(f"warning: {w}", file=sys.stderr)
+    errors = result.format_errors()
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
-    if result.config is None or errors:
+    if result.config is None:
         print(f"{args.config}: {len(errors)} error(s)", file=sys.stderr)
         return EXIT_CONFIG
     cfg = result.config
@@ -65,8 +54,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load_or_exit(path: str):  # type: ignore[no-untyped-def]
-    result = check_file(path)
+def _load_or_exit(path: str) -> Config:
+    result = validate_file(path)
     if result.config is None:
         for e in result.format_errors():
             print(f"error: {e}", file=sys.stderr)

@@ -23,10 +23,10 @@ import paho.mqtt.client as paho
 from aiohttp import web
 
 from alerting import AlarmEvent
-from gateway.config import Tag
-from gateway.config_load import check_file
+from gateway.core.config import Tag
 from gateway.services import Influxd, Mosquitto, free_port
 from gateway.supervisor import Gateway
+from gateway.validate import validate_file
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ async def run_demo(
         env[var] = str(free_port())
     env["HAZARDGW_STORE"] = str(workdir / "store")
 
-    result = check_file(config_path, env)
+    result = validate_file(config_path, env)
     if result.config is None:
         for e in result.format_errors():
             print(f"error: {e}", file=sys.stderr)

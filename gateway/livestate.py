@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.config import Config, ModbusRtuSource, ModbusTcpSource
-from gateway.models import Quality, Reading, now_ns
+from gateway.core.models import Quality, Reading, now_ns
+from gateway.core.tasks import TaskComponent
 from gateway.pipeline import Pipeline
-from gateway.tasks import TaskComponent
 
 
 class LiveState:
@@ -39,28 +38,6 @@ class LiveState:
 
     def get(self, tag: str) -> Reading | None:
         return self.latest.get(tag)
-
-
-STALE_POLLS = 3  # default stale_after: this many Modbus poll intervals
-
-
-def stale_limits(config: Config) -> dict[str, float]:
-    """tag -> stale_after seconds: the tag's own (0 disables), else 3 x its Modbus source's
-    poll interval; tags with neither (e.g. MQTT without stale_after) have no stale check.
-    The alarm engine's STALE condition uses the same limits."""
-    poll: dict[str, float] = {}
-    for s in config.sources:
-        if isinstance(s, ModbusTcpSource | ModbusRtuSource):
-            for p in s.points:
-                poll[p.tag] = s.poll_interval
-    out: dict[str, float] = {}
-    for t in config.tags:
-        if t.stale_after is not None:
-            if t.stale_after > 0:
-                out[t.id] = t.stale_after
-        elif t.id in poll:
-            out[t.id] = STALE_POLLS * poll[t.id]
-    return out
 
 
 class StaleWatcher(TaskComponent):

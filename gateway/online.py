@@ -7,7 +7,7 @@ an **expected interval** ``e``:
 
 * its Modbus source's ``poll_interval``;
 * otherwise (MQTT) the tag's ``stale_after / 3`` when set and > 0 (``stale_after`` is by
-  convention 3 expected intervals, :data:`gateway.livestate.STALE_POLLS`);
+  convention 3 expected intervals, :data:`gateway.core.intervals.STALE_POLLS`);
 * otherwise ``default_interval`` (the uplink period when an uplink is configured, else 10 s).
 
 A reading **counts as received** when data arrived: quality ``good``, ``uncertain`` or
@@ -67,11 +67,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway.config import Config, ModbusRtuSource, ModbusTcpSource
-from gateway.livestate import STALE_POLLS
-from gateway.metrics import Metrics
-from gateway.models import Quality, Reading
-from gateway.tasks import TaskComponent
+from gateway.config import Config
+from gateway.core.intervals import expected_intervals
+from gateway.core.metrics import Metrics
+from gateway.core.models import Quality, Reading
+from gateway.core.tasks import TaskComponent
 
 log = logging.getLogger(__name__)
 
@@ -92,28 +92,6 @@ def default_interval_of(config: Config) -> float:
     """The expected interval of tags with no poll interval and no stale_after: the uplink
     period when an uplink is configured, else 10 s."""
     return float(config.uplink.period) if config.uplink is not None else DEFAULT_INTERVAL
-
-
-def tag_intervals(config: Config, default_interval: float) -> dict[str, tuple[str, str | None, float]]:
-    """tag -> (source id, hazard source code or None, expected interval e) for every tag
-    bound to an enabled source."""
-    tags = config.tag_map()
-    src_of = config.source_of_tag()
-    sources = {s.id: s for s in config.sources}
-    out: dict[str, tuple[str, str | None, float]] = {}
-    for tag, sid in src_of.items():
-        src = sources[sid]
-        t = tags.get(tag)
-        if not src.enabled or t is None:
-            continue
-        if isinstance(src, ModbusTcpSource | ModbusRtuSource):
-            e = float(src.poll_interval)
-        elif t.stale_after:
-            e = float(t.stale_after) / STALE_POLLS
-        else:
-            e = float(default_interval)
-        out[tag] = (sid, t.hazard_source, e)
-    return out
 
 
 class OnlineRate(TaskComponent):
@@ -170,7 +148,7 @@ class OnlineRate(TaskComponent):
     # ------------------------------------------------------------------ config
     def _apply_config(self, config: Config, default_interval: float) -> None:
         self.default_interval = float(default_interval)
-        per_tag = tag_intervals(config, self.default_interval)
+        per_tag = expected_intervals(config, self.default_interval)
         self._tags = list(per_tag)
         self._source_ids = [s.id for s in config.sources if s.enabled]
         self._hs_codes = [h.code for h in config.hazard_sources]

@@ -21,8 +21,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
-from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
 
 log = logging.getLogger(__name__)
 

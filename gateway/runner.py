@@ -16,22 +16,31 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
-from gateway.config_load import check_file
 from gateway.sdnotify import LoopWatchdog, SdNotify
 from gateway.supervisor import Gateway
+from gateway.validate import Validation, validate_file
 
 log = logging.getLogger(__name__)
 
 
+def log_waivers(result: Validation) -> None:
+    """Set points a tag runs with against GB/T 50493, with the reason given: logged at every
+    start and reload so the departure from the standard stays visible."""
+    for p in result.waivers:
+        log.warning("standards waiver: %s", p.format(result.filename))
+
+
 async def reload_from_file(gw: Gateway, path: Path, sd: SdNotify, env: Mapping[str, str] | None = None) -> bool:
-    """Apply the config at ``path`` if valid; True when applied."""
-    result = check_file(path, env)
+    """Apply the config at ``path`` if it validates (the same decision as ``hazardgw check``);
+    True when applied."""
+    result = validate_file(path, env)
     if result.config is None:
         log.error("reload rejected: %s has %d error(s); the running config stays", path, len(result.errors))
         for line in result.format_errors():
             log.error("  %s", line)
         sd.notify("STATUS=reload rejected: config has errors")
         return False
+    log_waivers(result)
     sd.notify("RELOADING=1", "STATUS=reloading")
     try:
         changes = await gw.reload(result.config)
@@ -42,11 +51,14 @@ async def reload_from_file(gw: Gateway, path: Path, sd: SdNotify, env: Mapping[s
 
 
 async def run_gateway(path: Path, stop: asyncio.Event | None = None, env: Mapping[str, str] | None = None) -> int:
-    result = check_file(path, env)
+    result = validate_file(path, env)
     if result.config is None:
+        log.error("%s has %d error(s); not starting (hazardgw check -c %s lists the same)",
+                  path, len(result.errors), path)
         for line in result.format_errors():
-            log.error("%s", line)
+            log.error("  %s", line)
         return 2
+    log_waivers(result)
     stop = stop or asyncio.Event()
     sd = SdNotify(env)
     loop = asyncio.get_running_loop()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.tasks import TaskComponent
+from gateway.core.tasks import TaskComponent
 
 log = logging.getLogger(__name__)
 

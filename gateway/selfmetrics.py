@@ -14,10 +14,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from gateway.lineprotocol import line
-from gateway.metrics import Metrics
+from gateway.core.lineprotocol import line
+from gateway.core.metrics import Metrics
+from gateway.core.tasks import TaskComponent
 from gateway.sinks.influx import InfluxSink
-from gateway.tasks import TaskComponent
 
 
 class SelfMetricsWriter(TaskComponent):

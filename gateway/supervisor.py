@@ -15,15 +15,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from adapters import SourceAdapter, SourceContext, build_sources
-from adapters.modbus.transport import transport_spec
+from adapters.registry import build_sources, spec_of
 from alerting import AlarmEngine, AlarmEvent, Journal, alarm_line
 from alerting.notify import Notifier, NotifyRecord, notify_line
 from gateway.api.ack import ack_router
 from gateway.api.server import ApiServer  # API and duty console (issue 6)
-from gateway.config import Config, ModbusRtuSource, ModbusTcpSource
-from gateway.livestate import LiveState, StaleWatcher, stale_limits
-from gateway.metrics import Metrics
+from gateway.config import Config
+from gateway.core.intervals import stale_limits
+from gateway.core.metrics import Metrics
+from gateway.core.sources import SourceAdapter, SourceContext
+from gateway.livestate import LiveState, StaleWatcher
 from gateway.online import OnlineRate, default_interval_of
 from gateway.pipeline import Pipeline
 from gateway.selfmetrics import SelfMetricsWriter
@@ -277,12 +278,11 @@ def _sources_to_restart(old: Config, new: Config) -> set[str]:
     restart = {i for i in old_src.keys() | new_src.keys() if old_src.get(i) != new_src.get(i)}
     restart |= {bound_old[t] for t in changed_tags if t in bound_old}
     restart |= {bound_new[t] for t in changed_tags if t in bound_new}
-    # a Modbus bus is one connection: restart every source sharing a bus with one restarted
-    buses: dict[str, set[str]] = {}
+    # sources sharing a connection (a Modbus bus) restart together
+    groups: dict[str, set[str]] = {}
     for cfg in (*old.sources, *new.sources):
-        if isinstance(cfg, ModbusTcpSource | ModbusRtuSource):
-            buses.setdefault(transport_spec(cfg).key, set()).add(cfg.id)
-    for members in buses.values():
+        groups.setdefault(spec_of(cfg).restart_key(cfg), set()).add(cfg.id)
+    for members in groups.values():
         if members & restart:
             restart |= members
     return restart

@@ -290,7 +290,7 @@ def test_roc_through_the_engine_uses_source_timestamps() -> None:
     h = Harness(cfg)
     t0 = 1_800_000_000_000_000_000
     # a store-and-forward burst: 30 readings delivered at one instant, 1 s apart at the source
-    from gateway.models import Reading
+    from gateway.core.models import Reading
 
     h.engine.on_readings([Reading("GT-1", 0.02 * i, t0 + i * 1_000_000_000, "good") for i in range(30)])
     assert h.take() == [("GT-1/roc", "raised", "UNACK")]

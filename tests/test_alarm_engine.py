@@ -9,9 +9,9 @@ from test_alarm_support import WALL0, Harness, make_config
 
 from alerting import AlarmEvent, alarm_line
 from alerting.status import DEFAULT_RULE, evaluate
-from gateway.config import StatusRule
-from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.core.config import StatusRule
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
 from gateway.pipeline import Pipeline
 
 

@@ -220,7 +220,7 @@ async def test_overflow_writes_synchronously_and_loses_nothing(tmp_path: Path) -
 
 
 async def test_writer_commits_in_small_groups(tmp_path: Path) -> None:
-    from gateway.metrics import Metrics
+    from gateway.core.metrics import Metrics
 
     m = Metrics()
     j = Journal(tmp_path, m, group_size=3)

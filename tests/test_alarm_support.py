@@ -12,8 +12,8 @@ from typing import Any
 
 from alerting import AlarmEngine, AlarmEvent, Journal
 from gateway.config import Config
-from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
 
 WALL0 = 1_700_000_000_000_000_000  # ns
 

@@ -23,11 +23,11 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from alerting import states as S
 from gateway.api import hash_token
 from gateway.config import Config
-from gateway.config_load import load_config
 from gateway.services import Mosquitto
 from gateway.simulator.mqtt_publisher import MqttPublisher
 from gateway.simulator.plant import Plant
 from gateway.supervisor import Gateway
+from gateway.validate import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"

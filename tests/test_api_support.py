@@ -12,7 +12,7 @@ import httpx
 
 from gateway.api import hash_token
 from gateway.config import Config
-from gateway.models import Reading
+from gateway.core.models import Reading
 
 VIEWER, OPERATOR, ADMIN = "tok-viewer-1f3a", "tok-operator-9c2e", "tok-admin-77d1"
 H_VIEWER = {"Authorization": f"Bearer {VIEWER}"}

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ModbusTcpSource, MqttSource
-from gateway.config_load import ConfigError, check_text, load_config
-from gateway.units import parse_duration, parse_size
-from gateway.yamlsrc import load_yaml
+from adapters.modbus.config import ModbusTcpSource
+from adapters.mqtt.config import MqttSource
+from gateway.core.units import parse_duration, parse_size
+from gateway.core.yamlsrc import load_yaml
+from gateway.validate import ConfigError, load_config, validate_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "config" / "demo-site.yaml"
@@ -51,11 +52,11 @@ BASE = textwrap.dedent(
 
 
 def errors(text: str, env: dict[str, str] | None = None) -> list[str]:
-    return check_text(text, "site.yaml", env or {}).format_errors()
+    return validate_text(text, "site.yaml", env or {}).format_errors()
 
 
 def test_base_config_is_valid() -> None:
-    r = check_text(BASE, "site.yaml", {})
+    r = validate_text(BASE, "site.yaml", {})
     assert r.errors == [], r.format_errors()
     cfg = r.config
     assert cfg is not None
@@ -141,7 +142,7 @@ def test_env_interpolation_and_missing_variable() -> None:
     text = BASE + "influx:\n  url: http://127.0.0.1:${INFLUX_PORT:-8086}\n  bucket: b\n  token: ${INFLUX_TOKEN}\n"
     errs = errors(text)
     assert errs == ["site.yaml:29: influx.token: environment variable INFLUX_TOKEN is not set"]
-    r = check_text(text, "site.yaml", {"INFLUX_TOKEN": "s3cret", "INFLUX_PORT": "9999"})
+    r = validate_text(text, "site.yaml", {"INFLUX_TOKEN": "s3cret", "INFLUX_PORT": "9999"})
     assert r.config is not None and r.config.influx is not None
     assert r.config.influx.url == "http://127.0.0.1:9999"
     assert r.config.influx.token is not None and r.config.influx.token.get_secret_value() == "s3cret"
@@ -155,7 +156,7 @@ def test_modbus_bit_address_keeps_its_text() -> None:
         "      - {tag: GT-101, table: holding, address: 0, type: float32}\n"
         "      - {tag: XV-1, table: holding, address: 40.10, type: bool}",
     ) + "  - {id: XV-1, kind: discrete}\n"
-    r = check_text(text, "site.yaml", {})
+    r = validate_text(text, "site.yaml", {})
     assert r.config is not None, r.format_errors()
     p = r.config.sources[0].points[1]
     assert (p.register, p.bit) == (40, 10)
@@ -180,7 +181,7 @@ def test_mqtt_source_validation() -> None:
     )
     errs = errors(text)
     assert len(errs) == 1 and "invalid topic filter 'plant/#/x'" in errs[0], errs
-    ok = check_text(text.replace("plant/#/x", "plant/+/x"), "s.yaml", {})
+    ok = validate_text(text.replace("plant/#/x", "plant/+/x"), "s.yaml", {})
     assert ok.config is not None, ok.format_errors()
     assert isinstance(ok.config.sources[1], MqttSource)
 
@@ -240,7 +241,7 @@ def test_sizes() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_config_checker_never_crashes_on_arbitrary_text(text: str) -> None:
-    r = check_text(text, "fuzz.yaml", {})
+    r = validate_text(text, "fuzz.yaml", {})
     assert r.config is None or r.errors == []
 
 
@@ -250,7 +251,7 @@ def test_config_checker_survives_mutated_demo(data: st.DataObject) -> None:
     lines = DEMO.read_text().splitlines()
     i = data.draw(st.integers(0, len(lines) - 1))
     lines[i] = data.draw(st.sampled_from(["", "  x: 1", "- 3", lines[i][::-1], lines[i] + " ]", "tags: 5"]))
-    r = check_text("\n".join(lines), "demo.yaml", {})
+    r = validate_text("\n".join(lines), "demo.yaml", {})
     assert r.config is not None or all(p.message for p in r.errors)
 
 

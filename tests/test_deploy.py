@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config_load import check_file
 from gateway.grafana.export import export
 from gateway.services import find_binary, free_port
+from gateway.validate import validate_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -194,7 +194,7 @@ def test_compose_grafana_reads_what_the_export_writes(compose: dict[str, Any], t
 
     # run the export with the stack's arguments, --out mapped to a temp dir
     env = {"INFLUX_TOKEN": "compose-token"}
-    result = check_file(DEPLOY / "compose-site.yaml", env=env)
+    result = validate_file(DEPLOY / "compose-site.yaml", env=env)
     assert result.config is not None, result.format_errors()
     exported = export(result.config, tmp_path, config_path=DEPLOY / "compose-site.yaml",
                       datasource_url=_option(cmd, "--datasource-url"), provisioning_root=prov_root)
@@ -213,7 +213,7 @@ def test_compose_grafana_reads_what_the_export_writes(compose: dict[str, Any], t
 
 
 def test_compose_site_matches_the_influxdb_setup(compose: dict[str, Any]) -> None:
-    result = check_file(DEPLOY / "compose-site.yaml", env={"INFLUX_TOKEN": "t"})
+    result = validate_file(DEPLOY / "compose-site.yaml", env={"INFLUX_TOKEN": "t"})
     assert result.config is not None and not result.errors, result.format_errors()
     cfg = result.config
     assert cfg.influx is not None and cfg.influx.api == "v2"

@@ -13,8 +13,8 @@ from helpers import async_wait_for
 
 from alerting import AlarmEngine
 from gateway.config import Config
-from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
 from gateway.services import Mosquitto, free_port
 from gateway.simulator.modbus_server import ModbusPlantServer
 from gateway.supervisor import Gateway

@@ -39,8 +39,8 @@ import yaml
 from helpers import async_wait_for
 
 from gateway.config import Config
-from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
 from gateway.services import Influxd, Mosquitto
 from gateway.spool.spool import _State
 from gateway.supervisor import Gateway

@@ -24,11 +24,12 @@ from test_grafana_support import (
 )
 
 from gateway.cli import main
-from gateway.config import GAS_KINDS, Config
-from gateway.config_load import check_text
+from gateway.config import Config
+from gateway.core.config import GAS_KINDS
 from gateway.grafana import uids
 from gateway.grafana.export import DEFAULT_PROVISIONING_ROOT, export
 from gateway.grafana.groups import PRIORITY_COLORS, group_tags, limits
+from gateway.validate import validate_text
 
 READING_FIELDS = {"value", "quality"}
 ALARM_KEYS = {"hs", "tag", "condition", "priority", "event", "state", "value", "limit", "by", "seq", "occurrence"}
@@ -323,7 +324,7 @@ def test_secrets_never_reach_the_exported_files(tmp_path: Path, block: str, expe
     path = tmp_path / "site.yaml"
     path.write_text(text, encoding="utf-8")
     env = {"SITE_INFLUX_TOKEN": secret, "SITE_INFLUX_PASSWORD": secret}
-    result = check_text(text, str(path), env=env)
+    result = validate_text(text, str(path), env=env)
     assert result.config is not None, result.format_errors()
     out = export(result.config, tmp_path / "out", config_path=path)
     for f in (tmp_path / "out").rglob("*"):

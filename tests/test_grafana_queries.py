@@ -20,9 +20,9 @@ from test_grafana_support import all_queries, demo_config, gateway_lines, panels
 
 from alerting.events import AlarmEvent, alarm_line
 from gateway.config import Config
+from gateway.core.lineprotocol import reading_line
 from gateway.grafana.export import build_site
 from gateway.grafana.influxql import expand_macros
-from gateway.lineprotocol import reading_line
 from gateway.services import Influxd
 from gateway.sinks.influx import reading_prefixes
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
-from gateway.config_load import load_config
+from gateway.validate import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "config" / "demo-site.yaml"
@@ -79,7 +79,7 @@ def gateway_lines(config: Config, ts_ns: int, *, status: dict[str, int], active:
                   connected: dict[str, int]) -> list[str]:
     """``gateway`` lines as the gateway writes them (gateway.selfmetrics over the real collectors)."""
     from alerting.metrics import AlarmMetrics
-    from gateway.metrics import Metrics
+    from gateway.core.metrics import Metrics
     from gateway.selfmetrics import SelfMetricsWriter
 
     metrics = Metrics()

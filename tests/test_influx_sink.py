@@ -7,9 +7,10 @@ from typing import Any
 
 from helpers import INFLUX_PASSWORD, INFLUX_USER, async_wait_for
 
-from gateway.config import Config, Influx
-from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.config import Config
+from gateway.core.config import Influx
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
 from gateway.services import Influxd, VictoriaMetrics
 from gateway.sinks.influx import InfluxSink
 

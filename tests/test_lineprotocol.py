@@ -8,7 +8,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.lineprotocol import escape_key, escape_measurement, format_field, line, reading_line, series_prefix
+from gateway.core.lineprotocol import escape_key, escape_measurement, format_field, line, reading_line, series_prefix
 from gateway.services import Influxd
 
 

@@ -9,12 +9,14 @@ import pytest
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from adapters.base import SourceContext
-from adapters.modbus import build_modbus_sources, check_modbus_sources
+from adapters.modbus.build import build_modbus_sources, check_modbus_sources
+from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
 from adapters.modbus.metrics import modbus_metrics
 from adapters.modbus.transport import parse_socket_url, transport_spec
-from gateway.config import ModbusRtuSource, ModbusTcpSource, Source, Tag
-from gateway.metrics import Metrics
+from gateway.config import AnySource
+from gateway.core.config import Tag
+from gateway.core.metrics import Metrics
+from gateway.core.sources import SourceContext
 
 SAMPLE = Path(__file__).resolve().parent.parent / "adapters" / "modbus" / "sample.yaml"
 POINTS = [{"tag": "T1", "address": 0}]
@@ -116,7 +118,7 @@ def test_config_rules_for_modbus_points() -> None:
 
 def test_sample_config_validates_and_builds() -> None:
     data = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))
-    sources = [TypeAdapter(Source).validate_python(s) for s in data["sources"]]
+    sources = [TypeAdapter(AnySource).validate_python(s) for s in data["sources"]]
     tags = {t["id"]: Tag.model_validate(t) for t in data["tags"]}
     modbus = [s for s in sources if isinstance(s, ModbusTcpSource | ModbusRtuSource)]
     assert len(modbus) == len(sources) >= 3

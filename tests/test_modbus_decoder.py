@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.modbus.config import CurrentLoop, ModbusPoint, ModbusTcpSource
 from adapters.modbus.decoder import (
     BYTE_ORDERS,
     NUMERIC_TYPES,
@@ -35,8 +36,8 @@ from adapters.modbus.encoder import (
     value_to_milliamps,
 )
 from adapters.modbus.points import PointCodec, compile_points
-from gateway.config import CurrentLoop, ModbusPoint, ModbusTcpSource, Tag
-from gateway.models import Quality
+from gateway.core.config import Tag
+from gateway.core.models import Quality
 
 INT_RANGES = {
     "int16": (-(2**15), 2**15 - 1),

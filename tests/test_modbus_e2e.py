@@ -23,12 +23,14 @@ from typing import Any
 import pytest
 from helpers import async_wait_for
 
-from adapters.base import SourceContext
-from adapters.modbus import ModbusSourceAdapter, build_modbus_sources
+from adapters.modbus.adapter import ModbusSourceAdapter
+from adapters.modbus.build import build_modbus_sources
+from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
 from adapters.modbus.points import PointCodec
-from gateway.config import ModbusRtuSource, ModbusTcpSource, Tag
-from gateway.metrics import Metrics
-from gateway.models import Quality, Reading
+from gateway.core.config import Tag
+from gateway.core.metrics import Metrics
+from gateway.core.models import Quality, Reading
+from gateway.core.sources import SourceContext
 from gateway.simulator.modbus_server import ModbusPlantServer
 
 ModbusSource = ModbusTcpSource | ModbusRtuSource

@@ -22,11 +22,12 @@ import pytest
 from helpers import MQTT_PASSWORD, MQTT_USER, async_wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
-from adapters.base import SourceContext
 from adapters.mqtt.adapter import MqttAdapter
-from gateway.config import MqttSource, Tag
-from gateway.metrics import Metrics
-from gateway.models import Quality, Reading
+from adapters.mqtt.config import MqttSource
+from gateway.core.config import Tag
+from gateway.core.metrics import Metrics
+from gateway.core.models import Quality, Reading
+from gateway.core.sources import SourceContext
 from gateway.services import Mosquitto, TlsFiles, make_test_pki
 
 TS_MS = 1732300000123

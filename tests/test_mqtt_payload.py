@@ -13,12 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from adapters.mqtt.config import MqttSource, MqttSubscription
 from adapters.mqtt.jsonpath import PathMissing, compile_path, format_path, resolve
 from adapters.mqtt.payload import JsonDecoder, NativeDecoder, Problem, Reason, count_reasons, make_decoder
 from adapters.mqtt.timestamps import BadTimestamp, epoch_to_ns, iso_to_ns, to_ns
 from adapters.mqtt.topics import TopicRouter, filter_matches
-from gateway.config import MqttSource, MqttSubscription, Tag
-from gateway.models import Quality, Reading
+from gateway.core.config import Tag
+from gateway.core.models import Quality, Reading
 
 RECV = 1_800_000_000_000_000_000  # "now" for readings without a source timestamp
 TS_MS = 1732300000123

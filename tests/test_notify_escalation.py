@@ -8,7 +8,7 @@ from test_notify_support import local_ns, site_config
 
 from alerting.notify.escalation import DEFAULT_POLICY, Escalation, Targets, coalesce, policy_for
 from alerting.notify.roster import Roster
-from gateway.config import Duty, EscalationStep
+from gateway.core.config import Duty, EscalationStep
 
 
 def test_priority_one_uses_its_own_policy(tmp_path: Path) -> None:

@@ -475,7 +475,7 @@ def test_a_rebuilt_notifier_shares_the_collectors(tmp_path: Path) -> None:
     """A hot reload builds a new engine and notifier on the same metrics registry."""
     from alerting import AlarmEngine
     from alerting.notify import Notifier
-    from gateway.metrics import Metrics
+    from gateway.core.metrics import Metrics
 
     cfg = site_config(None, tmp_path)
     m = Metrics()

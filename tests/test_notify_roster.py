@@ -9,7 +9,7 @@ import pytest
 from test_notify_support import local_ns
 
 from alerting.notify.roster import Roster
-from gateway.config import Duty
+from gateway.core.config import Duty
 
 DAY_NIGHT: dict[str, Any] = {
     "shifts": [

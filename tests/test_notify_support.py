@@ -22,8 +22,8 @@ from helpers import async_wait_for
 from alerting import AlarmEngine, Journal
 from alerting.notify import Notifier, NotifyRecord
 from gateway.config import Config
-from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
 
 TZ = ZoneInfo("Asia/Shanghai")
 

@@ -17,8 +17,8 @@ from test_api_support import H_VIEWER, TOKENS
 from gateway.api import build_app
 from gateway.api.schemas import OnlineOut
 from gateway.config import Config
-from gateway.metrics import Metrics
-from gateway.models import Reading
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
 from gateway.online import OnlineRate
 from gateway.services import free_port
 from gateway.supervisor import Gateway

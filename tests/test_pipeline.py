@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from helpers import async_wait_for
 
 from gateway.config import Config
-from gateway.livestate import LiveState, StaleWatcher, stale_limits
-from gateway.metrics import Metrics
-from gateway.models import Quality, Reading
+from gateway.core.intervals import stale_limits
+from gateway.core.metrics import Metrics
+from gateway.core.models import Quality, Reading
+from gateway.livestate import LiveState, StaleWatcher
 from gateway.pipeline import Pipeline
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from helpers import async_wait_for
 
 from gateway.config import Config
-from gateway.models import Reading
+from gateway.core.models import Reading
 from gateway.services import free_port
 from gateway.simulator.modbus_server import ModbusPlantServer
 from gateway.supervisor import Gateway, _sources_to_restart

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config
-from gateway.config_load import load_config
 from gateway.simulator.plant import Plant
 from gateway.simulator.scenarios import SCENARIOS, ramp
 from gateway.simulator.signals import normal_band
+from gateway.validate import load_config
 
 DEMO = Path(__file__).resolve().parents[1] / "config" / "demo-site.yaml"
 WALL = 1_732_300_000.0

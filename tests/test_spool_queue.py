@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from helpers import async_wait_for
 
-from gateway.metrics import Metrics
+from gateway.core.metrics import Metrics
 from gateway.spool import MemorySpool, Spool, SpoolLockedError
 from gateway.spool.segment import HEADER_SIZE
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from helpers import async_wait_for
 from test_influx_sink import count, readings, site_config
 
-from gateway.metrics import Metrics
+from gateway.core.metrics import Metrics
 from gateway.selfmetrics import SelfMetricsWriter
 from gateway.services import Influxd
 from gateway.sinks.influx import InfluxSink

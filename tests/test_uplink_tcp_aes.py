@@ -18,9 +18,9 @@ import pytest
 from helpers import async_wait_for
 
 from alerting.events import AlarmEvent
-from gateway.config import Config, Uplink
-from gateway.config_load import check_text
-from gateway.models import now_ns
+from gateway.config import Config
+from gateway.core.config import Uplink
+from gateway.core.models import now_ns
 from gateway.services import TlsFiles, free_port
 from gateway.uplink.profile import Heartbeat, Message, TagValue, Transport, TransportError, resolve_profile
 from gateway.uplink.tcp_aes import (
@@ -33,6 +33,7 @@ from gateway.uplink.tcp_aes import (
     seal,
 )
 from gateway.uplink.tcp_aes_server import AesTcpPlatform
+from gateway.validate import validate_text
 
 SITE = "91430900DEMO0001XX"
 KEY = bytes(range(100, 132))
@@ -43,7 +44,7 @@ PASSWORD = "Pw-0f-the-uplink"
 
 
 def make_config(port: int, *, key: str = KEY_HEX, **kw: Any) -> Config:
-    result = check_text(config_text(port, **kw), "site.yaml", {"UPLINK_AES_KEY": key})
+    result = validate_text(config_text(port, **kw), "site.yaml", {"UPLINK_AES_KEY": key})
     assert result.config is not None, result.format_errors()
     return result.config
 
@@ -434,7 +435,7 @@ def test_check_problems(up: Uplink, problem: str) -> None:
 
 def test_hazardgw_check_reports_a_bad_key_without_showing_it() -> None:
     bad = KEY_HEX[:-4] + "zzzz"
-    result = check_text(config_text(7000, options={"max_inflight": 0}), "site.yaml", {"UPLINK_AES_KEY": bad})
+    result = validate_text(config_text(7000, options={"max_inflight": 0}), "site.yaml", {"UPLINK_AES_KEY": bad})
     text = "\n".join(result.format_errors())
     assert result.config is None
     assert "options.key must be a 32-byte AES-256 key" in text and "options.max_inflight" in text, text

@@ -6,13 +6,13 @@ import asyncio
 import logging
 from typing import Any
 
-from adapters.base import SourceContext
 from adapters.modbus.bus import ModbusBus
+from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
 from adapters.modbus.device import DeviceState
 from adapters.modbus.metrics import ModbusMetrics
 from adapters.modbus.points import compile_points
 from adapters.modbus.poller import SourcePoller
-from gateway.config import ModbusRtuSource, ModbusTcpSource
+from gateway.core.sources import SourceContext
 
 log = logging.getLogger("adapters.modbus")
 

@@ -26,7 +26,7 @@ import struct
 from collections.abc import Sequence
 from typing import Final
 
-from gateway.config import CurrentLoop
+from adapters.modbus.config import CurrentLoop
 
 NUMERIC_TYPES: Final = ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64")
 BYTE_ORDERS: Final = ("ABCD", "CDAB", "BADC", "DCBA")

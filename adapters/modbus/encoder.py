@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import struct
 
+from adapters.modbus.config import CurrentLoop
 from adapters.modbus.decoder import CODECS, NUMERIC_TYPES, swap_bytes
-from gateway.config import CurrentLoop
 
 _INT_LIMITS = {
     "int16": (-(2**15), 2**15 - 1),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+from adapters.modbus.config import ModbusCommon, ModbusPoint
 from adapters.modbus.decoder import (
     DecodeError,
     current_loop_value,
@@ -19,8 +20,8 @@ from adapters.modbus.decoder import (
     parse_numeric_text,
 )
 from adapters.modbus.planner import BIT_TABLES, Span
-from gateway.config import ModbusCommon, ModbusPoint, Tag
-from gateway.models import Quality
+from gateway.core.config import Tag
+from gateway.core.models import Quality
 
 RawFn = Callable[[Sequence[int] | Sequence[bool], int], float]
 

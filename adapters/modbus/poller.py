@@ -25,16 +25,16 @@ import logging
 import time
 from typing import Any
 
-from adapters.base import SourceContext
 from adapters.modbus.bus import GATEWAY_CODES, ModbusBus, Outcome, ReadResult
+from adapters.modbus.config import ModbusCommon
 from adapters.modbus.decoder import DecodeError
 from adapters.modbus.device import DeviceState
 from adapters.modbus.metrics import ModbusMetrics
 from adapters.modbus.planner import BIT_TABLES, Request, plan_requests, split_request
 from adapters.modbus.points import PointCodec
-from gateway.config import ModbusCommon
-from gateway.models import Quality, Reading
-from gateway.ratelog import RateLimitedLog
+from gateway.core.models import Quality, Reading
+from gateway.core.ratelog import RateLimitedLog
+from gateway.core.sources import SourceContext
 
 log = logging.getLogger("adapters.modbus")
 

@@ -20,7 +20,7 @@ from typing import Literal
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.framer import FramerType
 
-from gateway.config import ModbusRtuSource, ModbusTcpSource
+from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
 
 ModbusSource = ModbusTcpSource | ModbusRtuSource
 

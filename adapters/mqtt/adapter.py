@@ -31,14 +31,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from adapters.base import SourceContext
 from adapters.mqtt import flow
+from adapters.mqtt.config import MqttSource
 from adapters.mqtt.payload import Decoder, Problem, make_decoder
 from adapters.mqtt.topics import TopicRouter
-from gateway.config import MqttSource
-from gateway.models import Reading
-from gateway.ratelog import RateLimitedLog
-from gateway.tls import load_client_context
+from gateway.core.models import Reading
+from gateway.core.ratelog import RateLimitedLog
+from gateway.core.sources import SourceContext
+from gateway.core.tls import load_client_context
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
+from adapters.mqtt.config import MqttSubscription
 from adapters.mqtt.jsonpath import Path, PathMissing, compile_path, format_path, resolve
 from adapters.mqtt.timestamps import BadTimestamp, to_ns
-from gateway.config import MqttSubscription, Tag
-from gateway.models import Quality, Reading
+from gateway.core.config import Tag
+from gateway.core.models import Quality, Reading
 
 
 class Reason:

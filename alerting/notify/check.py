@@ -1,7 +1,7 @@
-"""Config checks for notification and duty, for ``hazardgw check`` (the lead wires them in).
+"""Config checks for notification and duty (run by ``gateway/validate.py`` for check, run and reload).
 
-``check_notification(config)`` returns ``(errors, warnings)`` as strings naming the config
-path: channels apprise does not accept (error: that person cannot be reached), people who
+``check_notification(config)`` returns findings with their config path: channels apprise
+does not accept (error: that person cannot be reached), people who
 can be notified but have no channel, gaps in the roster over the next week, links that a
 phone cannot open (no ``api.public_url`` and a loopback/wildcard listen address), a
 priority-1 policy whose first step is not immediate.
@@ -14,17 +14,22 @@ import time
 from alerting.notify.channels import mask_url, valid_url
 from alerting.notify.escalation import ON_DUTY, ROLES, policy_for
 from alerting.notify.roster import Roster
-from gateway.config import Config
+from gateway.core.config import SiteConfig
+from gateway.core.problems import Finding
 
 
-def check_notification(config: Config, now_wall: int | None = None) -> tuple[list[str], list[str]]:
-    errors: list[str] = []
-    warnings: list[str] = []
+def check_notification(config: SiteConfig, now_wall: int | None = None) -> list[Finding]:
+    out: list[Finding] = []
+
+    def warn(path: tuple[str | int, ...], msg: str) -> None:
+        out.append(Finding(path, msg, "warning"))
+
     people = {p.id: p for p in config.people}
     for i, p in enumerate(config.people):
         for j, url in enumerate(p.notify):
             if not valid_url(url):
-                errors.append(f"people[{i}].notify[{j}]: apprise does not accept {mask_url(url)} (person {p.id})")
+                msg = f"apprise does not accept {mask_url(url)} (person {p.id})"
+                out.append(Finding(("people", i, "notify", j), msg))
 
     reachable: set[str] = set()
     for s in config.duty.shifts:
@@ -39,28 +44,29 @@ def check_notification(config: Config, now_wall: int | None = None) -> tuple[lis
     for steps in (config.duty.escalation, config.duty.escalation_p1 or []):
         for st in steps:
             reachable.update(t for t in st.notify if t != ON_DUTY and t not in ROLES)
+    index = {p.id: i for i, p in enumerate(config.people)}
     for pid in sorted(reachable):
         p = people.get(pid)
         if p is not None and not p.notify:
-            warnings.append(f"person {pid} is on the roster or an escalation target but has no notify URL")
+            warn(("people", index[pid]), f"person {pid} is on the roster or an escalation target but has no notify URL")
 
     if not config.duty.shifts:
-        warnings.append("duty.shifts is empty: on_duty names nobody; pushes fall back to the responsible people")
+        warn(("duty",), "duty.shifts is empty: on_duty names nobody; pushes fall back to the responsible people")
     else:
         roster = Roster(config.duty, config.site.timezone)
         gaps = roster.gaps(now_wall if now_wall is not None else time.time_ns(), days=7)
         for a, b in gaps[:5]:
-            warnings.append(f"duty.shifts: nobody on duty {a:%a %Y-%m-%d %H:%M} - {b:%a %Y-%m-%d %H:%M}")
+            warn(("duty", "shifts"), f"nobody on duty {a:%a %Y-%m-%d %H:%M} - {b:%a %Y-%m-%d %H:%M}")
         if len(gaps) > 5:
-            warnings.append(f"duty.shifts: {len(gaps) - 5} more gaps in the next 7 days")
+            warn(("duty", "shifts"), f"{len(gaps) - 5} more gaps in the next 7 days")
 
     if config.api.public_url is None:
         host = config.api.listen.rsplit(":", 1)[0].strip("[]")
         if host in ("0.0.0.0", "::", "127.0.0.1", "localhost", "::1"):
-            warnings.append(
-                f"api.public_url is not set: ack links use http://{config.api.listen}, which a phone cannot open"
-            )
+            warn(("api",), f"api.public_url is not set: ack links use http://{config.api.listen}, "
+                 "which a phone cannot open")
     p1 = policy_for(config.duty, 1)
     if p1 and p1[0].after > 0:
-        warnings.append(f"priority-1 alarms reach nobody for {p1[0].after:g} s: the first escalation step waits")
-    return errors, warnings
+        where = ("duty", "escalation_p1" if config.duty.escalation_p1 else "escalation", 0, "after")
+        warn(where, f"priority-1 alarms reach nobody for {p1[0].after:g} s: the first escalation step waits")
+    return out

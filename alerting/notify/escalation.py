@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.config import Duty, EscalationStep, HazardSource, Person
+from gateway.core.config import Duty, EscalationStep, HazardSource, Person
 
 ON_DUTY: Final = "on_duty"
 ROLES: Final = ("principal", "technical", "operational")

@@ -58,8 +58,8 @@ from alerting.notify.records import AlarmInfo, NotifyRecord
 from alerting.notify.roster import Roster
 from alerting.notify.store import Attempt, DbThread, EscalationRow, NotifyStore, PushRow
 from alerting.notify.templates import NOTIFY_TYPE, Templates
-from gateway.config import Config, Person
-from gateway.metrics import Metrics
+from gateway.core.config import Person, SiteConfig
+from gateway.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Notifier:
 
     def __init__(
         self,
-        config: Config,
+        config: SiteConfig,
         engine: AlarmEngine,
         metrics: Metrics,
         *,

@@ -22,7 +22,7 @@ from typing import Any
 
 from alerting.alarms import AlarmView
 from alerting.events import AlarmEvent
-from gateway.lineprotocol import line
+from gateway.core.lineprotocol import line
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from gateway.config import Duty, Shift
+from gateway.core.config import Duty, Shift
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 

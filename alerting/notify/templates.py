@@ -17,7 +17,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from alerting.notify.records import AlarmInfo
-from gateway.config import TEMPLATE_FIELDS, Config
+from gateway.core.config import TEMPLATE_FIELDS, SiteConfig
 
 CONDITION_TEXT: Final = {
     "zh": {
@@ -115,7 +115,7 @@ def fmt_number(v: float | None) -> str:
 class Templates:
     """Renders pushes for one site config (built once)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: SiteConfig) -> None:
         self.site = config.site.name
         self.site_code = config.site.code
         self.tz = ZoneInfo(config.site.timezone)

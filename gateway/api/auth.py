@@ -27,7 +27,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.api.errors import ApiError
-from gateway.config import ApiToken
+from gateway.core.config import ApiToken
 
 log = logging.getLogger(__name__)
 

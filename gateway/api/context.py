@@ -16,7 +16,7 @@ from gateway.api.auth import TokenAuth
 from gateway.api.metrics import ApiMetrics
 from gateway.api.sse import EventHub
 from gateway.api.trends import RecentValues
-from gateway.ratelog import RateLimitedLog
+from gateway.core.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     import logging

@@ -31,7 +31,7 @@ from gateway.api.schemas import (
     ShelveIn,
     UnshelveIn,
 )
-from gateway.units import parse_duration
+from gateway.core.units import parse_duration
 
 _INT64 = 2**63 - 1
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -11,7 +11,7 @@ from gateway.api.auth import Viewer
 from gateway.api.context import ApiContext, Ctx
 from gateway.api.errors import ApiError, responses
 from gateway.api.schemas import AlarmOut, TagDetailOut, TagOut
-from gateway.config import Tag
+from gateway.core.config import Tag
 
 
 def _tag(ctx: ApiContext, t: Tag, summary: dict[str, dict[str, Any]], recent: int) -> dict[str, Any]:

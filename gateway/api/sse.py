@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from alerting import AlarmEvent
 from gateway.api import views
 from gateway.api.trends import RecentValues
-from gateway.ratelog import RateLimitedLog
+from gateway.core.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from gateway.api.metrics import ApiMetrics

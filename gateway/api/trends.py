@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from operator import itemgetter
 
 from gateway.api.views import num
+from gateway.core.models import Quality, Reading
 from gateway.livestate import LiveState
-from gateway.models import Quality, Reading
 
 _TAG = itemgetter(0)
 _VALUED = frozenset({Quality.GOOD, Quality.UNCERTAIN})

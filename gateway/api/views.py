@@ -12,8 +12,8 @@ from typing import Any
 
 from alerting import AlarmEvent, AlarmView, HazardStatus
 from alerting import states as S
-from gateway.config import HazardSource, Tag
-from gateway.models import Reading
+from gateway.core.config import HazardSource, Tag
+from gateway.core.models import Reading
 
 LIMIT_CONDITIONS = ("hh", "h", "l", "ll")
 

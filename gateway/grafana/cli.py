@@ -51,9 +51,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(path: str) -> Any:
-    from gateway.config_load import check_file
+    from gateway.validate import validate_file
 
-    result = check_file(path)
+    result = validate_file(path)
     if result.config is None:
         for err in result.format_errors():
             print(f"error: {err}", file=sys.stderr)

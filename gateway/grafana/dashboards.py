@@ -30,7 +30,8 @@ from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dm
 
-from gateway.config import Config, HazardSource, Tag
+from gateway.config import Config
+from gateway.core.config import HazardSource, Tag
 from gateway.grafana import uids
 from gateway.grafana.groups import (
     KIND_TITLES,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.config import GAS_KINDS, Tag
+from gateway.core.config import GAS_KINDS, Tag
 
 PRIORITY_COLORS = {1: "red", 2: "orange", 3: "yellow"}
 NORMAL_COLOR = "transparent"

@@ -35,6 +35,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from adapters.modbus.config import ModbusPoint, ModbusRtuSource, ModbusTcpSource
 from adapters.modbus.encoder import (
     encode_number,
     encode_string,
@@ -45,7 +46,7 @@ from adapters.modbus.encoder import (
 )
 from adapters.modbus.planner import BIT_TABLES
 from adapters.modbus.transport import TransportSpec, transport_spec
-from gateway.config import ModbusPoint, ModbusRtuSource, ModbusTcpSource, Tag
+from gateway.core.config import Tag
 
 log = logging.getLogger(__name__)
 

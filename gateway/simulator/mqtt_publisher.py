@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from gateway.config import Config, MqttSource, MqttSubscription
+from adapters.mqtt.config import MqttSource, MqttSubscription
+from gateway.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,9 @@ import time
 import zoneinfo
 from dataclasses import dataclass, field
 
-from gateway.config import Config, ModbusRtuSource, ModbusTcpSource, MqttSource
+from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
+from adapters.mqtt.config import MqttSource
+from gateway.config import Config
 from gateway.simulator.scenarios import SCENARIOS, Effects
 from gateway.simulator.signals import Signal, signal_for
 

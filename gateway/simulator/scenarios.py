@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.config import Config, ModbusRtuSource, ModbusTcpSource, MqttSource, Tag
+from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
+from adapters.mqtt.config import MqttSource
+from gateway.config import Config
+from gateway.core.config import Tag
 
 
 @dataclass

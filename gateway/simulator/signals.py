@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from gateway.config import Tag
+from gateway.core.config import Tag
 
 DAY = 86400.0
 

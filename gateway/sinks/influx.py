@@ -39,11 +39,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Config, Influx, Tag
-from gateway.lineprotocol import reading_line, series_prefix
-from gateway.metrics import Metrics
-from gateway.models import Reading
-from gateway.ratelog import RateLimitedLog
+from gateway.config import Config
+from gateway.core.config import Influx, Tag
+from gateway.core.lineprotocol import reading_line, series_prefix
+from gateway.core.metrics import Metrics
+from gateway.core.models import Reading
+from gateway.core.ratelog import RateLimitedLog
 from gateway.sinks.influx_writers import (
     RejectedWriteError,
     RetryableWriteError,

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import aiohttp
 
-from gateway.config import Influx
+from gateway.core.config import Influx
 
 _PARTIAL_LINE = re.compile(r"unable to parse '(.*?)': ", re.S)
 

@@ -13,8 +13,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.metrics import Metrics
-from gateway.ratelog import RateLimitedLog
+from gateway.core.metrics import Metrics
+from gateway.core.ratelog import RateLimitedLog
 from gateway.spool.base import Batch, GroupCommit, Kind
 
 log = logging.getLogger(__name__)

@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.metrics import Metrics
-from gateway.ratelog import RateLimitedLog
+from gateway.core.metrics import Metrics
+from gateway.core.ratelog import RateLimitedLog
 from gateway.spool.base import KINDS, Batch, GroupCommit, Kind
 from gateway.spool.metrics import SpoolMetrics
 from gateway.spool.ranges import RangeSet

@@ -41,7 +41,8 @@ from gateway.uplink.profile import (
 
 if TYPE_CHECKING:
     from alerting.events import AlarmEvent
-    from gateway.config import Config, Uplink
+    from gateway.config import Config
+    from gateway.core.config import Uplink
 
 GRADE_NAMES = {1: "一级", 2: "二级", 3: "三级", 4: "四级"}
 ALARM_TYPES = {**LIMIT_STATUS, "roc": "ROC", "stale": "STALE", "bad": "BAD", "frozen": "FROZEN",

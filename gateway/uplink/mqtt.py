@@ -20,11 +20,12 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from adapters.mqtt import flow
-from gateway.tls import load_client_context
+from gateway.core.tls import load_client_context
 from gateway.uplink.profile import Message, Transport, TransportError
 
 if TYPE_CHECKING:
-    from gateway.config import Config, Uplink
+    from gateway.config import Config
+    from gateway.core.config import Uplink
 
 CONNECT_TIMEOUT = 10.0
 

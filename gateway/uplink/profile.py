@@ -32,7 +32,10 @@ from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
     from alerting.events import AlarmEvent
-    from gateway.config import Config, Uplink
+    from gateway.config import Config
+
+    # --------------------------------------------------------------------------- data
+    from gateway.core.config import Uplink
 
 
 # --------------------------------------------------------------------------- data
@@ -61,7 +64,7 @@ class TagValue(NamedTuple):
     kind: str
     unit: str
     value: float | None  # None when stale / unreachable
-    quality: str  # good bad uncertain stale comm (gateway.models.Quality)
+    quality: str  # good bad uncertain stale comm (gateway.core.models.Quality)
     ts: int  # ns, the reading's source timestamp
     alarm_status: str  # HH H L LL normal: the worst active limit alarm of the tag
 

@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway.metrics import Metrics
-from gateway.ratelog import RateLimitedLog
+from gateway.core.metrics import Metrics
+from gateway.core.ratelog import RateLimitedLog
 from gateway.spool import Spool
 from gateway.uplink.profile import (
     LIMIT_STATUS,

@@ -59,12 +59,13 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.tls import load_client_context
+from gateway.core.tls import load_client_context
 from gateway.uplink.generic import GenericProfile, dumps
 from gateway.uplink.profile import Message, Transport, TransportError
 
 if TYPE_CHECKING:
-    from gateway.config import Config, Uplink
+    from gateway.config import Config
+    from gateway.core.config import Uplink
 
 VERSION = 1
 MAX_FRAME = 16 * 1024 * 1024

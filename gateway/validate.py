@@ -1,8 +1,12 @@
-"""Load a site config file: YAML + ``${ENV}`` -> schema -> cross-references.
+"""The one decision whether a site config may run: ``hazardgw check``, ``run`` and a reload
+all call :func:`validate_file` / :func:`validate_text`.
 
-All problems are collected and reported at once as ``file:line: path: message``, so a
-user fixes a config in one pass. ``load_config`` raises :class:`ConfigError` carrying
-the list; ``check_config`` returns it together with warnings for ``hazardgw check``.
+YAML + ``${ENV}`` -> schema -> cross-references -> the source types' own checks (through
+the registry) -> the uplink profile's check -> GB/T 50493-2019 set points and GB 18218-2018
+S / R -> notification and duty. Every finding is a :class:`Problem` with its path, line and
+severity, all collected at once so a user fixes a config in one pass. Any error means the
+config does not run: ``run`` exits 2 listing them, a reload keeps the running config.
+``load_config`` raises :class:`ConfigError` carrying the result.
 """
 
 from __future__ import annotations
@@ -10,38 +14,49 @@ from __future__ import annotations
 import difflib
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gateway import config as cfgmod
+from adapters.registry import SOURCE_SPECS, SPEC_BY_TYPE
+from alerting.notify import check_notification
+from alerting.standards import check_standards
 from gateway.config import Config
-from gateway.yamlsrc import Path_, SourceMap, YamlError, load_yaml
+from gateway.core.config import GAS_KINDS
+from gateway.core.problems import Problem, format_path
+from gateway.core.yamlsrc import Path_, SourceMap, YamlError, load_yaml
+from gateway.uplink.profile import ProfileError, resolve_profile
 
 ROLE_TARGETS = ("on_duty", "principal", "technical", "operational")
 
 
-@dataclass(frozen=True)
-class Problem:
-    path: Path_
-    line: int | None
-    message: str
-
-    def format(self, filename: str) -> str:
-        where = f"{filename}:{self.line}" if self.line else filename
-        p = format_path(self.path)
-        return f"{where}: {p}: {self.message}" if p else f"{where}: {self.message}"
-
-
 @dataclass
-class CheckResult:
+class Validation:
+    """Everything found in one config. ``config`` is None when there is any error."""
+
     config: Config | None
-    errors: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     filename: str = "<config>"
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def infos(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "info"]
+
+    @property
+    def waivers(self) -> list[Problem]:
+        """Set-point errors a tag waived (warnings starting ``waived (reason):``)."""
+        return [p for p in self.warnings if p.message.startswith("waived (")]
 
     def format_errors(self) -> list[str]:
         return [p.format(self.filename) for p in self.errors]
@@ -51,31 +66,30 @@ class CheckResult:
 
 
 class ConfigError(Exception):
-    def __init__(self, result: CheckResult) -> None:
+    def __init__(self, result: Validation) -> None:
         self.result = result
         lines = result.format_errors()
         super().__init__(f"{len(lines)} config error(s):\n" + "\n".join(lines))
 
 
-def format_path(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _known_fields() -> set[str]:
-    names: set[str] = set()
-    for obj in vars(cfgmod).values():
-        if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel:
-            names.update(obj.model_fields)
+def _known_fields(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
+    """Every key of the config schema (for "did you mean"), walking nested models."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for f in model.model_fields.values():
+        stack = [f.annotation]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                names |= _known_fields(t, seen)
+            stack.extend(getattr(t, "__args__", ()))
     return names
 
 
-_KNOWN = _known_fields()
+_KNOWN = _known_fields(Config) | {k for spec in SOURCE_SPECS for m in spec.models for k in _known_fields(m)}
 
 
 def _data_path(data: Any, loc: tuple[str | int, ...]) -> Path_:
@@ -128,7 +142,7 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
         errors.append(Problem(path, smap.line_of(path), msg))
 
     def warn(path: Path_, msg: str) -> None:
-        warnings.append(Problem(path, smap.line_of(path), msg))
+        warnings.append(Problem(path, smap.line_of(path), msg, "warning"))
 
     def items(section: str) -> list[tuple[int, dict[str, Any]]]:
         v = data.get(section) if isinstance(data, Mapping) else None
@@ -190,9 +204,9 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
                                 f"unknown target {target!r}: use {', '.join(ROLE_TARGETS)} or a person id",
                             )
 
-    # sources -> tags; a tag is bound by at most one point
+    # sources -> tags; a tag is bound by at most one point (the source type says where its
+    # points are, and checks what only it understands)
     bound: dict[str, Path_] = {}
-    poll: dict[str, float] = {}
 
     def bind(path: Path_, tag: Any) -> None:
         if not isinstance(tag, str):
@@ -203,40 +217,19 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
         else:
             bound[tag] = path
 
+    has_native = False
     for i, src in items("sources"):
-        if src.get("type") == "mqtt":
-            for j, sub in enumerate(src.get("subscriptions") or []):
-                if isinstance(sub, dict):
-                    for k, p in enumerate(sub.get("points") or []):
-                        if isinstance(p, dict):
-                            bind(("sources", i, "subscriptions", j, "points", k, "tag"), p.get("tag"))
-        else:
-            points = [p for p in src.get("points") or [] if isinstance(p, dict)]
-            local = {p.get("tag") for p in points}
-            for k, p in enumerate(src.get("points") or []):
-                if not isinstance(p, dict):
-                    continue
-                bind(("sources", i, "points", k, "tag"), p.get("tag"))
-                if p.get("fault") is not None and p["fault"] not in local:
-                    err(("sources", i, "points", k, "fault"),
-                        f"fault point {p['fault']!r} must be a point of the same source")
-                if isinstance(p.get("tag"), str) and p.get("fault") == p.get("tag"):
-                    err(("sources", i, "points", k, "fault"), "a point cannot be its own fault point")
-            try:
-                interval = cfgmod.parse_duration(src.get("poll_interval", 1.0))
-            except ValueError:
-                interval = 1.0
-            for p in points:
-                if isinstance(p.get("tag"), str):
-                    poll[p["tag"]] = interval
+        spec = SPEC_BY_TYPE.get(src.get("type"))  # type: ignore[arg-type]
+        if spec is None:
+            continue  # the schema reports the unknown type
+        for rel, p in spec.raw_points(src):
+            bind(("sources", i, *rel, "tag"), p.get("tag"))
+        for rel, msg in spec.check_raw(src):
+            err(("sources", i, *rel), msg)
+        has_native = has_native or spec.carries_unbound_tags(src)
 
-    # tags -> hazard sources, suppression tags. Tags no point binds can come from a
-    # ``native`` MQTT feed, which names tags in the payload.
-    has_native = any(
-        isinstance(sub, dict) and sub.get("format") == "native"
-        for _, src in items("sources") if src.get("type") == "mqtt"
-        for sub in src.get("subscriptions") or []
-    )
+    # tags -> hazard sources, suppression tags. Tags no point binds can come from a feed
+    # whose payloads name tags (MQTT ``native``).
     for i, t in items("tags"):
         hs = t.get("hazard_source")
         if isinstance(hs, str) and hs not in hs_codes:
@@ -250,12 +243,10 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
                     need_tag(path, stag)
                     if isinstance(stag, str) and stag in tags_by_id and tags_by_id[stag].get("kind") != "discrete":
                         err(path, f"suppressing tag {stag!r} must be kind discrete")
-                    if t.get("kind") in cfgmod.GAS_KINDS and t.get("suppressible") is not True:
+                    if t.get("kind") in GAS_KINDS and t.get("suppressible") is not True:
                         err(path, "gas alarms are not suppressible unless the tag sets suppressible: true")
         if isinstance(t.get("id"), str) and t["id"] not in bound and data.get("sources") and not has_native:
             warn(("tags", i, "id"), f"tag {t['id']!r} is not bound to any source point")
-        if isinstance(t.get("id"), str) and t.get("stale_after") is None and t["id"] in poll:
-            pass  # default 3 x poll interval, resolved at run time
 
     for i, v in items("votes"):
         for j, tag in enumerate(v.get("tags") or []):
@@ -272,27 +263,24 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
     return errors, warnings
 
 
-def _adapter_problems(config: Config, smap: SourceMap) -> list[Problem]:
-    """What only an adapter can judge (shared-bus settings, 4-20 mA points without a range)."""
-    from adapters.modbus import check_modbus_sources
-    from gateway.config import ModbusRtuSource, ModbusTcpSource
-
-    modbus = [s for s in config.sources if isinstance(s, ModbusTcpSource | ModbusRtuSource)]
-    if not modbus:
-        return []
+def _source_problems(config: Config, smap: SourceMap) -> list[Problem]:
+    """What only a source type can judge across its sources (shared-bus settings, 4-20 mA
+    points without a range), through the registry."""
     index = {s.id: i for i, s in enumerate(config.sources)}
+    tags = config.tag_map()
     out = []
-    for msg in check_modbus_sources(modbus, config.tag_map()):
-        sid = msg.removeprefix("source ").split(":", 1)[0]
-        path: Path_ = ("sources", index[sid]) if sid in index else ("sources",)
-        out.append(Problem(path, smap.line_of(path), msg))
+    for spec in SOURCE_SPECS:
+        mine = [s for s in config.sources if s.type in spec.types]
+        if not mine:
+            continue
+        for sp in spec.check(mine, tags):
+            path: Path_ = ("sources", index[sp.source], *sp.path) if sp.source in index else ("sources",)
+            out.append(Problem(path, smap.line_of(path), sp.message))
     return out
 
 
 def _uplink_problems(config: Config, smap: SourceMap) -> list[Problem]:
     """The uplink profile exists and accepts the url and options (the profile judges them)."""
-    from gateway.uplink.profile import ProfileError, resolve_profile
-
     up = config.uplink
     if up is None or not up.enabled:
         return []
@@ -307,45 +295,60 @@ def _uplink_problems(config: Config, smap: SourceMap) -> list[Problem]:
     return out
 
 
-def check_text(text: str, filename: str = "<config>", env: Mapping[str, str] | None = None) -> CheckResult:
+def _model_problems(config: Config, smap: SourceMap) -> list[Problem]:
+    """Checks on the validated model: GB/T 50493 set points and GB 18218 (S, R), notification."""
+    rep = check_standards(config, smap.line_of)
+    out = [*rep.errors, *rep.warnings, *rep.waived]
+    for i, h in enumerate(rep.hazard_sources):
+        path: Path_ = ("hazard_sources", i)
+        out.append(Problem(path, smap.line_of(path), h.format(), "info"))
+    for f in check_notification(config):
+        out.append(Problem(f.path, smap.line_of(f.path), f.message, f.severity))
+    return out
+
+
+def validate_text(text: str, filename: str = "<config>", env: Mapping[str, str] | None = None) -> Validation:
     """Validate config text; never raises for config problems."""
-    result = CheckResult(config=None, filename=filename)
+    result = Validation(config=None, filename=filename)
+    problems = result.problems
     try:
         data, smap, yissues = load_yaml(text, os.environ if env is None else env)
     except YamlError as e:
-        result.errors.append(Problem((), e.line, f"YAML syntax error: {e}"))
+        problems.append(Problem((), e.line, f"YAML syntax error: {e}"))
         return result
-    result.errors.extend(Problem(i.path, i.line, i.message) for i in yissues)
+    problems.extend(Problem(i.path, i.line, i.message) for i in yissues)
     if not isinstance(data, dict):
-        result.errors.append(Problem((), 1, "the config must be a YAML mapping (site:, sources:, tags: ...)"))
+        problems.append(Problem((), 1, "the config must be a YAML mapping (site:, sources:, tags: ...)"))
         return result
+    config: Config | None = None
     try:
-        result.config = Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as e:
-        result.errors.extend(_pydantic_problems(data, e, smap))
+        problems.extend(_pydantic_problems(data, e, smap))
     errs, warns = _cross_refs(data, smap)
-    result.errors.extend(errs)
-    result.warnings.extend(warns)
-    if result.config is not None:
-        result.errors.extend(_adapter_problems(result.config, smap))
-        result.errors.extend(_uplink_problems(result.config, smap))
-    if result.errors:
-        result.config = None
-    result.errors.sort(key=lambda p: (p.line or 0))
+    problems.extend(errs)
+    problems.extend(warns)
+    if config is not None:
+        problems.extend(_source_problems(config, smap))
+        problems.extend(_uplink_problems(config, smap))
+        if not result.errors:  # set points and notification judged on a config that is otherwise sound
+            problems.extend(_model_problems(config, smap))
+    problems.sort(key=lambda p: (p.line or 0))
+    result.config = None if result.errors else config
     return result
 
 
-def check_file(path: str | Path, env: Mapping[str, str] | None = None) -> CheckResult:
+def validate_file(path: str | Path, env: Mapping[str, str] | None = None) -> Validation:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        return CheckResult(config=None, errors=[Problem((), None, f"cannot read config: {e}")], filename=str(p))
-    return check_text(text, str(p), env)
+        return Validation(config=None, problems=[Problem((), None, f"cannot read config: {e}")], filename=str(p))
+    return validate_text(text, str(p), env)
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    result = check_file(path, env)
+    result = validate_file(path, env)
     if result.config is None:
         raise ConfigError(result)
     return result.config

@@ -1,0 +1,536 @@
+"""Site configuration schema: every section except the source types' own models.
+
+The source types (Modbus, MQTT, ...) bring their config models with their adapter package
+(``adapters/<type>/config.py``, registered in ``adapters/registry.py``); here they are
+known only through :class:`SourceConfig`, the base every one of them extends.
+:mod:`gateway.config` assembles the full :class:`Config` from this module and the registry.
+
+Every model forbids unknown keys: a typo in a safety config (``hh: {limt: 2}``) must be an
+error, not an alarm that silently never fires. Durations are seconds (float) after
+parsing. Secrets are ``SecretStr`` so they never print. Cross-references between sections
+(tags, people, hazard sources) are checked in :mod:`gateway.validate`, which also turns
+errors into ``file:line: path: message`` lines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import zoneinfo
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from gateway.core.units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s,=\"\\]+$")]
+Priority = Annotated[int, Field(ge=1, le=3)]
+
+TAG_KINDS = (
+    "combustible_gas", "toxic_gas", "oxygen", "pressure", "temperature", "level", "flow", "discrete",
+    "analog",
+)
+GAS_KINDS = ("combustible_gas", "toxic_gas", "oxygen")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- site, people
+
+
+class Site(Model):
+    code: str = Field(min_length=1, max_length=64, description="enterprise code (统一社会信用代码)")
+    name: str = Field(min_length=1)
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Asia/Shanghai)") from None
+        return v
+
+
+class Responsible(Model):
+    """包保责任人: person ids for the three roles."""
+
+    principal: Id | None = None
+    technical: Id | None = None
+    operational: Id | None = None
+
+
+class Substance(Model):
+    name: str
+    q: float = Field(gt=0, description="actual quantity, t")
+    Q: float = Field(gt=0, description="threshold quantity (临界量), t")
+    beta: float = Field(default=1.0, ge=1, description="correction factor β")
+
+
+class Inventory(Model):
+    alpha_population: int = Field(ge=0, description="people within 500 m")
+    substances: list[Substance] = Field(min_length=1)
+
+
+class HazardSource(Model):
+    code: Id
+    name: str
+    grade: int = Field(ge=1, le=4, description="一级..四级 = 1..4")
+    responsible: Responsible = Responsible()
+    inventory: Inventory | None = None
+
+
+class Person(Model):
+    id: Id
+    name: str
+    notify: list[str] = Field(default_factory=list, description="apprise URLs, in failover order")
+    phone: str | None = None
+    language: Literal["zh", "en"] | None = None
+
+
+# --------------------------------------------------------------------------- duty
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Shift(Model):
+    name: Id
+    start: str
+    end: str
+    people: list[Id] = Field(min_length=1)
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM.match(v):
+            raise ValueError(f"time must be HH:MM (24 h), got {v!r}")
+        return v
+
+
+class DutyOverride(Model):
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    shift: Id | None = None
+    people: list[Id] = Field(min_length=1)
+
+
+class EscalationStep(Model):
+    after: Duration
+    notify: list[str] = Field(min_length=1, description="on_duty | principal | technical | operational | person id")
+
+
+class Duty(Model):
+    shifts: list[Shift] = Field(default_factory=list)
+    overrides: list[DutyOverride] = Field(default_factory=list)
+    escalation: list[EscalationStep] = Field(default_factory=list)
+    escalation_p1: list[EscalationStep] | None = Field(
+        default=None, description="own (shorter) policy for priority-1 alarms"
+    )
+    handover: Duration = Field(
+        default=0.0, description="the outgoing shift stays on duty this long after its end (both get pushes)"
+    )
+
+    @field_validator("handover")
+    @classmethod
+    def _handover(cls, v: float) -> float:
+        if not 0 <= v <= 4 * 3600:
+            raise ValueError("handover must be 0s..4h")
+        return v
+
+    @field_validator("escalation", "escalation_p1")
+    @classmethod
+    def _ordered(cls, v: list[EscalationStep] | None) -> list[EscalationStep] | None:
+        if v:
+            afters = [s.after for s in v]
+            if afters != sorted(afters):
+                raise ValueError("escalation steps must be in increasing 'after' order")
+        return v
+
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class SourceConfig(Model, ABC):
+    """What the core knows of any source: its id, its type name, whether it runs, which
+    tags it binds and how often it expects to hear from them. Each source type's model
+    extends it (``type: Literal["..."]``) in its adapter package."""
+
+    id: Id
+    type: str
+    enabled: bool = True
+
+    @abstractmethod
+    def point_tags(self) -> Iterator[str]:
+        """The tag ids this source's points bind, in config order."""
+
+    @property
+    def expected_interval(self) -> float | None:
+        """Seconds between readings of a polled source (its poll interval); None for a
+        source that reports when it likes (MQTT, subscriptions): its tags then need their
+        own ``stale_after`` for a stale check."""
+        return None
+
+
+# --------------------------------------------------------------------------- tags and alarms
+
+
+class Suppression(Model):
+    """Suppressed by design (DSUPR) while a discrete tag is in ``state``."""
+
+    tag: Id
+    state: bool = True
+
+
+class LimitAlarm(Model):
+    limit: float
+    priority: Priority = 2
+    deadband: float | None = Field(
+        default=None, ge=0,
+        description="default by kind, % of range span: flow 5, level 5, pressure 2, temperature 1; else 0",
+    )
+    on_delay: Duration = 0.0
+    off_delay: Duration = 0.0
+    latch: bool = False
+    re_alarm: Duration | None = None
+    suppress_by: Suppression | None = None
+    enabled: bool = True
+
+
+class RocAlarm(Model):
+    limit: float = Field(gt=0, description="rate in unit per `per`")
+    per: Duration = 60.0
+    window: Duration | None = Field(default=None, description="least-squares window; default = per")
+    direction: Literal["rise", "fall", "both"] | None = Field(
+        default=None, description="default: rise for gas tags, both otherwise"
+    )
+    priority: Priority = 2
+    latch: bool = False
+    re_alarm: Duration | None = None
+    suppress_by: Suppression | None = None
+    enabled: bool = True
+
+
+class StaleAlarm(Model):
+    priority: Priority = 2
+    enabled: bool = True
+
+
+class BadAlarm(Model):
+    priority: Priority = 2
+    qualities: list[Literal["bad", "comm", "uncertain", "stale"]] = ["bad", "comm"]
+    on_delay: Duration = 0.0
+    enabled: bool = True
+
+
+class FrozenAlarm(Model):
+    after: Duration = Field(description="unchanged for this long")
+    tolerance: float = Field(default=0.0, ge=0)
+    priority: Priority = 3
+    enabled: bool = True
+
+
+class DiscreteAlarm(Model):
+    state: bool = True
+    priority: Priority = 2
+    on_delay: Duration = 0.0
+    latch: bool = False
+    re_alarm: Duration | None = None
+    suppress_by: Suppression | None = None
+    message: str | None = None
+    enabled: bool = True
+
+
+class TagAlarms(Model):
+    hh: LimitAlarm | None = None
+    h: LimitAlarm | None = None
+    l: LimitAlarm | None = None  # noqa: E741 - the ISA-18.2 name
+    ll: LimitAlarm | None = None
+    roc: RocAlarm | None = None
+    stale: StaleAlarm | None = None
+    bad: BadAlarm | None = None
+    frozen: FrozenAlarm | None = None
+    discrete: DiscreteAlarm | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> TagAlarms:
+        seq = [(n, getattr(self, n)) for n in ("ll", "l", "h", "hh")]
+        present = [(n, a.limit) for n, a in seq if a is not None]
+        for (n1, v1), (n2, v2) in itertools.pairwise(present):
+            if not v1 < v2:
+                raise ValueError(f"limits must rise ll < l < h < hh: {n1}={v1} is not below {n2}={v2}")
+        return self
+
+
+class StandardsWaiver(Model):
+    """Lets a tag run with set points GB/T 50493-2019 rejects; the reason is shown by
+    ``hazardgw check`` and logged whenever the gateway starts."""
+
+    reason: str = Field(min_length=3, description="why this tag departs from the standard (who decided, where)")
+
+
+class Tag(Model):
+    id: Id
+    name: str = ""
+    hazard_source: Id | None = None
+    kind: Literal[
+        "combustible_gas", "toxic_gas", "oxygen", "pressure", "temperature", "level", "flow", "discrete",
+        "analog",
+    ] = "analog"
+    gas: str | None = None
+    unit: str = ""
+    range: tuple[float, float] | None = None
+    alarms: TagAlarms = TagAlarms()
+    stale_after: Duration | None = Field(default=None, description="default: 3 x the source's poll interval")
+    suppressible: bool | None = Field(default=None, description="default: false for gas tags")
+    standards_waiver: StandardsWaiver | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Tag:
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError(f"range must be [low, high] with low < high, got {list(self.range)}")
+        if self.kind in ("combustible_gas", "toxic_gas") and not self.gas:
+            raise ValueError(f"kind {self.kind} needs gas (e.g. Cl2, H2S, CH4)")
+        if self.kind == "discrete" and any(
+            getattr(self.alarms, n) is not None for n in ("hh", "h", "l", "ll", "roc", "frozen")
+        ):
+            raise ValueError("a discrete tag takes only discrete/stale/bad alarms")
+        if self.alarms.discrete is not None and self.kind != "discrete":
+            raise ValueError("a discrete alarm needs kind: discrete")
+        return self
+
+
+class Vote(Model):
+    """VOTE: k of n detectors of a zone tripped (bad or stale detectors count as tripped)."""
+
+    id: Id
+    name: str = ""
+    hazard_source: Id | None = None
+    tags: list[Id] = Field(min_length=2)
+    k: int = Field(ge=1)
+    condition: Literal["h", "hh", "l", "ll"] = "h"
+    priority: Priority = 1
+    latch: bool = False
+
+    @model_validator(mode="after")
+    def _k(self) -> Vote:
+        if self.k > len(self.tags):
+            raise ValueError(f"k={self.k} exceeds the number of tags ({len(self.tags)})")
+        return self
+
+
+HsStatus = Literal["red", "orange", "yellow", "blue"]
+
+
+def _default_status_matrix() -> dict[int, tuple[HsStatus, HsStatus, HsStatus]]:
+    return {1: ("red", "orange", "yellow"), 2: ("red", "orange", "yellow"),
+            3: ("orange", "yellow", "blue"), 4: ("orange", "yellow", "blue")}
+
+
+class StatusRule(Model):
+    """Hazard-source status 红/橙/黄/蓝 from its active alarms and grade (alerting/README.md)."""
+
+    matrix: dict[int, tuple[HsStatus, HsStatus, HsStatus]] = Field(
+        default_factory=_default_status_matrix,
+        description="grade -> status while the worst active alarm is priority 1, 2, 3",
+    )
+    normal: HsStatus = "blue"
+    p1_red_count: int = Field(default=2, ge=0, description="this many priority-1 alarms -> red at any grade; 0 = off")
+
+    @field_validator("matrix")
+    @classmethod
+    def _grades(cls, v: dict[int, tuple[str, str, str]]) -> dict[int, tuple[str, str, str]]:
+        if set(v) != {1, 2, 3, 4}:
+            raise ValueError("matrix needs exactly the grades 1, 2, 3 and 4")
+        return v
+
+
+class Alarming(Model):
+    """Engine-wide alarm settings."""
+
+    flood_count: int = Field(default=10, ge=1)
+    flood_window: Duration = 600.0
+    chatter_cycles: int = Field(default=3, ge=2)
+    chatter_window: Duration = 60.0
+    shelve_max: Duration = 8 * 3600.0
+    journal_retention: Duration = 30 * 86400.0
+    status_rule: Literal["default"] | StatusRule = "default"
+
+    @field_validator("journal_retention")
+    @classmethod
+    def _retention(cls, v: float) -> float:
+        if v < 30 * 86400:
+            raise ValueError("the alarm journal must be kept at least 30 days (总局令40号)")
+        return v
+
+    @field_validator("shelve_max")
+    @classmethod
+    def _shelve(cls, v: float) -> float:
+        if v > 8 * 3600:
+            raise ValueError("shelving is limited to 8 h")
+        return v
+
+
+# Placeholders a custom push template may use (alerting/notify/templates.py fills them).
+TEMPLATE_FIELDS = (
+    "site", "site_code", "hs", "hs_name", "tag", "tag_name", "condition", "condition_text", "priority",
+    "priority_text", "value", "limit", "unit", "time", "state", "state_text", "link", "step", "escalation",
+    "person", "message",
+)
+
+
+class MessageTemplate(Model):
+    """A custom push text for one language; ``{field}`` placeholders from TEMPLATE_FIELDS."""
+
+    title: str | None = None
+    body: str | None = None
+
+    @field_validator("title", "body")
+    @classmethod
+    def _fields(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import string
+
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"bad template: {e}") from None
+        for name in names:
+            if name not in TEMPLATE_FIELDS:
+                raise ValueError(f"unknown placeholder {{{name}}}: use {', '.join(TEMPLATE_FIELDS)}")
+        return v
+
+
+class Notification(Model):
+    language: Literal["zh", "en"] = "zh"
+    ack_secret: SecretStr | None = Field(default=None, description="HMAC key for /ack links; default: generated")
+    ack_link_ttl: Duration = 24 * 3600.0
+    summary_interval: Duration = 60.0
+    retry_max: Duration = 300.0
+    templates: dict[Literal["zh", "en"], MessageTemplate] = Field(
+        default_factory=dict, description="custom push title/body per language"
+    )
+
+    @field_validator("ack_secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("ack_secret must be at least 16 characters (or leave it out: a key is generated)")
+        return v
+
+    @field_validator("ack_link_ttl", "summary_interval", "retry_max")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+
+# --------------------------------------------------------------------------- sinks, api, store
+
+
+class Influx(Model):
+    url: str = Field(pattern=r"^https?://")
+    api: Literal["v1", "v2"] = "v2"
+    bucket: str = Field(min_length=1, description="v2 bucket, or v1 database")
+    org: str = ""
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    retention_policy: str | None = None
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    flush_interval: Duration = 1.0
+    timeout: Duration = 10.0
+    max_buffer: int = Field(default=200_000, ge=1, description="lines held in memory; oldest readings dropped")
+    backoff_max: Duration = 30.0
+    verify_ssl: bool = True
+
+
+class ApiToken(Model):
+    name: Id
+    role: Literal["viewer", "operator", "admin"]
+    token_sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class Api(Model):
+    listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:\s]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
+    tokens: list[ApiToken] = Field(default_factory=list)
+    cors_origins: list[str] = Field(default_factory=list)
+    enabled: bool = True
+
+
+class Store(Model):
+    path: str = "/var/lib/hazardgw"
+    max_bytes: Size = 1024**3
+
+
+class Uplink(Model):
+    profile: str = "generic"
+    url: str = Field(pattern=r"^(mqtts?|tcp|tls)://")
+    prefix: str = "hazard"
+    period: Duration = 10.0
+    heartbeat: Duration = 60.0
+    client_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    qos: Literal[0, 1] = 1
+    reconnect_min: Duration = 0.5
+    reconnect_max: Duration = 30.0
+    options: dict[str, Any] = Field(default_factory=dict, description="profile-specific settings")
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> Uplink:
+        if self.period <= 0 or self.heartbeat <= 0:
+            raise ValueError("period and heartbeat must be > 0")
+        if not 0 < self.reconnect_min <= self.reconnect_max:
+            raise ValueError("need 0 < reconnect_min <= reconnect_max")
+        return self
+
+
+class SiteConfig(Model):
+    site: Site
+    hazard_sources: list[HazardSource] = Field(default_factory=list)
+    people: list[Person] = Field(default_factory=list)
+    duty: Duty = Duty()
+    sources: list[SourceConfig] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list)
+    votes: list[Vote] = Field(default_factory=list)
+    alarming: Alarming = Alarming()
+    notification: Notification = Notification()
+    influx: Influx | None = None
+    api: Api = Api()
+    store: Store = Store()
+    uplink: Uplink | None = None
+
+    # -- lookups used by the runtime (built once; the model is frozen)
+    def tag_map(self) -> dict[str, Tag]:
+        return {t.id: t for t in self.tags}
+
+    def hazard_source_map(self) -> dict[str, HazardSource]:
+        return {h.code: h for h in self.hazard_sources}
+
+    def source_of_tag(self) -> dict[str, str]:
+        """tag id -> source id, for every tag bound to a source."""
+        return {tag: s.id for s in self.sources for tag in s.point_tags()}
