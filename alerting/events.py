@@ -1,12 +1,11 @@
-"""The alarm event record and its InfluxDB ``alarm`` line (DESIGN.md section 5).
+"""The alarm event record and its InfluxDB ``alarm`` line (docs/influxdb.md).
 
 One :class:`AlarmEvent` is made per transition (and per disposition). It goes, in this
 order, to the in-memory history, the journal queue and the subscribers. Events are rare
 compared with readings, so this module favours clarity over speed.
 
 InfluxDB ``alarm``: tags ``site, hs, tag, condition, priority``; fields ``event, state,
-value, limit, by, seq`` plus ``occurrence`` (the occurrence id, an extension of the table in
-DESIGN.md). ``value`` and ``limit`` are always floats so the field types never conflict.
+value, limit, by, seq`` plus ``occurrence`` (the occurrence id); docs/influxdb.md has the table. ``value`` and ``limit`` are always floats so the field types never conflict.
 The timestamp is the reading's source timestamp for raised/cleared caused by a reading and
 the gateway's wall clock otherwise. Two events of one alarm with the same timestamp would
 be one point in InfluxDB (same series and time: the later overwrites the earlier), so the

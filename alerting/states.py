@@ -1,6 +1,6 @@
 """The ISA-18.2 / IEC 62682 alarm state machine, as a table.
 
-Seven states (DESIGN.md section 6)::
+Seven states (docs/alarms.md)::
 
     NORM   normal: condition inactive, nothing to acknowledge
     UNACK  active, unacknowledged (annunciated)

@@ -1,4 +1,4 @@
-"""Writes the gateway's own health to InfluxDB's ``gateway`` measurement (DESIGN.md section 5).
+"""Writes the gateway's own health to InfluxDB's ``gateway`` measurement (docs/influxdb.md).
 
 Every ``interval`` seconds: pipeline depth and throughput, sink buffer, retries and drops
 by reason, and per-source readings and decode errors, read from the gateway's Prometheus

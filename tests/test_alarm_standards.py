@@ -122,7 +122,7 @@ def test_toxic_ppm_rounded_to_the_detector_resolution_passes() -> None:
 
 
 def test_design_example_chlorine_1_and_2_ppm_fails() -> None:
-    # DESIGN.md's GT-101 example (h 1.0 / hh 2.0 ppm Cl2) is above 100 % / 200 % OEL
+    # the founding design's GT-101 example (h 1.0 / hh 2.0 ppm Cl2) is above 100 % / 200 % OEL
     errs, _ = _check(_tag("toxic_gas", "ppm", "Cl2", h={"limit": 1.0}, hh={"limit": 2.0}))
     assert len(errs) == 2
 

@@ -5,7 +5,7 @@ previous one overran, or the pipeline applied backpressure) is measured and coun
 grid ticks it missed are dropped, never queued, so polls cannot stack up.
 
 One cycle reads the source's requests in order over the shared bus. Outcomes map onto
-quality per DESIGN.md section 4:
+quality per docs/influxdb.md:
 
 * answer            -> each point decoded: ``good``, ``uncertain`` (outside the tag's range)
                        or ``bad`` (4-20 mA fault band, fault point set, decode error)

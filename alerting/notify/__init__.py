@@ -1,4 +1,4 @@
-"""Alarm pushes to duty officers' phones (DESIGN.md section 7). See alerting/notify/README.md.
+"""Alarm pushes to duty officers' phones (alerting/notify/README.md). See alerting/notify/README.md.
 
 Public API::
 

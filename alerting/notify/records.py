@@ -7,9 +7,9 @@
   or ``escalated`` (an escalation step > 0 fired: its recipients) record. Subscribers get
   every record; :func:`notify_line` makes its InfluxDB line.
 
-InfluxDB ``alarm`` (DESIGN.md section 5): tags ``site, hs, tag, condition, priority``; fields
+InfluxDB ``alarm`` (docs/influxdb.md): tags ``site, hs, tag, condition, priority``; fields
 ``event`` ("notified" / "escalated"), ``state``, ``by`` (notified: the recipient's person id),
-``occurrence``, ``step``, ``round`` and, beyond the table in DESIGN.md, ``channel`` (masked
+``occurrence``, ``step``, ``round``, ``channel`` (masked
 apprise URL), ``outcome`` (sent, failed, gave_up, cancelled, no_channel), ``attempt``,
 ``kind`` (alarm / summary) and ``to`` (escalated: comma-separated recipients). The timestamp
 is the gateway's wall clock at the record.

@@ -1,4 +1,4 @@
-"""HTTP API, live duty console, SSE, auth and Prometheus metrics (DESIGN.md section 9).
+"""HTTP API, live duty console, SSE, auth and Prometheus metrics (docs/api.md).
 
 See README.md in this folder. ``build_app(gateway)`` makes the FastAPI app;
 ``ApiServer(gateway)`` runs it as a gateway component (uvicorn in the same event loop).

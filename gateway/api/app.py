@@ -1,4 +1,4 @@
-"""``build_app(gateway)``: the FastAPI application of one gateway (DESIGN.md section 9).
+"""``build_app(gateway)``: the FastAPI application of one gateway (docs/api.md).
 
 Routes: ``/api/health`` (open), ``/api/tags``, ``/api/tags/{tag}``, ``/api/alarms``,
 ``/api/alarms/history``, ``POST /api/alarms/{id}/ack|shelve|unshelve|dispose``,

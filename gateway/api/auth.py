@@ -1,4 +1,4 @@
-"""Bearer tokens and roles for the HTTP API (DESIGN.md section 9, issue 6 item 2).
+"""Bearer tokens and roles for the HTTP API (docs/api.md, issue 6 item 2).
 
 Tokens live in the config only as SHA-256 hex digests (``api.tokens[].token_sha256``). A
 request sends ``Authorization: Bearer <token>``; the digest of the presented token is

@@ -12,7 +12,7 @@ from typing import Final, NamedTuple
 
 
 class Quality:
-    """Quality codes (DESIGN.md section 4). Plain strings so they serialize for free."""
+    """Quality codes (docs/influxdb.md). Plain strings so they serialize for free."""
 
     GOOD: Final = "good"
     BAD: Final = "bad"  # device fault, 4-20 mA fault band, decode error, exception response

@@ -140,7 +140,7 @@ def ref_ids() -> Iterable[str]:
 
 
 # --------------------------------------------------------------------------- query texts
-# Each function returns one InfluxQL statement over the schema of DESIGN.md section 5.
+# Each function returns one InfluxQL statement over the schema of docs/influxdb.md.
 
 
 class Queries:
