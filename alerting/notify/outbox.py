@@ -39,6 +39,7 @@ from typing import Any
 from alerting.notify.channels import Channels, mask_url
 from alerting.notify.metrics import NotifyMetrics
 from alerting.notify.store import Attempt, DbThread, PushRow
+from gateway.core.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Outbox:
         self._wall = wall
         self.retry_max = retry_max
         self.backoff_base = backoff_base
+        # the round schedule is documented (module doc) and exact: no jitter
+        self._rounds = Backoff(backoff_base, retry_max, jitter=False)
         self.give_up_after = give_up_after
         self.max_in_flight = max_in_flight
         self.failover_hold = failover_hold
@@ -255,7 +258,7 @@ class Outbox:
         if len(item.tried) >= len(urls):
             item.rounds += 1
             item.tried.clear()
-            delay = min(self.retry_max, self.backoff_base * 2 ** (item.rounds - 1))
+            delay = self._rounds.delay(item.rounds - 1)
         else:
             delay = 0.0
             self._m.failovers.inc()
