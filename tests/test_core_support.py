@@ -11,10 +11,12 @@ import math
 import random
 import sqlite3
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from alerting.events import AlarmEvent
 from alerting.journal import MIGRATIONS as JOURNAL_MIGRATIONS
 from alerting.journal import Journal, JournalError
 from alerting.notify.store import MIGRATIONS as STORE_MIGRATIONS
@@ -30,10 +32,8 @@ W = 1_700_000_000_000_000_000  # the wall time (ns) in the legacy files
 # ---------------------------------------------------------------------- backoff
 
 
-def _const(x: float) -> random.Random:
-    r = random.Random()
-    r.random = lambda: x  # type: ignore[method-assign]
-    return r
+def _const(x: float) -> Callable[[], float]:
+    return lambda: x
 
 
 def test_backoff_doubles_from_initial_up_to_the_cap() -> None:
@@ -60,14 +60,14 @@ def test_backoff_delay_is_pure() -> None:
 
 def test_backoff_jitter_is_plus_minus_20_percent_and_never_above_the_cap() -> None:
     assert JITTER == 0.2
-    low = Backoff(1.0, 100.0, rand=_const(0.0).random)
+    low = Backoff(1.0, 100.0, rand=_const(0.0))
     assert [low.next_delay() for _ in range(3)] == pytest.approx([0.8, 1.6, 3.2])
-    high = Backoff(1.0, 100.0, rand=_const(0.999999).random)
+    high = Backoff(1.0, 100.0, rand=_const(0.999999))
     assert [high.next_delay() for _ in range(3)] == pytest.approx([1.2, 2.4, 4.8], rel=1e-5)
     # at the cap the upper half of the jitter is clipped: maximum is a hard cap
-    capped = Backoff(1.0, 4.0, rand=_const(0.999999).random)
+    capped = Backoff(1.0, 4.0, rand=_const(0.999999))
     assert [capped.next_delay() for _ in range(5)] == pytest.approx([1.2, 2.4, 4.0, 4.0, 4.0], rel=1e-5)
-    capped_low = Backoff(1.0, 4.0, rand=_const(0.0).random)
+    capped_low = Backoff(1.0, 4.0, rand=_const(0.0))
     assert [capped_low.next_delay() for _ in range(5)] == pytest.approx([0.8, 1.6, 3.2, 3.2, 3.2])
 
 
@@ -282,8 +282,6 @@ def test_new_files_have_exactly_the_schema_the_old_code_made(tmp_path: Path) -> 
 
 
 def test_journal_opens_a_file_from_before_user_version(tmp_path: Path) -> None:
-    from test_alarm_journal import _event
-
     f = _legacy(tmp_path, "alarm-journal")
     j = Journal(f, wall=lambda: W)
     restored = j.open()
@@ -291,7 +289,23 @@ def test_journal_opens_a_file_from_before_user_version(tmp_path: Path) -> None:
         assert restored.alarms == {"GT-1/hh": {"state": "UNACK", "occurrence": 3, "active": True}}
         assert (restored.max_seq, restored.max_occurrence) == (7, 3)
         assert [(e["seq"], e["alarm"], e["value"]) for e in j.events()] == [(7, "GT-1/hh", 2.5)]
-        j.submit(_event(8, W, occ=4), None)
+        ev = AlarmEvent(
+            seq=8,
+            event="raised",
+            alarm="PT-1/h",
+            tag="PT-1",
+            condition="h",
+            priority=2,
+            state="UNACK",
+            prev_state="NORM",
+            active=True,
+            occurrence=4,
+            value=1.5,
+            limit=1.0,
+            ts=W,
+            wall=W,
+        )
+        j.submit(ev, None)
         assert j.flush() == 1
         assert [e["seq"] for e in j.events()] == [8, 7]
     finally:

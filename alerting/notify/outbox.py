@@ -7,7 +7,8 @@ Contract:
   it is delivered from memory (durability lost, delivery not).
 * Each attempt uses ONE of the person's apprise URLs. A failure fails over at once to the
   person's next URL not tried in this round; when every URL failed, the next round waits
-  ``backoff_base * 2**(rounds-1)`` seconds, capped at ``notification.retry_max``. A URL that
+  ``backoff_base * 2**(rounds-1)`` seconds, capped at ``notification.retry_max`` (exactly:
+  gateway/core/backoff.py without jitter; pushes are not a herd to spread). A URL that
   failed within ``failover_hold`` seconds is tried after the healthy ones, so a dead first
   channel does not delay every push.
 * Before every attempt ``check(push)`` may cancel it (the occurrence was acknowledged or
