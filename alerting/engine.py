@@ -41,6 +41,7 @@ from alerting.status import DEFAULT_RULE, RANK, HazardStatus, evaluate
 from gateway.core.config import SiteConfig, StatusRule
 from gateway.core.metrics import Metrics
 from gateway.core.models import Reading
+from gateway.core.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class AlarmEngine:
         self._journal_error: str | None = None
         self.tick_interval = tick_interval
         self._m = metrics.group(AlarmMetrics)
-        self._last_log: dict[str, float] = {}
+        self._rlog = RateLimitedLog(log, 30.0)  # log pacing only (its own monotonic clock); never alarm logic
 
         built = build_plans(config)
         self._plans: dict[str, TagPlan] = built.tags
@@ -452,7 +453,7 @@ class AlarmEngine:
                 cb(event)
             except Exception:
                 self._m.callback_errors.inc()
-                self._log_limited(f"cb:{id(cb)}", "alarm subscriber %r failed", cb)
+                self._rlog.error(f"cb:{id(cb)}", "alarm subscriber %r failed", cb, exc_info=True)
 
     def _recount(self, a: AlarmPoint) -> None:
         hs = a.hs
@@ -474,13 +475,7 @@ class AlarmEngine:
     def _error(self, where: str, what: str) -> None:
         """Count an exception (called from an ``except`` block) and log it at most every 30 s per place."""
         self._m.eval_errors.labels(where).inc()
-        self._log_limited(where, "alarm evaluation failed (%s %s); counted, continuing", where, what)
-
-    def _log_limited(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()  # log pacing only; never alarm logic
-        if now - self._last_log.get(key, -1e18) >= 30.0:
-            self._last_log[key] = now
-            log.exception(msg, *args)
+        self._rlog.error(where, "alarm evaluation failed (%s %s); counted, continuing", where, what, exc_info=True)
 
     # ================================================================== restart
     def restore(self, r: Restored) -> None:

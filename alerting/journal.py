@@ -46,17 +46,25 @@ from prometheus_client import CollectorRegistry
 
 from alerting import states as S
 from alerting.events import AlarmEvent
+from gateway.core import sqlite
+from gateway.core.backoff import Backoff
 from gateway.core.metrics import Metrics
 from gateway.core.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 FILENAME: Final = "alarm-journal.sqlite3"
-SCHEMA_VERSION: Final = 1
 DAY: Final = 86400.0
+RETRY_INITIAL: Final = 0.5  # s, first wait after a failed write; doubles up to RETRY_MAX
+RETRY_MAX: Final = 30.0
 
-_SCHEMA = """
+# Schema migrations (gateway/core/sqlite.py): script i takes a file from user_version i to
+# i + 1. Script 0 is the original schema; files written before user_version was used carry it
+# already and only get their version set. A new migration is appended, never edited in, and
+# also sets meta.schema to its version so gateways from before user_version refuse the file.
+_SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     wall_ns INTEGER NOT NULL,
@@ -115,6 +123,7 @@ CREATE TABLE IF NOT EXISTS alarm_state (
     snapshot TEXT NOT NULL
 );
 """
+MIGRATIONS: Final = (_SCHEMA_1,)
 
 _EVENT_COLS = (
     "seq, wall_ns, ts_ns, event, alarm, tag, condition, hs, priority, state, prev_state, active, occurrence, "
@@ -282,20 +291,19 @@ class Journal:
     async def _run(self) -> None:
         assert self._wake is not None and self._executor is not None
         loop = asyncio.get_running_loop()
-        backoff = 0.5
+        backoff = Backoff(RETRY_INITIAL, RETRY_MAX)
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
                 try:
                     await loop.run_in_executor(self._executor, self._write_some, self.group_size)
-                    backoff = 0.5
+                    backoff.reset()
                 except Exception as e:
                     self._failed(e)
                     if self._closing:
                         return
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
+                    await asyncio.sleep(backoff.next_delay())
             self._m.queue.set(len(self._queue))
             if self._closing:
                 return
@@ -353,22 +361,10 @@ class Journal:
     def _connect(self) -> sqlite3.Connection:
         """The write connection (caller holds the lock)."""
         if self._con is None:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False, timeout=30.0)
-            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                con.close()
-                raise JournalError(f"{self.file}: cannot switch to WAL mode (got {mode})")
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute("PRAGMA foreign_keys=ON")
-            con.executescript(_SCHEMA)
-            row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                con.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                con.close()
-                raise JournalError(f"{self.file}: schema {row[0]} is newer than this gateway ({SCHEMA_VERSION})")
-            self._con = con
+            try:
+                self._con = sqlite.connect(self.file, MIGRATIONS, foreign_keys=True)
+            except sqlite.SchemaError as e:
+                raise JournalError(str(e)) from e
         return self._con
 
     @staticmethod
@@ -416,9 +412,7 @@ class Journal:
 
     # ------------------------------------------------------------------ reads (API, reports; not the hot path)
     def _reader(self) -> sqlite3.Connection:
-        con = sqlite3.connect(f"{self.file.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
-        con.row_factory = sqlite3.Row
-        return con
+        return sqlite.connect_readonly(self.file)
 
     def events(
         self,

@@ -5,7 +5,8 @@ request by request and none can monopolize it. Each request carries its own devi
 timeout; a silent device costs the others exactly that timeout, never more (the poller
 stops a device's cycle at its first timeout). The bus owns connecting: it connects on
 first use, notices a lost connection on the next request and reconnects with capped
-exponential backoff. Transitions are logged once, never per poll.
+exponential backoff (:class:`gateway.core.backoff.Backoff`). Transitions are logged once,
+never per poll.
 
 The bus only ever sends read function codes 1-4: :meth:`read` is its one request method.
 """
@@ -24,6 +25,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from adapters.modbus.metrics import ModbusMetrics
 from adapters.modbus.planner import BIT_TABLES, FUNCTION_CODES
 from adapters.modbus.transport import TransportSpec, make_client
+from gateway.core.backoff import Backoff
 
 log = logging.getLogger("adapters.modbus")
 
@@ -72,7 +74,7 @@ class ModbusBus:
         self._closed = False
         self._quiet_until = 0.0
         self._next_attempt = 0.0
-        self._connect_failures = 0
+        self._reconnect = Backoff(CONNECT_BACKOFF_MIN, self.backoff_max)  # .attempts: failed connects in a row
         self._consecutive_timeouts = 0
         self._ever_connected = False
         self._down_logged = False
@@ -110,7 +112,7 @@ class ModbusBus:
             "transport": self.spec.describe(),
             "connected": self.connected,
             "connects": self.connects,
-            "connect_failures": self._connect_failures,
+            "connect_failures": self._reconnect.attempts,
             "requests": self.requests,
             "last_error": self.last_error or None,
         }
@@ -238,13 +240,15 @@ class ModbusBus:
             self.connects += 1
             self._mm.connects.labels(self.key, "ok").inc()
             self._gauge.set(1)
-            if self._down_logged or self._connect_failures:
-                log.info("%s: connected again after %d failed attempt(s)", self.spec.describe(), self._connect_failures)
+            if self._down_logged or self._reconnect.attempts:
+                log.info(
+                    "%s: connected again after %d failed attempt(s)", self.spec.describe(), self._reconnect.attempts
+                )
             elif not self._ever_connected:
                 log.info("%s: connected", self.spec.describe())
             self._ever_connected = True
             self._down_logged = False
-            self._connect_failures = 0
+            self._reconnect.reset()
             self._consecutive_timeouts = 0
             self.last_error = ""
             return True
@@ -252,10 +256,8 @@ class ModbusBus:
             client.close()
         except Exception:  # pragma: no cover
             log.debug("closing failed client %s", self.key, exc_info=True)
-        self._connect_failures += 1
         self._mm.connects.labels(self.key, "failed").inc()
-        delay = min(self.backoff_max, CONNECT_BACKOFF_MIN * 2 ** (self._connect_failures - 1))
-        self._next_attempt = loop.time() + delay
+        self._next_attempt = loop.time() + self._reconnect.next_delay()
         self.last_error = f"cannot connect: {error or 'refused or timed out'}"
         if not self._down_logged:
             log.warning(

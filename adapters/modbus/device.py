@@ -2,7 +2,9 @@
 
 A device that stops answering is probed with one request per cycle at first; from its
 second failure in a row it is skipped for a doubling number of poll intervals, capped at
-``backoff_max``. While skipped it costs the bus nothing and its points read ``comm``.
+``backoff_max`` (:class:`gateway.core.backoff.Backoff`; its +-20 % jitter keeps several dead
+devices on one line from being retried in the same cycle). While skipped it costs the bus
+nothing and its points read ``comm``.
 The transitions (failed, answering again) are logged once each.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+
+from gateway.core.backoff import Backoff
 
 log = logging.getLogger("adapters.modbus")
 
@@ -20,6 +24,7 @@ class DeviceState:
         self.key = key  # e.g. tcp://10.0.0.5:502/3
         self.poll_interval = poll_interval
         self.backoff_max = backoff_max
+        self._backoff = Backoff(poll_interval, backoff_max)
         self.state = "unknown"  # unknown | ok | comm
         self.failures = 0  # timeouts in a row
         self.retry_at = 0.0  # monotonic; no request before this while failed
@@ -41,6 +46,7 @@ class DeviceState:
             )
         self.state = "ok"
         self.failures = 0
+        self._backoff.reset()
         self.retry_at = 0.0
         self.down_since = None
         self.last_ok = now
@@ -49,8 +55,7 @@ class DeviceState:
         self.failures += 1
         self.last_error = detail
         if self.failures >= 2:
-            delay = min(self.backoff_max, self.poll_interval * 2 ** (self.failures - 2))
-            self.retry_at = now + delay
+            self.retry_at = now + self._backoff.next_delay()
         if self.state != "comm":
             log.warning(
                 "source %s: device %s not answering (%s); its points read comm", self.source_id, self.key, detail

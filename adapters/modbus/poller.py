@@ -82,7 +82,6 @@ class SourcePoller:
         self.stopping = False  # set by the adapter's stop(); ends the loop even if a cancel got lost
         self.busy = False  # inside a poll cycle (requests or emit)
         self.crashes = 0
-        self._crash_logged_at = 0.0
         # bound metric children once; labels() is a dict lookup plus a lock
         self._m_lateness = metrics.poll_lateness.labels(self.source)
         self._m_lateness_last = metrics.poll_lateness_last.labels(self.source)
@@ -134,11 +133,10 @@ class SourcePoller:
                 raise
             except Exception:  # a bug must not end polling of a safety source
                 self.crashes += 1
-                if started - self._crash_logged_at >= 60.0 or self.crashes == 1:
-                    self._crash_logged_at = started
-                    log.exception(
-                        "source %s: poll failed (%d time(s) so far); polling goes on", self.source, self.crashes
-                    )
+                self._rlog.error(
+                    "crash", "source %s: poll failed (%d time(s) so far); polling goes on", self.source, self.crashes,
+                    exc_info=True,
+                )
                 batch = []
             self.last_duration = loop.time() - started
             self._m_duration.observe(self.last_duration)

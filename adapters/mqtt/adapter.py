@@ -3,8 +3,8 @@
 One task per source runs a connect -> subscribe -> consume loop. Each connection attempt
 uses a fresh ``aiomqtt.Client`` (the maintainers' advice; a reused client does not reset
 its CONNACK state after an unexpected disconnect). Between attempts it waits a capped
-exponential backoff (``reconnect_min`` doubling up to ``reconnect_max``, each delay
-multiplied by a random factor in [0.5, 1]); the delay resets after a connection has
+exponential backoff (:class:`gateway.core.backoff.Backoff`: ``reconnect_min`` doubling up
+to ``reconnect_max``, +-20 % jitter); the delay resets after a connection has
 stayed up for ``reconnect_max``, so a broker that accepts and then drops us (for example
 another client with the same client id) is not hammered.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 import time
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from adapters.mqtt import flow
 from adapters.mqtt.config import MqttSource
 from adapters.mqtt.payload import Decoder, Problem, make_decoder
 from adapters.mqtt.topics import TopicRouter
+from gateway.core.backoff import Backoff
 from gateway.core.models import Reading
 from gateway.core.ratelog import RateLimitedLog
 from gateway.core.sources import SourceContext
@@ -60,12 +60,6 @@ def _describe(e: BaseException | None) -> str:
     if e.__cause__ is not None:
         text += f" ({type(e.__cause__).__name__}: {e.__cause__})"
     return text
-
-
-def backoff_delay(attempt: int, lo: float, hi: float, rand: float) -> float:
-    """Delay before reconnect attempt ``attempt`` (0-based): ``min(hi, lo * 2**attempt)`` x [0.5, 1]."""
-    base = min(hi, lo * (2.0 ** min(attempt, 62)))
-    return base * (0.5 + 0.5 * rand)
 
 
 class MqttAdapter:
@@ -175,7 +169,7 @@ class MqttAdapter:
     # ------------------------------------------------------------------ connection loop
 
     async def _run(self) -> None:
-        attempt = 0
+        backoff = Backoff(self.cfg.reconnect_min, self.cfg.reconnect_max)
         outage_since: float | None = time.monotonic()  # not connected yet
         was_connected = False
         assert self._stop is not None
@@ -195,7 +189,7 @@ class MqttAdapter:
                     if not self._stopping:
                         await self._subscribe(client)
                         self._set_connected(True)
-                        if was_connected or attempt:
+                        if was_connected or backoff.attempts:
                             log.info("mqtt %s: connected to %s:%d after %.1f s", self.id, self.host, self.port,
                                      up_at - (outage_since or up_at))
                         else:
@@ -236,19 +230,18 @@ class MqttAdapter:
             self.last_error = _describe(error)
             now = time.monotonic()
             if up_at is not None and now - up_at >= self.cfg.reconnect_max:
-                attempt = 0
+                backoff.reset()
             if outage_since is None:  # we were connected: log the loss once
                 outage_since = now
                 self.reconnects += 1
                 log.warning("mqtt %s: lost connection to %s:%d (%s); reconnecting", self.id, self.host, self.port,
                             self.last_error)
-            elif attempt == 0:
+            elif backoff.attempts == 0:
                 log.warning("mqtt %s: cannot connect to %s:%d (%s); retrying every %g..%g s", self.id,
                             self.host, self.port, self.last_error, self.cfg.reconnect_min, self.cfg.reconnect_max)
             else:
-                log.debug("mqtt %s: connect attempt %d failed: %s", self.id, attempt + 1, self.last_error)
-            delay = backoff_delay(attempt, self.cfg.reconnect_min, self.cfg.reconnect_max, random.random())
-            attempt += 1
+                log.debug("mqtt %s: connect attempt %d failed: %s", self.id, backoff.attempts + 1, self.last_error)
+            delay = backoff.next_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._stop), delay)
 

@@ -60,6 +60,7 @@ from alerting.notify.store import Attempt, DbThread, EscalationRow, NotifyStore,
 from alerting.notify.templates import NOTIFY_TYPE, Templates
 from gateway.core.config import Person, SiteConfig
 from gateway.core.metrics import Metrics
+from gateway.core.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class Notifier:
         self._filter: SecretFilter | None = None
         self._last_sweep = 0.0
         self._last_prune = -1e18
-        self._last_log: dict[str, float] = {}
+        self._rlog = RateLimitedLog(log, 30.0)  # log pacing only
         self.invalid_urls: list[str] = []
         self._unsubscribe: Callable[[], None] | None = engine.subscribe(self._on_event)
 
@@ -305,7 +306,7 @@ class Notifier:
             try:
                 await self.tick()
             except Exception:
-                self._log_limited("tick", "notifier step failed; continuing", exc_info=True)
+                self._rlog.error("tick", "notifier step failed; continuing", exc_info=True)
 
     async def tick(self) -> None:
         """One step: take events, fire due escalation steps, flush summaries (tests call this too)."""
@@ -428,14 +429,13 @@ class Notifier:
                 res = self.targets.resolve(esc.steps[i].notify, esc.hs, wall)
                 if res.fallback is not None:
                     self._m.fallbacks.inc()
-                    self._log_limited(
+                    self._rlog.warning(
                         f"fallback:{esc.alarm}",
                         "notify %s step %d: %s (%s)",
                         esc.alarm,
                         i,
                         res.fallback,
                         ", ".join(res.people) or "nobody",
-                        level=logging.WARNING,
                     )
                 per_step.append((i, res.people))
             info = AlarmInfo.from_dict(esc.info)
@@ -733,7 +733,7 @@ class Notifier:
             try:
                 cb(rec)
             except Exception:
-                self._log_limited(f"cb:{id(cb)}", "notify record subscriber %r failed", cb, exc_info=True)
+                self._rlog.error(f"cb:{id(cb)}", "notify record subscriber %r failed", cb, exc_info=True)
 
     # ================================================================== ack links
     def sign(self, occurrence: int, person: str, wall: int | None = None) -> str:
@@ -881,18 +881,8 @@ class Notifier:
             return await self.db.run(fn, *args)
         except Exception as e:
             self._m.db_errors.inc()
-            self._log_limited(
-                "db", "notify outbox write failed (%s); delivering from memory", e, level=logging.CRITICAL
-            )
+            self._rlog.log(logging.CRITICAL, "db", "notify outbox write failed (%s); delivering from memory", e)
             return None
-
-    def _log_limited(
-        self, key: str, msg: str, *args: object, level: int = logging.ERROR, exc_info: bool = False
-    ) -> None:
-        now = time.monotonic()  # log pacing only
-        if now - self._last_log.get(key, -1e18) >= 30.0:
-            self._last_log[key] = now
-            log.log(level, msg, *args, exc_info=exc_info)
 
 
 def _row(e: Escalation) -> EscalationRow:

@@ -7,7 +7,8 @@ Contract:
   it is delivered from memory (durability lost, delivery not).
 * Each attempt uses ONE of the person's apprise URLs. A failure fails over at once to the
   person's next URL not tried in this round; when every URL failed, the next round waits
-  ``backoff_base * 2**(rounds-1)`` seconds, capped at ``notification.retry_max``. A URL that
+  ``backoff_base * 2**(rounds-1)`` seconds, capped at ``notification.retry_max`` (exactly:
+  gateway/core/backoff.py without jitter; pushes are not a herd to spread). A URL that
   failed within ``failover_hold`` seconds is tried after the healthy ones, so a dead first
   channel does not delay every push.
 * Before every attempt ``check(push)`` may cancel it (the occurrence was acknowledged or
@@ -39,6 +40,7 @@ from typing import Any
 from alerting.notify.channels import Channels, mask_url
 from alerting.notify.metrics import NotifyMetrics
 from alerting.notify.store import Attempt, DbThread, PushRow
+from gateway.core.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ class Outbox:
         self._wall = wall
         self.retry_max = retry_max
         self.backoff_base = backoff_base
+        # the round schedule is documented (module doc) and exact: no jitter
+        self._rounds = Backoff(backoff_base, retry_max, jitter=False)
         self.give_up_after = give_up_after
         self.max_in_flight = max_in_flight
         self.failover_hold = failover_hold
@@ -255,7 +259,7 @@ class Outbox:
         if len(item.tried) >= len(urls):
             item.rounds += 1
             item.tried.clear()
-            delay = min(self.retry_max, self.backoff_base * 2 ** (item.rounds - 1))
+            delay = self._rounds.delay(item.rounds - 1)
         else:
             delay = 0.0
             self._m.failovers.inc()

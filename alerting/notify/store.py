@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,13 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.core import sqlite
+
 T = TypeVar("T")
 
 FILE = "notify-outbox.sqlite3"
-SCHEMA_VERSION = 1
 
-_SCHEMA = """
+# Schema migrations (gateway/core/sqlite.py): script i takes a file from user_version i to
+# i + 1. Script 0 is the original schema; files written before user_version was used carry it
+# already and only get their version set. A new migration is appended, never edited in, and
+# also sets meta.schema to its version so gateways from before user_version refuse the file.
+_SCHEMA_1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
 CREATE TABLE IF NOT EXISTS pushes (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,
@@ -102,6 +107,7 @@ CREATE TABLE IF NOT EXISTS ack_tokens_used (
     expires_wall INTEGER NOT NULL
 );
 """
+MIGRATIONS = (_SCHEMA_1,)
 
 OPEN_PUSH = ("pending", "batched")
 
@@ -180,23 +186,7 @@ class NotifyStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._con is None:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
-            if not self.file.exists():
-                os.close(os.open(self.file, os.O_WRONLY | os.O_CREAT, 0o600))
-            con = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False, timeout=30.0)
-            mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                con.close()
-                raise sqlite3.OperationalError(f"{self.file}: cannot switch to WAL mode (got {mode})")
-            con.execute("PRAGMA synchronous=FULL")
-            con.executescript(_SCHEMA)
-            row = con.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                con.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                con.close()
-                raise sqlite3.OperationalError(f"{self.file}: schema {row[0]} is newer than this gateway")
-            self._con = con
+            self._con = sqlite.connect(self.file, MIGRATIONS, file_mode=0o600)  # bodies carry ack links
         return self._con
 
     @contextlib.contextmanager

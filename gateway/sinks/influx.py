@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
+from gateway.core.backoff import Backoff
 from gateway.core.config import Influx, Tag
 from gateway.core.lineprotocol import reading_line, series_prefix
 from gateway.core.metrics import Metrics
@@ -55,6 +55,7 @@ from gateway.sinks.influx_writers import (
 from gateway.spool import Batch, MemorySpool, SinkQueue, Spool, SpoolMetrics
 
 log = logging.getLogger(__name__)
+RETRY_INITIAL = 0.2  # s, first wait after a failed write; doubles up to influx.backoff_max
 PROBE_INTERVAL = 1.0  # s between pings while waiting out a backoff with the server down
 _DROPPED = re.compile(r"dropped=(\d+)")
 
@@ -221,7 +222,7 @@ class InfluxSink:
 
     async def _send(self, body: bytes, n: int, records: Callable[[], list[str]]) -> bool:
         """Send one batch; retries retryable errors until stopping. False: not sent."""
-        backoff = 0.2
+        backoff = Backoff(RETRY_INITIAL, self.cfg.backoff_max)
         while True:
             t0 = time.perf_counter()
             try:
@@ -243,8 +244,7 @@ class InfluxSink:
                 self._rlog.warning("retry", "InfluxDB write failed, will retry: %s", e)
                 if self._stopping.is_set():
                     return False
-                await self._backoff(backoff * (0.8 + 0.4 * random.random()), e.server_down)
-                backoff = min(backoff * 2, self.cfg.backoff_max)
+                await self._backoff(backoff.next_delay(), e.server_down)
                 continue
             self.metrics.sink_latency.labels(self.name).observe(time.perf_counter() - t0)
             self.metrics.sink_batches.labels(self.name, "ok").inc()

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from gateway.core.backoff import Backoff
 from gateway.core.metrics import Metrics
 from gateway.core.ratelog import RateLimitedLog
 from gateway.spool import Spool
@@ -136,8 +136,7 @@ class UplinkService:
         self.profile = profile or resolve_profile(self.cfg.profile)(config, self.cfg)
         self.transport: Transport = self.profile.transport()
         self.batch_messages = batch_messages
-        self.reconnect_min = self.cfg.reconnect_min
-        self.reconnect_max = self.cfg.reconnect_max
+        self.reconnect = Backoff(self.cfg.reconnect_min, self.cfg.reconnect_max)
         self.shutdown_timeout = shutdown_timeout
         self.clock = clock
         self.wall = wall
@@ -353,17 +352,16 @@ class UplinkService:
     # ------------------------------------------------------------------ sender
     async def _run_sender(self) -> None:
         q = self.queue
-        attempt = 0
+        self.reconnect.reset()
         while True:
             if self._stopping.is_set() and not q.records and self._heartbeat is None:
                 return
             if not self.transport.connected:
-                if not await self._connect(attempt):
+                if not await self._connect():
                     if self._stopping.is_set():
                         return
-                    attempt += 1
                     continue
-                attempt = 0
+                self.reconnect.reset()
             if self._heartbeat is not None:
                 hb, self._heartbeat = self._heartbeat, None
                 if not await self._send([hb]):
@@ -399,16 +397,17 @@ class UplinkService:
             for w in waits:
                 w.cancel()
 
-    async def _connect(self, attempt: int) -> bool:
+    async def _connect(self) -> bool:
+        """One connection attempt; after a failure, wait out the backoff (or until stopping)."""
         try:
             await self.transport.connect()
         except (TransportError, OSError) as e:
             self.last_error = str(e)
             self.m.connected.set(0)
-            if attempt == 0:
+            if self.reconnect.attempts == 0:
                 log.warning("uplink: cannot reach the platform at %s: %s; retrying every %g..%g s",
-                            self.transport.describe(), e, self.reconnect_min, self.reconnect_max)
-            delay = min(self.reconnect_max, self.reconnect_min * 2 ** min(attempt, 16)) * (0.8 + 0.4 * random.random())
+                            self.transport.describe(), e, self.reconnect.initial, self.reconnect.maximum)
+            delay = self.reconnect.next_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
             return False
