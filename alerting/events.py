@@ -5,7 +5,8 @@ order, to the in-memory history, the journal queue and the subscribers. Events a
 compared with readings, so this module favours clarity over speed.
 
 InfluxDB ``alarm``: tags ``site, hs, tag, condition, priority``; fields ``event, state,
-value, limit, by, seq`` plus ``occurrence`` (the occurrence id); docs/influxdb.md has the table. ``value`` and ``limit`` are always floats so the field types never conflict.
+value, limit, by, seq`` plus ``occurrence`` (the occurrence id); docs/influxdb.md has the
+table. ``value`` and ``limit`` are always floats so the field types never conflict.
 The timestamp is the reading's source timestamp for raised/cleared caused by a reading and
 the gateway's wall clock otherwise. Two events of one alarm with the same timestamp would
 be one point in InfluxDB (same series and time: the later overwrites the earlier), so the
