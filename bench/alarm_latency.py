@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as paho  # noqa: E402
 
 from bench.common import PacedPublisher, Receiver, metric, pct  # noqa: E402
+from devkit.services import Mosquitto  # noqa: E402
 from gateway.config import Config  # noqa: E402
-from gateway.services import Mosquitto  # noqa: E402
 from gateway.supervisor import Gateway  # noqa: E402
 
 N_BG = 5000

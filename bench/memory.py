@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import PacedPublisher, metric, rss_mb  # noqa: E402
+from devkit.services import Influxd, Mosquitto  # noqa: E402
 from gateway.config import Config  # noqa: E402
-from gateway.services import Influxd, Mosquitto  # noqa: E402
 from gateway.supervisor import Gateway  # noqa: E402
 
 N_TAGS = 5000

@@ -102,7 +102,7 @@ def free_ports(n: int) -> list[int]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from gateway.simulator.modbus_server import ModbusPlantServer
+    from devkit.simulator.modbus import ModbusPlantServer
 
     ports = [int(p) for p in args.ports.split(",")]
     sources = make_sources(args.scenario, ports, args.devices, args.points, args.interval)

@@ -45,11 +45,11 @@ import adapters.mqtt.adapter as adapter_mod  # noqa: E402
 from adapters.mqtt.adapter import MqttAdapter  # noqa: E402
 from adapters.mqtt.config import MqttSource, MqttSubscription  # noqa: E402
 from adapters.mqtt.payload import make_decoder  # noqa: E402
+from devkit.services import Mosquitto, find_binary  # noqa: E402
 from gateway.core.config import Tag  # noqa: E402
 from gateway.core.metrics import Metrics  # noqa: E402
 from gateway.core.sources import SourceContext  # noqa: E402
 from gateway.pipeline import Pipeline  # noqa: E402
-from gateway.services import Mosquitto, find_binary  # noqa: E402
 
 N_TAGS = 1000
 BASE_MS = 1_732_300_000_000

@@ -33,8 +33,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devkit.services import Influxd, Mosquitto, VictoriaMetrics  # noqa: E402
 from gateway.config import Config  # noqa: E402
-from gateway.services import Influxd, Mosquitto, VictoriaMetrics  # noqa: E402
 from gateway.supervisor import Gateway  # noqa: E402
 
 N_TAGS = 5000

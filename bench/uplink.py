@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as paho  # noqa: E402
 
 from bench.common import metric, pct  # noqa: E402
+from devkit.services import Mosquitto  # noqa: E402
 from gateway.config import Config  # noqa: E402
 from gateway.core.models import Reading, now_ns  # noqa: E402
-from gateway.services import Mosquitto  # noqa: E402
 from gateway.supervisor import Gateway  # noqa: E402
 
 TARGET_ALARM_MS = 1000.0

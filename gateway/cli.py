@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from gateway.config import Config
@@ -15,6 +15,8 @@ from gateway.validate import validate_file
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+# the scenarios live in devkit (devkit/simulator/scenarios.py), which the parser must not need
+SCENARIO_HELP = "a scenario of the plant simulator, e.g. chlorine-leak (an unknown name lists them all)"
 
 
 def _setup_logging(level: str) -> None:
@@ -69,9 +71,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(run_gateway(Path(args.config)))
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from gateway.simulator.plant import run_plant
+NO_DEVKIT = (
+    "error: `hazardgw {cmd}` needs the development kit (the devkit package), which this install of the "
+    "gateway does not have; run it from a source checkout (pip install -e .)"
+)
 
+
+def _devkit_missing(e: ModuleNotFoundError, cmd: str) -> int:
+    """Exit code for a command that needs devkit when it is not installed (anything else missing is a bug: raise)."""
+    if e.name is None or e.name.split(".")[0] != "devkit":
+        raise e
+    print(NO_DEVKIT.format(cmd=cmd), file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _check_scenario(name: str, known: Collection[str]) -> bool:
+    if name in known:
+        return True
+    print(f"error: unknown scenario {name!r}; known: {', '.join(sorted(known))}", file=sys.stderr)
+    return False
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    # devkit is dev-only: imported here, never at module level (tests/test_layering.py)
+    try:
+        from devkit.simulator.plant import run_plant
+        from devkit.simulator.scenarios import SCENARIOS
+    except ModuleNotFoundError as e:
+        return _devkit_missing(e, "simulate")
+    if not _check_scenario(args.scenario, SCENARIOS):
+        return EXIT_CONFIG
     config = _load_or_exit(args.config)
 
     async def main() -> None:
@@ -84,15 +113,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
-
+    try:
+        from devkit.demo import run_demo
+        from devkit.simulator.scenarios import SCENARIOS
+    except ModuleNotFoundError as e:
+        return _devkit_missing(e, "demo")
+    if not _check_scenario(args.scenario, SCENARIOS):
+        return EXIT_CONFIG
     return asyncio.run(run_demo(Path(args.config), duration=args.duration, scenario=args.scenario,
                                 workdir=Path(args.workdir) if args.workdir else None, speed=args.speed))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.simulator.scenarios import SCENARIOS
-
     p = argparse.ArgumentParser(prog="hazardgw", description="Major hazard source monitoring gateway")
     p.add_argument("--log-level", default="info", help="debug, info, warning, error")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -105,18 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-c", "--config", required=True)
     c.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("simulate", help="a plant: Modbus servers and MQTT publishers for the config's points")
+    s = sub.add_parser("simulate", help="a plant: Modbus servers and MQTT publishers for the config's points "
+                       "(needs the devkit package of a source checkout)")
     s.add_argument("-c", "--config", required=True)
-    s.add_argument("--scenario", default="normal", choices=sorted(SCENARIOS))
+    s.add_argument("--scenario", default="normal", help=SCENARIO_HELP)
     s.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--speed", type=float, default=1.0, help="play the scenario's clock this many times faster")
     s.set_defaults(func=cmd_simulate)
 
-    d = sub.add_parser("demo", help="Mosquitto + InfluxDB + simulator + gateway in one, until Ctrl-C")
+    d = sub.add_parser("demo", help="Mosquitto + InfluxDB + simulator + gateway in one, until Ctrl-C "
+                       "(needs the devkit package of a source checkout)")
     d.add_argument("-c", "--config", default="config/demo-site.yaml")
     d.add_argument("--duration", type=float, default=None, help="seconds; default: until Ctrl-C")
-    d.add_argument("--scenario", default="chlorine-leak", choices=sorted(SCENARIOS))
+    d.add_argument("--scenario", default="chlorine-leak", help=SCENARIO_HELP)
     d.add_argument("--workdir", default=None, help="keep server data here instead of a temp dir")
     d.add_argument("--speed", type=float, default=1.0, help="play the scenario's clock this many times faster")
     d.set_defaults(func=cmd_demo)

@@ -1,4 +1,4 @@
-"""Fixtures that run real servers (gateway.services) for the integration tests.
+"""Fixtures that run real servers (devkit.services) for the integration tests.
 
 * ``mosquitto``        function scope: a fresh anonymous broker per test (kill/restart freely).
 * ``mosquitto_tls``    function scope: plain + TLS listener (``.tls_port``, ``.tls_url``) using
@@ -30,7 +30,7 @@ from typing import TypeVar
 import pytest
 from helpers import INFLUX_PASSWORD, INFLUX_USER, MQTT_PASSWORD, MQTT_USER
 
-from gateway.services import (
+from devkit.services import (
     Influxd,
     Mosquitto,
     ServerProcess,

@@ -21,11 +21,11 @@ from helpers import async_wait_for
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from alerting import states as S
+from devkit.services import Mosquitto
+from devkit.simulator.mqtt import MqttPublisher
+from devkit.simulator.plant import Plant
 from gateway.api import hash_token
 from gateway.config import Config
-from gateway.services import Mosquitto
-from gateway.simulator.mqtt_publisher import MqttPublisher
-from gateway.simulator.plant import Plant
 from gateway.supervisor import Gateway
 from gateway.validate import load_config
 

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
+from devkit.services import find_binary, free_port
 from gateway.grafana.export import export
-from gateway.services import find_binary, free_port
 from gateway.validate import validate_file
 
 ROOT = Path(__file__).resolve().parents[1]

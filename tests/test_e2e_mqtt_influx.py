@@ -14,8 +14,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from helpers import async_wait_for
 
+from devkit.services import Influxd, Mosquitto, VictoriaMetrics
 from gateway.config import Config
-from gateway.services import Influxd, Mosquitto, VictoriaMetrics
 from gateway.supervisor import Gateway
 
 TS = 1_732_300_000_123_456_789

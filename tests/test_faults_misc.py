@@ -12,11 +12,11 @@ import paho.mqtt.client as paho
 from helpers import async_wait_for
 
 from alerting import AlarmEngine
+from devkit.services import Mosquitto, free_port
+from devkit.simulator.modbus import ModbusPlantServer
 from gateway.config import Config
 from gateway.core.metrics import Metrics
 from gateway.core.models import Reading
-from gateway.services import Mosquitto, free_port
-from gateway.simulator.modbus_server import ModbusPlantServer
 from gateway.supervisor import Gateway
 
 POLL = 0.5

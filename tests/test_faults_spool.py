@@ -38,10 +38,10 @@ import pytest
 import yaml
 from helpers import async_wait_for
 
+from devkit.services import Influxd, Mosquitto
 from gateway.config import Config
 from gateway.core.metrics import Metrics
 from gateway.core.models import Reading
-from gateway.services import Influxd, Mosquitto
 from gateway.spool.spool import _State
 from gateway.supervisor import Gateway
 

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from test_grafana_support import DEMO, demo_config
 
+from devkit.services import free_port
 from gateway.cli import main
 from gateway.grafana import uids
-from gateway.services import free_port
 
 TOKEN = "glsa_test_token_0123456789"
 SECRET = "influx-s3cr3t-for-push"

@@ -19,11 +19,11 @@ import pytest
 from test_grafana_support import all_queries, demo_config, gateway_lines, panels
 
 from alerting.events import AlarmEvent, alarm_line
+from devkit.services import Influxd
 from gateway.config import Config
 from gateway.core.lineprotocol import reading_line
 from gateway.grafana.export import build_site
 from gateway.grafana.influxql import expand_macros
-from gateway.services import Influxd
 from gateway.sinks.influx import reading_prefixes
 
 S = 1_000_000_000

@@ -7,11 +7,11 @@ from typing import Any
 
 from helpers import INFLUX_PASSWORD, INFLUX_USER, async_wait_for
 
+from devkit.services import Influxd, VictoriaMetrics
 from gateway.config import Config
 from gateway.core.config import Influx
 from gateway.core.metrics import Metrics
 from gateway.core.models import Reading
-from gateway.services import Influxd, VictoriaMetrics
 from gateway.sinks.influx import InfluxSink
 
 T0 = 1_732_300_000_123_456_789  # ns
@@ -206,7 +206,7 @@ async def test_v2_write_path_into_victoria_metrics(victoria: VictoriaMetrics) ->
 
 
 async def test_v2_connection_refused_is_retryable(victoria: VictoriaMetrics) -> None:
-    from gateway.services import free_port
+    from devkit.services import free_port
 
     cfg = site_config(url=f"http://127.0.0.1:{free_port()}", api="v2", bucket="b", org="o", token="t",
                       flush_interval="50ms", backoff_max="100ms", timeout="1s")

@@ -8,8 +8,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devkit.services import Influxd
 from gateway.core.lineprotocol import escape_key, escape_measurement, format_field, line, reading_line, series_prefix
-from gateway.services import Influxd
 
 
 def test_spec_examples() -> None:

@@ -1,6 +1,6 @@
 """End to end: the adapter against real pymodbus servers on loopback (no mocks).
 
-The servers are :class:`gateway.simulator.modbus_server.ModbusPlantServer`: MBAP framing
+The servers are :class:`devkit.simulator.modbus.ModbusPlantServer`: MBAP framing
 for ``modbus_tcp``, RTU framing over TCP for ``framer: rtu`` and ``socket://`` sources,
 and a pymodbus serial server behind a pty pair for a real serial port.
 """
@@ -27,11 +27,11 @@ from adapters.modbus.adapter import ModbusSourceAdapter
 from adapters.modbus.build import build_modbus_sources
 from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
 from adapters.modbus.points import PointCodec
+from devkit.simulator.modbus import ModbusPlantServer
 from gateway.core.config import Tag
 from gateway.core.metrics import Metrics
 from gateway.core.models import Quality, Reading
 from gateway.core.sources import SourceContext
-from gateway.simulator.modbus_server import ModbusPlantServer
 
 ModbusSource = ModbusTcpSource | ModbusRtuSource
 

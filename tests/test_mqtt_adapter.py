@@ -24,11 +24,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from adapters.mqtt.adapter import MqttAdapter
 from adapters.mqtt.config import MqttSource
+from devkit.services import Mosquitto, TlsFiles, make_test_pki
 from gateway.core.config import Tag
 from gateway.core.metrics import Metrics
 from gateway.core.models import Quality, Reading
 from gateway.core.sources import SourceContext
-from gateway.services import Mosquitto, TlsFiles, make_test_pki
 
 TS_MS = 1732300000123
 TS_NS = TS_MS * 1_000_000

@@ -14,13 +14,13 @@ import pytest
 from prometheus_client import generate_latest
 from test_api_support import H_VIEWER, TOKENS
 
+from devkit.services import free_port
 from gateway.api import build_app
 from gateway.api.schemas import OnlineOut
 from gateway.config import Config
 from gateway.core.metrics import Metrics
 from gateway.core.models import Reading
 from gateway.online import OnlineRate
-from gateway.services import free_port
 from gateway.supervisor import Gateway
 
 T0 = 28_333_334 * 60.0  # a minute boundary (2023-11-14)

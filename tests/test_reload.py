@@ -8,10 +8,10 @@ from typing import Any
 
 from helpers import async_wait_for
 
+from devkit.services import free_port
+from devkit.simulator.modbus import ModbusPlantServer
 from gateway.config import Config
 from gateway.core.models import Reading
-from gateway.services import free_port
-from gateway.simulator.modbus_server import ModbusPlantServer
 from gateway.supervisor import Gateway, _sources_to_restart
 
 

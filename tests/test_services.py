@@ -22,7 +22,7 @@ from helpers import (
     wait_for,
 )
 
-from gateway.services import (
+from devkit.services import (
     Influxd,
     Mosquitto,
     ServiceError,

@@ -9,9 +9,9 @@ from pathlib import Path
 from helpers import async_wait_for
 from test_influx_sink import count, readings, site_config
 
+from devkit.services import Influxd
 from gateway.core.metrics import Metrics
 from gateway.selfmetrics import SelfMetricsWriter
-from gateway.services import Influxd
 from gateway.sinks.influx import InfluxSink
 
 

@@ -23,9 +23,9 @@ import pytest
 from helpers import MQTT_PASSWORD, MQTT_USER, async_wait_for
 from uplink_schemas import SCHEMAS
 
+from devkit.services import Mosquitto, TlsFiles
 from gateway.config import Config
 from gateway.core.models import Quality, Reading, now_ns
-from gateway.services import Mosquitto, TlsFiles
 from gateway.supervisor import Gateway
 from gateway.validate import validate_text
 

@@ -11,9 +11,9 @@ from typing import Any
 from helpers import async_wait_for
 from test_uplink_mqtt import config_text, emit
 
+from devkit.receivers.tcp_aes import AesTcpPlatform
 from gateway.config import Config
 from gateway.supervisor import Gateway
-from gateway.uplink.tcp_aes_server import AesTcpPlatform
 from gateway.validate import validate_text
 
 KEY = bytes(range(32))

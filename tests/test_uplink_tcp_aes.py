@@ -18,10 +18,11 @@ import pytest
 from helpers import async_wait_for
 
 from alerting.events import AlarmEvent
+from devkit.receivers.tcp_aes import AesTcpPlatform
+from devkit.services import TlsFiles, free_port
 from gateway.config import Config
 from gateway.core.config import Uplink
 from gateway.core.models import now_ns
-from gateway.services import TlsFiles, free_port
 from gateway.uplink.profile import Heartbeat, Message, TagValue, Transport, TransportError, resolve_profile
 from gateway.uplink.tcp_aes import (
     MAX_FRAME,
@@ -32,7 +33,6 @@ from gateway.uplink.tcp_aes import (
     read_frame,
     seal,
 )
-from gateway.uplink.tcp_aes_server import AesTcpPlatform
 from gateway.validate import validate_text
 
 SITE = "91430900DEMO0001XX"

@@ -1,4 +1,5 @@
-"""Flow control between the broker socket and the decoder: the only module that touches aiomqtt internals.
+"""Flow control between the broker socket and the decoder: the only module touching aiomqtt internals
+(with gateway/core/mqttclient.py, the connection helpers it shares with the uplink).
 
 aiomqtt 2.5 hands every incoming PUBLISH to an ``asyncio.Queue`` from inside the socket
 reader callback; when that queue is full it *discards* the message, after paho has
@@ -24,8 +25,9 @@ pipeline, not a normal condition).
 
 Internals used (aiomqtt 2.5.x, paho-mqtt 2.x): ``Client._client`` (the paho client),
 ``Client._disconnected`` (future set when the connection ends), ``Client._connected``
-(future set on CONNACK, see :func:`fail_fast_connect`), and the shape of
-aiomqtt's socket reader callback, which :meth:`ReadGate._on_readable` reproduces. The
+(future set on CONNACK, see :func:`~gateway.core.mqttclient.fail_fast_connect`, which the
+uplink's MQTT transport shares), and the shape of aiomqtt's socket reader callback, which
+:meth:`ReadGate._on_readable` reproduces. The
 backpressure and reconnect integration tests fail if these change.
 """
 
@@ -39,6 +41,10 @@ from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
+
+# shared with the uplink's MQTT transport, so they live in the core; re-exported here
+from gateway.core.mqttclient import disconnected as disconnected
+from gateway.core.mqttclient import fail_fast_connect as fail_fast_connect
 
 Item = tuple[int, aiomqtt.Message]  # (receive time ns, message)
 
@@ -165,32 +171,6 @@ class ReadGate:
             fut = self._client._disconnected
             if not fut.done():
                 fut.set_exception(exc)
-
-
-def fail_fast_connect(client: aiomqtt.Client) -> None:
-    """Fail the CONNACK wait as soon as the connection closes, not after the full timeout.
-
-    aiomqtt ignores a disconnect that happens before CONNACK (for example a broker that
-    rejects our TLS client certificate after a TLS 1.3 handshake, or closes on a bad
-    CONNECT), so ``__aenter__`` would wait its whole timeout.
-    """
-    paho = client._client
-    original = paho.on_disconnect
-
-    def on_disconnect(*args: Any) -> None:
-        fut = client._connected
-        if not fut.done():
-            reason = args[3] if len(args) > 3 else "?"
-            fut.set_exception(aiomqtt.MqttError(f"connection closed before CONNACK ({reason})"))
-        if original is not None:
-            original(*args)
-
-    paho.on_disconnect = on_disconnect
-
-
-def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
-    """The future aiomqtt completes when this connection ends."""
-    return client._disconnected
 
 
 async def next_item(client: aiomqtt.Client, queue: FlowQueue, stop: asyncio.Future[None]) -> Item | None:

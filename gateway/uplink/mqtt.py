@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from adapters.mqtt import flow
+from gateway.core import mqttclient
 from gateway.core.tls import load_client_context
 from gateway.uplink.profile import Message, Transport, TransportError
 
@@ -52,7 +52,7 @@ class MqttTransport(Transport):
     @property
     def connected(self) -> bool:
         c = self._client
-        return c is not None and not flow.disconnected(c).done()
+        return c is not None and not mqttclient.disconnected(c).done()
 
     async def connect(self) -> None:
         await self.close()
@@ -72,7 +72,7 @@ class MqttTransport(Transport):
             max_inflight_messages=self.max_inflight, **kw,
         )
         client.pending_calls_threshold = 10_000  # aiomqtt warns above 10: a backlog batch is normal here
-        flow.fail_fast_connect(client)
+        mqttclient.fail_fast_connect(client)
         try:
             await client.__aenter__()
         except (aiomqtt.MqttError, OSError, ssl.SSLError, ValueError) as e:
@@ -81,7 +81,7 @@ class MqttTransport(Transport):
 
     async def send(self, messages: Sequence[Message]) -> None:
         client = self._client
-        if client is None or flow.disconnected(client).done():
+        if client is None or mqttclient.disconnected(client).done():
             raise TransportError("not connected")
         qos = self.uplink.qos
         # gather starts the publishes in order: paho queues them in that order on the socket
@@ -100,6 +100,6 @@ class MqttTransport(Transport):
         if client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.__aexit__(None, None, None), 2.0)
-            gone = flow.disconnected(client)
+            gone = mqttclient.disconnected(client)
             if gone.done() and not gone.cancelled():
                 gone.exception()  # retrieved: the reason was already reported by send()/connect()

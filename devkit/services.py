@@ -560,7 +560,7 @@ class Mosquitto(ServerProcess):
             self._tls_port = free_port()
 
     def config_text(self) -> str:
-        lines = ["# written by gateway.services.Mosquitto; rewritten on every start"]
+        lines = ["# written by devkit.services.Mosquitto; rewritten on every start"]
         if os.geteuid() == 0:
             lines.append("user root")
         lines += [
@@ -672,7 +672,7 @@ class Influxd(ServerProcess):
     def config_text(self) -> str:
         w = self.workdir
         return f"""\
-# written by gateway.services.Influxd; rewritten on every start
+# written by devkit.services.Influxd; rewritten on every start
 reporting-disabled = true
 reporting-enabled = false
 bind-address = "{HOST}:{self.rpc_port}"

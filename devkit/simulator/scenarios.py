@@ -10,26 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
-from adapters.mqtt.config import MqttSource
-from gateway.config import Config
-from gateway.core.config import Tag
+from devkit.simulator import SourceTraits
+from gateway.core.config import SiteConfig, Tag
 
 
 @dataclass
 class Effects:
     values: dict[str, float] = field(default_factory=dict)  # tag -> overriding value
     faults: set[str] = field(default_factory=set)  # detector tags whose fault point is set
-    silent_tags: set[str] = field(default_factory=set)  # MQTT tags not published
-    silent_sources: set[str] = field(default_factory=set)  # Modbus sources not answering
+    silent_tags: set[str] = field(default_factory=set)  # tags left out (by devices that can)
+    silent_sources: set[str] = field(default_factory=set)  # sources not answering / publishing
 
 
 class Scenario:
     name = "normal"
     description = "normal operation: every value inside its normal band"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: SiteConfig, traits: SourceTraits | None = None) -> None:
         self.config = config
+        self.traits = traits or SourceTraits()
         self.tags = config.tag_map()
 
     def effects(self, t: float) -> Effects:
@@ -61,8 +60,8 @@ class LeakScenario(Scenario):
     peak = 1.6
     start, rise, hold, fall, cycle = 10.0, 60.0, 90.0, 60.0, 300.0
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
+    def __init__(self, config: SiteConfig, traits: SourceTraits | None = None) -> None:
+        super().__init__(config, traits)
         cands = [
             t for t in config.tags
             if t.kind == self.kind and (not self.gases or (t.gas or "").upper() in self.gases)
@@ -116,7 +115,7 @@ class PressureExcursion(LeakScenario):
             return e
         k = ramp(t, self.start, self.rise, self.hold, self.fall, self.cycle)
         if k > 0:
-            from gateway.simulator.signals import normal_band
+            from devkit.simulator.signals import normal_band
 
             lo, hi = normal_band(p)
             base = (lo + hi) / 2
@@ -129,27 +128,19 @@ class SensorFault(Scenario):
     description = "a detector reports a fault on its status point; another detector goes silent"
     start = 10.0
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self.fault_tag: str | None = None
+    def __init__(self, config: SiteConfig, traits: SourceTraits | None = None) -> None:
+        super().__init__(config, traits)
+        # the first detector with a fault status point; a gas detector a device can leave
+        # out alone, else (none can) the last simulated source goes silent as a whole
+        self.fault_tag: str | None = next((fp.detector for fp in self.traits.fault_points.values()), None)
         self.silent_tag: str | None = None
         self.silent_source: str | None = None
-        mqtt_tags: set[str] = set()
-        for s in config.sources:
-            if isinstance(s, ModbusTcpSource | ModbusRtuSource):
-                for p in s.points:
-                    if p.fault and self.fault_tag is None:
-                        self.fault_tag = p.tag
-            elif isinstance(s, MqttSource):
-                for sub in s.subscriptions:
-                    mqtt_tags.update(pt.tag for pt in sub.points)
         gas = [t.id for t in config.tags if t.kind in ("toxic_gas", "combustible_gas", "oxygen")]
-        silent = [t for t in gas if t in mqtt_tags and t != self.fault_tag]
+        silent = [t for t in gas if t in self.traits.silenceable_tags and t != self.fault_tag]
         if silent:
             self.silent_tag = silent[0]
-        else:
-            modbus = [s.id for s in config.sources if isinstance(s, ModbusTcpSource | ModbusRtuSource)]
-            self.silent_source = modbus[-1] if modbus else None
+        elif self.traits.sources:
+            self.silent_source = self.traits.sources[-1]
 
     def effects(self, t: float) -> Effects:
         e = Effects()

@@ -1,5 +1,8 @@
 """Publishes simulated values on the config's MQTT subscriptions.
 
+The simulator module of the MQTT source spec (``traits`` and ``build`` at the end
+implement the contract in :mod:`devkit.simulator`).
+
 * ``json`` subscriptions: one document per tick on the subscription's topic (``+`` and
   ``#`` filled with ``sim``), with each point's value at its JSON path and the epoch-ms
   timestamp at its ``ts_path``. Paths of the form ``$.a.b`` are supported here.
@@ -11,15 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import aiomqtt
 
 from adapters.mqtt.config import MqttSource, MqttSubscription
-from gateway.config import Config
+from devkit.simulator import SimulatedDevice, SourceTraits
+from gateway.core.config import SiteConfig, SourceConfig
+
+if TYPE_CHECKING:
+    from devkit.simulator.plant import Frame
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +63,15 @@ class Feed:
 
 
 class MqttPublisher:
-    """One client per MQTT source of the config."""
+    """One client per MQTT source: ``sources``, or every MQTT source of the config."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: SiteConfig, sources: Sequence[MqttSource] | None = None) -> None:
         self.config = config
         bound = set(config.source_of_tag())
         self.unbound = [t.id for t in config.tags if t.id not in bound]
-        self.feeds = [
-            Feed(s, sub, concrete_topic(sub.topic))
-            for s in config.sources
-            if isinstance(s, MqttSource)
-            for sub in s.subscriptions
-        ]
+        if sources is None:
+            sources = [s for s in config.sources if isinstance(s, MqttSource)]
+        self.feeds = [Feed(s, sub, concrete_topic(sub.topic)) for s in sources for sub in s.subscriptions]
         self._clients: dict[str, aiomqtt.Client] = {}
         self.published = 0
         self.errors = 0
@@ -97,10 +101,20 @@ class MqttPublisher:
                 pass
         self._clients.clear()
 
-    async def publish(self, values: Mapping[str, float | None], ts_ms: int, silent: set[str]) -> None:
+    async def show(self, frame: Frame, ts_ms: int) -> None:
+        """One plant frame: publish it, without the frame's silent tags and sources."""
+        await self.publish(frame.values, ts_ms, frame.effects.silent_tags, frame.effects.silent_sources)
+
+    async def publish(
+        self,
+        values: Mapping[str, float | None],
+        ts_ms: int,
+        silent: Set[str],
+        silent_sources: Set[str] = frozenset(),
+    ) -> None:
         for f in self.feeds:
             client = self._clients.get(f.source.id)
-            if client is None:
+            if client is None or f.source.id in silent_sources:
                 continue
             if f.sub.format == "json":
                 doc: dict[str, Any] = {}
@@ -131,3 +145,15 @@ class MqttPublisher:
                 self.errors += 1
                 if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
                     log.warning("simulator publish to %s failed (%d so far): %s", f.topic, self.errors, e)
+
+
+# ---------------------------------------------------------------------- simulator contract
+
+
+def traits(configs: Sequence[SourceConfig]) -> SourceTraits:
+    """Every tag a point binds can be left out of the published documents on its own."""
+    return SourceTraits(silenceable_tags=frozenset(t for cfg in configs for t in cfg.point_tags()))
+
+
+def build(configs: Sequence[SourceConfig], site: SiteConfig) -> list[SimulatedDevice]:
+    return [MqttPublisher(site, cast(Sequence[MqttSource], configs))]

@@ -23,8 +23,8 @@ import paho.mqtt.client as paho
 from aiohttp import web
 
 from alerting import AlarmEvent
+from devkit.services import Influxd, Mosquitto, free_port
 from gateway.core.config import Tag
-from gateway.services import Influxd, Mosquitto, free_port
 from gateway.supervisor import Gateway
 from gateway.validate import validate_file
 

@@ -1,5 +1,8 @@
 """Modbus devices for the plant simulator and the tests: real pymodbus 3.16 servers.
 
+The simulator module of the Modbus source spec (``traits`` and ``build`` at the end
+implement the contract in :mod:`devkit.simulator`).
+
 :class:`ModbusPlantServer` serves every point of a list of Modbus source configs: one
 server per endpoint (``host:port``), MBAP framing for ``modbus_tcp`` sources and RTU
 framing for ``framer: rtu`` and ``socket://`` RTU sources, with one device per device id.
@@ -27,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
@@ -46,7 +49,11 @@ from adapters.modbus.encoder import (
 )
 from adapters.modbus.planner import BIT_TABLES
 from adapters.modbus.transport import TransportSpec, transport_spec
-from gateway.core.config import Tag
+from devkit.simulator import FaultPoint, SimulatedDevice, SourceTraits
+from gateway.core.config import SiteConfig, SourceConfig, Tag
+
+if TYPE_CHECKING:
+    from devkit.simulator.plant import Frame
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +128,7 @@ class ModbusPlantServer:
         self._by_source: dict[str, _Device] = {}
         self._fault_state: dict[str, bool] = {}  # fault point tag -> state that means "fault"
         self._running = False
+        self._silenced: set[str] = set()  # sources silenced by the plant (show)
         serial_ports = dict(serial_ports or {})
         for cfg in sources:
             spec = transport_spec(cfg)
@@ -296,6 +304,20 @@ class ModbusPlantServer:
     def has_tag(self, tag: str) -> bool:
         return tag in self._points
 
+    async def show(self, frame: Frame, ts_ms: int) -> None:
+        """One plant frame: every value of a tag served here, and the sources the frame
+        silences stop answering (until a frame leaves them out). Tags cannot be left out
+        one by one: a polled device answers with its whole register block."""
+        for tag, v in frame.values.items():
+            if v is not None and tag in self._points:
+                self.set_value(tag, v)
+        silent = frame.effects.silent_sources & self._by_source.keys()
+        for sid in silent - self._silenced:
+            self.set_silent(sid, True)
+        for sid in self._silenced - silent:
+            self.set_silent(sid, False)
+        self._silenced = silent
+
     def _ref(self, tag: str) -> _PointRef:
         try:
             return self._points[tag]
@@ -435,3 +457,23 @@ class ModbusPlantServer:
             for ep in self._endpoints.values()
             for d in ep.devices.values()
         }
+
+
+# ---------------------------------------------------------------------- simulator contract
+
+
+def traits(configs: Sequence[SourceConfig]) -> SourceTraits:
+    """Fault status points of the detectors (``fault:`` on a point); no single tag can be left out."""
+    return SourceTraits(
+        fault_points={
+            p.fault: FaultPoint(p.tag, p.fault_state)
+            for cfg in cast(Sequence[ModbusSource], configs)
+            for p in cfg.points
+            if p.fault
+        }
+    )
+
+
+def build(configs: Sequence[SourceConfig], site: SiteConfig) -> list[SimulatedDevice]:
+    """One server set for all the Modbus sources: sources sharing an endpoint share a server."""
+    return [ModbusPlantServer(cast(Sequence[ModbusSource], configs), site.tag_map())]

@@ -1,1 +1,0 @@
-"""Plant simulator: Modbus servers and MQTT publishers that play a site config."""
