@@ -60,6 +60,11 @@ class Pipeline:
             self._subscribers.remove(sub)
 
     @property
+    def subscribers(self) -> tuple[Subscriber, ...]:
+        """The subscribers, in dispatch order."""
+        return tuple(self._subscribers)
+
+    @property
     def depth(self) -> int:
         return self._count
 

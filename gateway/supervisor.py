@@ -4,6 +4,12 @@ Data flows one way: adapters -> pipeline -> {live state, alarm engine, sinks}. S
 is downstream first (sinks, pipeline, watchers) so nothing produced is refused; stop order
 is upstream first (adapters, then the pipeline drains, then sinks flush). Nothing here is
 global: two ``Gateway`` objects in one process are independent (tests rely on it).
+
+Components do not subscribe themselves to each other: :meth:`Gateway._wiring` is the one
+place that says who gets readings, alarm events and push records, and in which order, and
+:meth:`Gateway._wire` connects exactly that, once per generation of downstream components.
+The API gets a :class:`~gateway.api.facade.GatewayFacade` (what it reads and the actions it
+may take), never the gateway.
 """
 
 from __future__ import annotations
@@ -12,13 +18,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from adapters.registry import build_sources, spec_of
 from alerting import AlarmEngine, AlarmEvent, Journal, alarm_line
 from alerting.notify import Notifier, NotifyRecord, notify_line
-from gateway.api.ack import ack_router
+from gateway.api.ack import AckLinks, ack_router
+from gateway.api.context import ApiSettings
+from gateway.api.facade import GatewayFacade
 from gateway.api.server import ApiServer  # API and duty console (issue 6)
 from gateway.config import Config
 from gateway.core.intervals import stale_limits
@@ -26,7 +35,7 @@ from gateway.core.metrics import Metrics
 from gateway.core.sources import SourceAdapter, SourceContext
 from gateway.livestate import LiveState, StaleWatcher
 from gateway.online import OnlineRate, default_interval_of
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, Subscriber
 from gateway.selfmetrics import SelfMetricsWriter
 from gateway.sinks.influx import InfluxSink
 from gateway.uplink import UplinkService
@@ -46,6 +55,25 @@ class Component(Protocol):
 # A change of ``sources`` alone restarts only the affected sources.
 DOWNSTREAM_SECTIONS = tuple(f for f in Config.model_fields if f != "sources")
 
+AlarmCallback = Callable[[AlarmEvent], None]
+RecordCallback = Callable[[NotifyRecord], None]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """Who gets what, in order (made by :meth:`Gateway._wiring`; read its comments)."""
+
+    readings: tuple[Subscriber, ...] = ()  # pipeline subscribers, each batch in this order
+    alarm_events: tuple[tuple[str, AlarmCallback], ...] = ()  # alarm engine subscribers
+    notify_records: tuple[tuple[str, RecordCallback], ...] = ()  # notifier subscribers
+
+    def names(self) -> dict[str, list[str]]:
+        return {
+            "readings": [s.name for s in self.readings],
+            "alarm_events": [n for n, _ in self.alarm_events],
+            "notify_records": [n for n, _ in self.notify_records],
+        }
+
 
 class Gateway:
     def __init__(
@@ -56,21 +84,23 @@ class Gateway:
         clock: Callable[[], float] = time.monotonic,
         pipeline_max: int = 100_000,
         self_metrics_interval: float = 10.0,
+        api_settings: ApiSettings | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.self_metrics_interval = self_metrics_interval
+        self.api_settings = api_settings
         # kept across reloads: the pipeline and the live state
         self.pipeline = Pipeline(self.metrics, max_readings=pipeline_max)
         self.live = LiveState(clock)
-        self.pipeline.subscribe(self.live)
         # data online rate (数据在线率): kept across reloads like the live state
         self.online = OnlineRate(
             config, self.metrics, path=Path(config.store.path) / "online.json",
             default_interval=default_interval_of(config),
         )
-        self.pipeline.subscribe(self.online)
+        self.wiring = Wiring()  # what _wire connected last (nothing yet)
+        self._unwire: list[Callable[[], None]] = []
         self.extra_health: dict[str, Callable[[], dict[str, Any]]] = {"online": self.online.health}
         self._build_downstream(config)
         self.sources: list[SourceAdapter] = build_sources(config.sources, self._source_context(config))
@@ -78,13 +108,12 @@ class Gateway:
 
     # ------------------------------------------------------------------ building
     def _build_downstream(self, config: Config) -> None:
-        """Alarm engine, InfluxDB sink, watchers and API for ``config``, subscribed in order:
-        live state, then the alarm engine decides on the reading, then the reading is queued
-        for InfluxDB."""
+        """Alarm engine, notifier, InfluxDB sink, watchers, uplink and API for ``config``
+        (``self.config`` is ``config`` already), then :meth:`_wire` connects them."""
         self.store_path = Path(config.store.path)
         self.journal = Journal.from_config(config, self.metrics)
         self.alarms = AlarmEngine(config, self.metrics, self.journal, clock=self.clock)
-        # pushes to duty officers (issue 5): subscribes to the engine, durable outbox
+        # pushes to duty officers (issue 5): alarm events in, durable outbox
         self.notifier = Notifier(config, self.alarms, self.metrics, clock=self.clock)
         self.influx: InfluxSink | None = None
         self.self_metrics: SelfMetricsWriter | None = None
@@ -98,12 +127,6 @@ class Gateway:
             self.self_metrics = SelfMetricsWriter(
                 config.site.code, self.metrics, self.influx, interval=self.self_metrics_interval
             )
-            # alarm events take the sink's priority buffer, ahead of any reading backlog
-            self.alarms.subscribe(self._alarm_to_influx)
-            self.notifier.subscribe(self._notify_to_influx)
-        self.pipeline.subscribe(self.alarms)
-        if self.influx is not None:
-            self.pipeline.subscribe(self.influx)
         self.stale = StaleWatcher(self.live, self.pipeline, stale_limits(config), clock=self.clock)
         # --- uplink to the regulator's platform (issue 9): own durable spool {store.path}/spool/uplink
         self.uplink: UplinkService | None = None
@@ -114,8 +137,97 @@ class Gateway:
                 online=getattr(self, "online", None), health=self.health,
             )
         # --- API and duty console (issue 6): HTTP API, SSE, console, /metrics on api.listen
-        self.api: ApiServer | None = (
-            ApiServer(self, extra_routers=[ack_router(self.notifier)]) if config.api.enabled else None
+        self.api: ApiServer | None = None
+        if config.api.enabled:
+            self.api = ApiServer(
+                self.api_facade(), extra_routers=[ack_router(AckLinks.of(self.notifier))], settings=self.api_settings
+            )
+        self._wire()
+
+    def _wiring(self) -> Wiring:
+        """THE place that decides who gets readings, alarm events and push records, and in
+        which order. Components never subscribe themselves; they expose ``on_readings`` /
+        ``on_alarm_event`` and :meth:`_wire` connects what this returns."""
+        # Readings: the pipeline hands every batch to these, in this order, synchronously
+        # (each only updates memory or appends to its own bounded buffer).
+        readings: list[Subscriber] = [
+            # 1. live state first: whatever reacts to this batch (an alarm event on the
+            #    console or the uplink, a scrape) reads the value that caused it
+            self.live,
+            # 2. data online rate (counts arrivals; survives reloads like the live state)
+            self.online,
+            # 3. the alarm engine decides on the readings; its events go out synchronously
+            #    to the alarm subscribers below before the next subscriber gets the batch
+            self.alarms,
+        ]
+        if self.influx is not None:
+            # 4. the readings queued for InfluxDB (alarm lines of step 3 are already in the
+            #    sink's priority buffer, which is written ahead of any reading backlog)
+            readings.append(self.influx)
+        if self.api is not None:
+            # 5. the console's trends: marks changed tags; the SSE hub sends them once a second
+            readings.append(self.api.trends)
+
+        # Alarm events. Before any of these runs, the engine has put the event in its
+        # history and in the alarm journal's queue (the durable record, alerting/journal.py).
+        # Each callback is synchronous and cheap (an append to its own bounded buffer, no
+        # I/O) and isolated (an exception is counted in hazardgw_alarm_callback_errors and
+        # the next one still runs), so the order only decides who is first by microseconds;
+        # the longest road to a person goes first. This is the order the components had when
+        # they subscribed themselves (notifier at construction, then InfluxDB, then uplink
+        # and console at their start).
+        alarm_events: list[tuple[str, AlarmCallback]] = [
+            # 1. pushes to the duty officers' phones (the slowest path to a human: the
+            #    notifier's task commits the escalation to its outbox, then a messenger
+            #    round trip)
+            ("notifier", self.notifier.on_alarm_event),
+        ]
+        if self.influx is not None:
+            # 2. the alarm record in InfluxDB (priority buffer, spooled to disk)
+            alarm_events.append(("influx", self._alarm_to_influx))
+        if self.uplink is not None:
+            # 3. the regulator's platform (its own durable spool)
+            alarm_events.append(("uplink", self.uplink.on_alarm_event))
+        if self.api is not None:
+            # 4. the duty console (SSE; nothing to do without connected clients)
+            alarm_events.append(("api-events", self.api.hub.on_alarm_event))
+
+        # Push records (notified / escalated) of the notifier.
+        notify_records: list[tuple[str, RecordCallback]] = []
+        if self.influx is not None:
+            notify_records.append(("influx", self._notify_to_influx))  # the push record in InfluxDB
+        return Wiring(tuple(readings), tuple(alarm_events), tuple(notify_records))
+
+    def _wire(self) -> None:
+        """Connect :meth:`_wiring` for the current components, replacing what the previous
+        call connected (so N reloads leave exactly one subscription each). Called while
+        nothing is dispatched: at construction, or inside ``pipeline.hold()`` on reload."""
+        for undo in self._unwire:
+            undo()
+        for sub in self.wiring.readings:
+            self.pipeline.unsubscribe(sub)
+        new = self._wiring()
+        for sub in new.readings:
+            self.pipeline.subscribe(sub)
+        unwire: list[Callable[[], None]] = []
+        for _, on_event in new.alarm_events:
+            unwire.append(self.alarms.subscribe(on_event))
+        for _, on_record in new.notify_records:
+            unwire.append(self.notifier.subscribe(on_record))
+        self._unwire = unwire
+        self.wiring = new
+
+    def api_facade(self) -> GatewayFacade:
+        """What the API reads and the actions it may take, for the current components."""
+        return GatewayFacade(
+            config=self.config,
+            latest=self.live.latest,
+            alarms=self.alarms,
+            actions=self.alarms,
+            health=self.health,
+            online_rates=self.online.rates,
+            sources=lambda: self.sources,
+            registry=self.metrics.registry,
         )
 
     def _source_context(self, config: Config) -> SourceContext:
@@ -209,11 +321,8 @@ class Gateway:
             async with self.pipeline.hold():
                 downstream = [c for c in self._downstream() if c is not self.pipeline]
                 await self._stop_components(reversed(downstream))
-                self.pipeline.unsubscribe(self.alarms)
-                if self.influx is not None:
-                    self.pipeline.unsubscribe(self.influx)
                 self.config = new
-                self._build_downstream(new)
+                self._build_downstream(new)  # and _wire: the new components replace the old
                 for c in self._downstream():
                     if c is not self.pipeline:
                         await c.start()

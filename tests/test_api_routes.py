@@ -416,7 +416,7 @@ async def test_build_app_over_asgi_with_an_extra_router(tmp_path: Path) -> None:
     async def one_tap(token: str) -> dict[str, int]:
         return {"length": len(token)}
 
-    app = build_app(gw, extra_routers=[extra], settings=ApiSettings(sse_interval=0.1))
+    app = build_app(gw.api_facade(), extra_routers=[extra], settings=ApiSettings(sse_interval=0.1))
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)

@@ -31,10 +31,10 @@ Received = list[tuple[float, str, Any]]
 async def running(tmp_path: Path, settings: ApiSettings, n_extra: int = 0) -> AsyncIterator[tuple[Gateway, ApiServer]]:
     extra = [{"id": f"T{i:04d}", "kind": "analog", "unit": "%", "range": [0, 100], "stale_after": "1h"}
              for i in range(n_extra)]
-    gw = Gateway(site(tmp_path / "store", api={"enabled": False}, extra_tags=extra))
-    await gw.start()
-    srv = ApiServer(gw, listen="127.0.0.1:0", settings=settings)
-    await srv.start()
+    gw = Gateway(site(tmp_path / "store", extra_tags=extra), api_settings=settings)  # api.listen 127.0.0.1:0
+    assert gw.api is not None
+    srv = gw.api
+    await gw.start()  # starts the API last, wired to the engine and the pipeline by the supervisor
     try:
         yield gw, srv
     finally:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from helpers import async_wait_for
 from test_notify_support import Clock, Harness, Receiver, site_config
 
-from gateway.api.ack import ack_router
+from gateway.api.ack import AckLinks, ack_router
 
 LINK = re.compile(r"http://127\.0\.0\.1:8080(/ack/[\w-]+\.[\w-]+)")
 
@@ -43,7 +43,7 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     clock = Clock("2026-03-02 10:00")
     h = await Harness(site_config(rx, tmp_path), clock).start()
     app = FastAPI()
-    app.include_router(ack_router(h.notifier))
+    app.include_router(ack_router(AckLinks.of(h.notifier)))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8080")
     try:
         yield Env(rx, h, clock, client)
@@ -115,7 +115,7 @@ async def test_the_link_is_single_use_across_a_restart(env: Env, tmp_path: Path)
     h2 = await Harness(env.h.config, env.clock).start()
     try:
         app = FastAPI()
-        app.include_router(ack_router(h2.notifier))
+        app.include_router(ack_router(AckLinks.of(h2.notifier)))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c:
             r = await c.post(path)
         assert r.status_code == 409 and "已使用" in r.text

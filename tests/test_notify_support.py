@@ -241,6 +241,7 @@ class Harness:
         kw: dict[str, Any] = {"tick_interval": 0.01, "stop_grace": 1.0} if clock is not None else {}
         kw.update(notifier_kw)
         self.notifier = Notifier(config, self.engine, self.metrics, clock=mono, wall=self.wall, **kw)
+        self.engine.subscribe(self.notifier.on_alarm_event)  # as gateway/supervisor.py wires it
         self.records: list[NotifyRecord] = []
         self.notifier.subscribe(self.records.append)
 

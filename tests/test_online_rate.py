@@ -349,7 +349,7 @@ async def test_api_online_route(tmp_path: Path) -> None:
     clk = Clock()
     gw.online = OnlineRate(cfg, gw.metrics, clock=clk)
     run(gw.online, clk, 600, ALL_A)
-    app = build_app(gw)
+    app = build_app(gw.api_facade())
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
             r = await c.get("/api/online")

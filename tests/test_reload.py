@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 from typing import Any
 
+import httpx
 from helpers import async_wait_for
+from test_api_support import H_OPERATOR, H_VIEWER, TOKENS, sse_events
 
 from devkit.services import free_port
 from devkit.simulator.modbus import ModbusPlantServer
@@ -37,7 +40,7 @@ def site(tmp: Path, port_a: int, port_b: int, *, h_limit: float = 20.0, extra_po
                 {"id": "PT-2", "hazard_source": "HS-1", "kind": "pressure", "unit": "MPa", "range": [0, 10]},
                 {"id": "PT-3", "hazard_source": "HS-1", "kind": "pressure", "unit": "MPa", "range": [0, 10]},
             ],
-            "api": {"enabled": api, "listen": "127.0.0.1:0"},
+            "api": {"enabled": api, "listen": "127.0.0.1:0", "tokens": TOKENS},
             "store": {"path": str(tmp / "store")},
         }
     )
@@ -120,3 +123,57 @@ async def test_reload_with_the_same_config_changes_nothing(tmp_path: Path) -> No
         assert gw.alarms is engine
     finally:
         await gw.stop()
+
+
+async def test_two_reloads_leave_every_subscriber_wired_once(tmp_path: Path) -> None:
+    """The supervisor rebuilds its wiring on every reload: after two of them each pipeline
+    subscriber is there once, in the declared order, and an alarm event reaches the
+    console exactly once."""
+    port_a, port_b = free_port(), free_port()
+    cfg1 = site(tmp_path, port_a, port_b, api=True)
+    plant = ModbusPlantServer([*cfg1.sources], cfg1.tag_map())
+    await plant.start()
+    plant.set_value("GT-1", 5.0)
+    plant.set_value("PT-2", 1.0)
+    gw = Gateway(cfg1)
+    try:
+        await gw.start()
+        for limit in (22.0, 24.0):  # a tag change rebuilds the downstream components
+            assert "rebuilt tags" in await gw.reload(site(tmp_path, port_a, port_b, api=True, h_limit=limit))
+        names = ["live", "online", "alarms", "api-trends"]
+        assert [s.name for s in gw.pipeline.subscribers] == names
+        assert gw.pipeline.subscribers == gw.wiring.readings
+        assert gw.wiring.names() == {"readings": names, "alarm_events": ["notifier", "api-events"],
+                                     "notify_records": []}
+        assert gw.api is not None and gw.api.url is not None
+        assert gw.wiring.readings[-1] is gw.api.trends  # the new API's, not an old one's
+
+        events: list[dict[str, Any]] = []
+        connected = asyncio.Event()
+
+        async def console(url: str) -> None:
+            async with httpx.AsyncClient(timeout=None) as c, \
+                    c.stream("GET", f"{url}/api/events", headers=H_VIEWER) as r:
+                async for event, data in sse_events(r):
+                    connected.set()
+                    if event == "alarm" and data["alarm"] == "GT-1/h":
+                        events.append(data)
+
+        task = asyncio.create_task(console(gw.api.url))
+        try:
+            await asyncio.wait_for(connected.wait(), 10)
+            plant.set_value("GT-1", 30.0)  # above the limit of the third config (24)
+            await async_wait_for(lambda: gw.alarms.get("GT-1/h").state == "UNACK", timeout=10)
+            async with httpx.AsyncClient(base_url=gw.api.url, timeout=10) as c:
+                r = await c.post("/api/alarms/GT-1%2Fh/ack", headers=H_OPERATOR)
+                assert r.status_code == 200
+            # events reach a subscriber in order, so once "acked" is there a duplicate
+            # "raised" would be there too
+            await async_wait_for(lambda: any(e["event"] == "acked" for e in events), timeout=10)
+            assert [e["event"] for e in events] == ["raised", "acked"]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await gw.stop()
+        await plant.stop()

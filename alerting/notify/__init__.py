@@ -4,6 +4,7 @@ Public API::
 
     Notifier(config, engine, metrics, *, clock=time.monotonic, wall=time.time_ns, store_path=None)
         await start() / await stop(); health(); tick()
+        on_alarm_event(ev)                    # the owner subscribes it: engine.subscribe(notifier.on_alarm_event)
         subscribe(cb) -> unsubscribe          # cb(NotifyRecord): notified / escalated records
         inspect(token) / acknowledge(token) -> AckView   # for gateway.api.ack
         deliveries(occurrence=None)           # delivery attempts (who, when, channel, outcome)

@@ -5,7 +5,7 @@ Flow::
     engine event --(callback: append only)--> intake --(notifier task)--> escalations
         --(step due: roster/targets resolved now; push rows committed)--> outbox --> apprise
 
-* **Hot path.** ``_on_event`` runs inside the engine's evaluation: it filters, appends to
+* **Hot path.** ``on_alarm_event`` runs inside the engine's evaluation: it filters, appends to
   the intake and wakes the task. No I/O, no lock, no logging.
 * **Intake bound** ``max_intake`` (10,000 events). When full, a non-annunciating event
   (acked, shelved, ...) is not queued (counted): every push re-reads the engine's state
@@ -173,12 +173,13 @@ class Notifier:
         self._last_prune = -1e18
         self._rlog = RateLimitedLog(log, 30.0)  # log pacing only
         self.invalid_urls: list[str] = []
-        self._unsubscribe: Callable[[], None] | None = engine.subscribe(self._on_event)
 
     # ================================================================== hot path
-    def _on_event(self, ev: AlarmEvent) -> None:
-        """Engine callback: filter and enqueue; nothing else."""
-        if ev.occurrence is None or ev.event == S.DISPOSED:
+    def on_alarm_event(self, ev: AlarmEvent) -> None:
+        """Engine callback (the owner subscribes it: ``engine.subscribe(notifier.on_alarm_event)``):
+        filter and enqueue; nothing else. Events before ``start()`` wait in the intake;
+        from ``stop()`` on they are ignored."""
+        if self._stopping or ev.occurrence is None or ev.event == S.DISPOSED:
             return
         ann = ev.event in ANNUNCIATING
         if not ann and ev.event != S.ACKED_EV and ev.state in UNACKED:
@@ -250,9 +251,6 @@ class Notifier:
         self._poke()
 
     async def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
         self._stopping = True
         if self._wake is not None:
             self._wake.set()

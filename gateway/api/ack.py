@@ -1,8 +1,9 @@
 """One-tap acknowledge page for a phone: ``GET /ack/{token}`` and ``POST /ack/{token}``.
 
-``ack_router(notifier)`` returns an ``APIRouter``; the app includes it (no API token: the
+``ack_router(links)`` returns an ``APIRouter``; the app includes it (no API token: the
 signed link is the credential, bound to one person and one occurrence, expiring, single
-use; see alerting/notify/acklinks.py).
+use; see alerting/notify/acklinks.py). ``links`` is an :class:`AckLinks`: only what the
+page needs of the notifier (the supervisor makes it with ``AckLinks.of(notifier)``).
 
 * ``GET`` shows the alarm (site, hazard source, 位号 and name, value, limit, priority, time,
   state) and a confirm button. It never acknowledges: messengers (WeCom, DingTalk, Feishu)
@@ -19,6 +20,8 @@ Pages are plain HTML with inline CSS (no script, no CDN), in the person's langua
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -98,24 +101,44 @@ _HEADERS = {
 }
 
 
-def _time(ns: int | None, notifier: Notifier) -> str:
+@dataclass(frozen=True, kw_only=True)
+class AckLinks:
+    """What the one-tap page may do with a link (check it, acknowledge with it) and reads
+    (the site's time zone, people's names)."""
+
+    inspect: Callable[[str], Awaitable[AckView]]  # never changes anything
+    acknowledge: Callable[[str], Awaitable[AckView]]  # acknowledges as the token's person, once
+    tz: dt.tzinfo
+    names: Mapping[str, str]  # person id -> name
+
+    @classmethod
+    def of(cls, notifier: Notifier) -> AckLinks:
+        return cls(
+            inspect=notifier.inspect,
+            acknowledge=notifier.acknowledge,
+            tz=notifier.templates.tz,
+            names={pid: p.name for pid, p in notifier.people.items()},
+        )
+
+
+def _time(ns: int | None, links: AckLinks) -> str:
     if not ns:
         return "?"
-    return dt.datetime.fromtimestamp(ns / 1e9, notifier.templates.tz).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(ns / 1e9, links.tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _who(by: str | None, notifier: Notifier) -> str:
+def _who(by: str | None, links: AckLinks) -> str:
     if not by:
         return "?"
-    p = notifier.people.get(by)
-    return f"{p.name} ({by})" if p is not None and p.name != by else by
+    name = links.names.get(by)
+    return f"{name} ({by})" if name is not None and name != by else by
 
 
-def render(view: AckView, notifier: Notifier, *, form: bool) -> str:
+def render(view: AckView, links: AckLinks, *, form: bool) -> str:
     t = _TEXT.get(view.lang, _TEXT["zh"])
     f = view.fields or {}
     e = escape
-    by, at = _who(view.by, notifier), _time(view.at, notifier)
+    by, at = _who(view.by, links), _time(view.at, links)
     msg_class = {"ok": "msg", "acked": "okmsg"}.get(view.status, "err")
     msg = t[view.status].format(by=by, at=at) if view.status in t else e(view.status)
     prio = f.get("priority", "")
@@ -146,25 +169,25 @@ def render(view: AckView, notifier: Notifier, *, form: bool) -> str:
         parts.append(f"<h1>{e(t['title'])}</h1>")
     parts.append(f'<p class="{msg_class}">{e(msg)}</p>')
     if form and view.status == "ok" and view.person is not None:
-        parts.append(f"<p>{e(t['as'])}: <b>{e(_who(view.person.id, notifier))}</b></p>")
+        parts.append(f"<p>{e(t['as'])}: <b>{e(_who(view.person.id, links))}</b></p>")
         parts.append(f'<form method="post"><button type="submit">{e(t["confirm"])}</button></form>')
     parts.append("</main></body></html>")
     return "".join(parts)
 
 
-def _response(view: AckView, notifier: Notifier, *, form: bool) -> HTMLResponse:
-    return HTMLResponse(render(view, notifier, form=form), status_code=_STATUS.get(view.status, 400), headers=_HEADERS)
+def _response(view: AckView, links: AckLinks, *, form: bool) -> HTMLResponse:
+    return HTMLResponse(render(view, links, form=form), status_code=_STATUS.get(view.status, 400), headers=_HEADERS)
 
 
-def ack_router(notifier: Notifier) -> APIRouter:
+def ack_router(links: AckLinks) -> APIRouter:
     router = APIRouter(tags=["ack"])
 
     @router.get("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def ack_page(token: str) -> HTMLResponse:
-        return _response(await notifier.inspect(token), notifier, form=True)
+        return _response(await links.inspect(token), links, form=True)
 
     @router.post("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def ack_confirm(token: str) -> HTMLResponse:
-        return _response(await notifier.acknowledge(token), notifier, form=False)
+        return _response(await links.acknowledge(token), links, form=False)
 
     return router

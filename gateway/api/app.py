@@ -1,10 +1,15 @@
-"""``build_app(gateway)``: the FastAPI application of one gateway (docs/api.md).
+"""``build_app(gw)``: the FastAPI application of one gateway (docs/api.md).
 
 Routes: ``/api/health`` (open), ``/api/tags``, ``/api/tags/{tag}``, ``/api/alarms``,
 ``/api/alarms/history``, ``POST /api/alarms/{id}/ack|shelve|unshelve|dispose``,
 ``/api/online``, ``/api/events`` (SSE), ``/metrics`` (open), ``/`` and ``/static/`` (the duty console),
 ``/openapi.json``. Extra routers (e.g. the one-tap ``/ack/{token}`` page) are passed in
 ``extra_routers`` or added later with ``app.include_router``.
+
+``gw`` is the gateway's :class:`~gateway.api.facade.GatewayFacade`: what the API reads and
+the actions it may take. The app subscribes itself to nothing: whoever builds it
+subscribes ``context_of(app).hub.on_alarm_event`` to the alarm engine and
+``context_of(app).trends`` to the pipeline (gateway/supervisor.py does, for ``ApiServer``).
 
 The app keeps everything it needs on ``app.state.hazardgw`` (an :class:`ApiContext`). Its
 background part (the SSE event hub and the trend recorder) is started by the app's
@@ -18,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -26,12 +31,10 @@ from fastapi.staticfiles import StaticFiles
 
 from gateway.api import errors, routes_alarms, routes_events, routes_online, routes_system, routes_tags
 from gateway.api.context import ApiContext, ApiSettings
+from gateway.api.facade import GatewayFacade
 from gateway.api.middleware import AccessLog, SecurityHeaders
 from gateway.api.routes_system import STATIC
 from gateway.api.sse import SseGuard
-
-if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
 
 log = logging.getLogger("gateway.api")
 
@@ -46,12 +49,12 @@ Timestamps are integers in ns since the Unix epoch (UTC). Errors are JSON
 
 
 def build_app(
-    gateway: Gateway,
+    gw: GatewayFacade,
     extra_routers: Iterable[APIRouter] = (),
     *,
     settings: ApiSettings | None = None,
 ) -> FastAPI:
-    ctx = ApiContext(gateway, settings or ApiSettings(), log)
+    ctx = ApiContext(gw, settings or ApiSettings(), log)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,7 +65,7 @@ def build_app(
             await ctx.stop()
 
     app = FastAPI(
-        title=f"hazardgw {gateway.config.site.code}",
+        title=f"hazardgw {gw.config.site.code}",
         version="1",
         description=DESCRIPTION,
         docs_url=None,  # the Swagger/ReDoc pages load scripts from a CDN; sites are offline
@@ -90,10 +93,10 @@ def build_app(
 
     # outermost last: access log sees everything, the SSE guard wraps only /api/events
     app.add_middleware(SseGuard)
-    if gateway.config.api.cors_origins:
+    if gw.config.api.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=list(gateway.config.api.cors_origins),
+            allow_origins=list(gw.config.api.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
             allow_credentials=False,

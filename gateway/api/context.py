@@ -1,4 +1,4 @@
-"""Per-app state: the gateway, auth, the event hub and trends. Nothing module-global.
+"""Per-app state: the gateway facade, auth, the event hub and trends. Nothing module-global.
 
 ``build_app`` puts one :class:`ApiContext` on ``app.state.hazardgw``; routes reach it
 through the request (``Ctx`` dependency), so two gateways (two apps) in one process are
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from gateway.api.auth import TokenAuth
+from gateway.api.facade import GatewayFacade
 from gateway.api.metrics import ApiMetrics
 from gateway.api.sse import EventHub
 from gateway.api.trends import RecentValues
@@ -20,8 +21,6 @@ from gateway.core.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     import logging
-
-    from gateway.supervisor import Gateway
 
 
 @dataclass(frozen=True)
@@ -37,15 +36,15 @@ class ApiSettings:
 
 
 class ApiContext:
-    def __init__(self, gateway: Gateway, settings: ApiSettings, log: logging.Logger) -> None:
-        self.gateway = gateway
+    def __init__(self, gw: GatewayFacade, settings: ApiSettings, log: logging.Logger) -> None:
+        self.gw = gw
         self.settings = settings
-        self.auth = TokenAuth(gateway.config.api.tokens)
-        self.metrics = ApiMetrics(gateway)
+        self.auth = TokenAuth(gw.config.api.tokens)
+        self.metrics = ApiMetrics(gw)
         self.ratelog = RateLimitedLog(log, 60.0)
-        self.trends = RecentValues(gateway.live, (t.id for t in gateway.config.tags), settings.trend_points)
+        self.trends = RecentValues(gw.latest, (t.id for t in gw.config.tags), settings.trend_points)
         self.hub = EventHub(
-            gateway,
+            gw,
             self.trends,
             self.metrics,
             interval=settings.sse_interval,

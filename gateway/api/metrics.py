@@ -1,4 +1,4 @@
-"""The API's own Prometheus metrics, and scrape-time gauges read from the gateway's state.
+"""The API's own Prometheus metrics, and scrape-time gauges read through the gateway facade.
 
 They live in an app-private registry (so two apps, or two gateways, in one process never
 collide); ``GET /metrics`` serves the gateway's registry followed by this one.
@@ -20,20 +20,18 @@ Added here (issue 6 item 4 asks for them and nothing registered them yet):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from alerting import states as S
-
-if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
+from gateway.api.facade import GatewayFacade
 
 
 class ApiMetrics:
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gw: GatewayFacade) -> None:
         self.registry = r = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
             "hazardgw_api_requests", "HTTP requests by method, route template and status",
@@ -56,17 +54,17 @@ class ApiMetrics:
             self.auth_failures.labels(reason)
         for reason in ("slow", "limit"):
             self.sse_dropped.labels(reason)
-        r.register(_GatewayState(gateway))
+        r.register(_GatewayState(gw))
 
 
 class _GatewayState(Collector):
     """Gauges computed from the gateway's state at scrape time (nothing on the hot path)."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, gw: GatewayFacade) -> None:
+        self.gw = gw
 
     def collect(self) -> Iterator[Metric]:
-        gw = self.gateway
+        gw = self.gw
         unacked = {1: 0, 2: 0, 3: 0}
         shelved = suppressed = oos = 0
         for v in gw.alarms.alarms():
@@ -87,7 +85,7 @@ class _GatewayState(Collector):
         yield GaugeMetricFamily("hazardgw_alarms_out_of_service", "Alarms out of service", value=oos)
 
         counts = dict.fromkeys(("good", "bad", "uncertain", "stale", "comm", "none"), 0)
-        latest = gw.live.latest
+        latest = gw.latest
         for t in gw.config.tags:
             r = latest.get(t.id)
             q = r.quality if r is not None else "none"
@@ -102,7 +100,7 @@ class _GatewayState(Collector):
         g = GaugeMetricFamily(
             "hazardgw_source_queue_depth", "Items waiting in a source's own queue", labels=["source"]
         )
-        for s in gw.sources:
+        for s in gw.sources():
             try:
                 h: dict[str, Any] = s.health()
             except Exception:  # a scrape must not fail because one source's health did

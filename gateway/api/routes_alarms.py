@@ -50,14 +50,14 @@ def _ns(ctx: ApiContext, t: dt.datetime | None) -> int | None:
     if t is None:
         return None
     if t.tzinfo is None:  # a local time at the site
-        t = t.replace(tzinfo=zoneinfo.ZoneInfo(ctx.gateway.config.site.timezone))
+        t = t.replace(tzinfo=zoneinfo.ZoneInfo(ctx.gw.config.site.timezone))
     ns = (t - _EPOCH) // dt.timedelta(microseconds=1) * 1000
     return max(-_INT64, min(_INT64, ns))
 
 
 def _result(ctx: ApiContext, ev: AlarmEvent) -> dict[str, Any]:
     try:
-        view = ctx.gateway.alarms.get(ev.alarm)
+        view = ctx.gw.alarms.get(ev.alarm)
     except AlarmNotFound:  # pragma: no cover - the alarm just acted on exists
         raise ApiError(404, "not_found", ev.alarm) from None
     return {"event": views.event(ev), "alarm": views.alarm(view)}
@@ -75,7 +75,7 @@ async def _occurrence_of(ctx: ApiContext, ref: str) -> int:
     """The occurrence a disposition is for: a number as is; for an alarm id, its open or latest one."""
     if ref.isascii() and ref.isdigit():
         return int(ref)
-    engine = ctx.gateway.alarms
+    engine = ctx.gw.alarms
     try:
         view = engine.get(ref)
     except (AlarmNotFound, ValueError) as e:  # ValueError: e.g. '¹' passes isdigit() but not int()
@@ -111,7 +111,7 @@ def router() -> APIRouter:
         hs: Annotated[str | None, Query(max_length=128)] = None,
         priority: Annotated[int | None, Query(ge=1, le=3)] = None,
     ) -> list[dict[str, Any]]:
-        engine = ctx.gateway.alarms
+        engine = ctx.gw.alarms
         if state == "active":
             vs = engine.active()
         elif state == "suppressed":
@@ -141,7 +141,7 @@ def router() -> APIRouter:
         event: Annotated[list[EventName] | None, Query(description="event types (repeat the parameter)")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
     ) -> dict[str, Any]:
-        engine = ctx.gateway.alarms
+        engine = ctx.gw.alarms
         limit = min(limit, ctx.settings.history_max)
         since_ns, until_ns = _ns(ctx, since), _ns(ctx, until)
         journal = engine.journal
@@ -172,7 +172,7 @@ def router() -> APIRouter:
 
     @r.post("/{id:path}/ack", response_model=ActionOut, summary="Acknowledge (operator)", responses=actions)
     async def ack(ctx: Ctx, who: Operator, id: AlarmId, body: Annotated[AckIn | None, Body()] = None) -> dict[str, Any]:
-        return _act(ctx, ctx.gateway.alarms.ack, id, who.name, comment=body.comment if body else None)
+        return _act(ctx, ctx.gw.actions.ack, id, who.name, comment=body.comment if body else None)
 
     @r.post("/{id:path}/shelve", response_model=ActionOut, summary="Shelve (operator)", responses=actions)
     async def shelve(ctx: Ctx, who: Operator, id: AlarmId, body: ShelveIn) -> dict[str, Any]:
@@ -182,14 +182,14 @@ def router() -> APIRouter:
                 duration = parse_duration(body.duration)
             except (ValueError, TypeError) as e:
                 raise ApiError(400, "bad_request", f"duration: {e}") from None
-        return _act(ctx, ctx.gateway.alarms.shelve, id, who.name, duration, one_shot=body.one_shot,
+        return _act(ctx, ctx.gw.actions.shelve, id, who.name, duration, one_shot=body.one_shot,
                     comment=body.comment)
 
     @r.post("/{id:path}/unshelve", response_model=ActionOut, summary="Unshelve (operator)", responses=actions)
     async def unshelve(
         ctx: Ctx, who: Operator, id: AlarmId, body: Annotated[UnshelveIn | None, Body()] = None
     ) -> dict[str, Any]:
-        return _act(ctx, ctx.gateway.alarms.unshelve, id, who.name, comment=body.comment if body else None)
+        return _act(ctx, ctx.gw.actions.unshelve, id, who.name, comment=body.comment if body else None)
 
     @r.post(
         "/{id:path}/dispose",
@@ -200,7 +200,7 @@ def router() -> APIRouter:
     )
     async def dispose(ctx: Ctx, who: Operator, id: AlarmId, body: DisposeIn) -> dict[str, Any]:
         occ = await _occurrence_of(ctx, id)
-        return _act(ctx, ctx.gateway.alarms.dispose, occ, body.cause, body.action, body.handler or who.name,
+        return _act(ctx, ctx.gw.actions.dispose, occ, body.cause, body.action, body.handler or who.name,
                     body.result, user=who.name, comment=body.comment)
 
     return r

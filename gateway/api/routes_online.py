@@ -33,6 +33,6 @@ def router() -> APIRouter:
         description=DESCRIPTION,
     )
     async def online(ctx: Ctx, _: Viewer) -> dict[str, Any]:
-        return ctx.gateway.online.rates()
+        return ctx.gw.online_rates()
 
     return r

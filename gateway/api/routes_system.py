@@ -26,8 +26,8 @@ def router() -> APIRouter:
         "Open on purpose so a load balancer or systemd watchdog can call it; it shows no values.",
     )
     async def health(ctx: Ctx) -> HealthOut:
-        h = ctx.gateway.health()
-        return HealthOut(status=h["status"], site=ctx.gateway.config.site.code, components=h["components"])
+        h = ctx.gw.health()
+        return HealthOut(status=h["status"], site=ctx.gw.config.site.code, components=h["components"])
 
     @r.get(
         "/metrics",
@@ -38,7 +38,7 @@ def router() -> APIRouter:
                          "description": "Prometheus text exposition format"}},
     )
     async def metrics(ctx: Ctx) -> Response:
-        body = generate_latest(ctx.gateway.metrics.registry) + generate_latest(ctx.metrics.registry)
+        body = generate_latest(ctx.gw.registry) + generate_latest(ctx.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @r.get(

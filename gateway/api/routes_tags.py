@@ -16,7 +16,7 @@ from gateway.core.config import Tag
 
 def _tag(ctx: ApiContext, t: Tag, summary: dict[str, dict[str, Any]], recent: int) -> dict[str, Any]:
     d = views.tag_info(t)
-    r = ctx.gateway.live.latest.get(t.id)
+    r = ctx.gw.latest.get(t.id)
     d.update(
         value=views.num(r.value) if r else None,
         ts=r.ts if r else None,
@@ -37,8 +37,8 @@ def router() -> APIRouter:
         hs: Annotated[str | None, Query(max_length=128, description="only tags of this hazard source")] = None,
         recent: Annotated[int, Query(ge=0, le=1000, description="include up to N recent values per tag")] = 0,
     ) -> list[dict[str, Any]]:
-        summary = views.tag_alarm_summary(ctx.gateway.alarms.alarms())
-        return [_tag(ctx, t, summary, recent) for t in ctx.gateway.config.tags if hs is None or t.hazard_source == hs]
+        summary = views.tag_alarm_summary(ctx.gw.alarms.alarms())
+        return [_tag(ctx, t, summary, recent) for t in ctx.gw.config.tags if hs is None or t.hazard_source == hs]
 
     @r.get(
         "/tags/{tag:path}",
@@ -51,10 +51,10 @@ def router() -> APIRouter:
         _: Viewer,
         tag: Annotated[str, Path(description="tag id, e.g. GT-101", examples=["GT-101"])],
     ) -> dict[str, Any]:
-        t = ctx.gateway.config.tag_map().get(tag)
+        t = ctx.gw.config.tag_map().get(tag)
         if t is None:
             raise ApiError(404, "not_found", f"unknown tag {tag!r}")
-        alarms = [v for v in ctx.gateway.alarms.alarms() if v.tag == tag]
+        alarms = [v for v in ctx.gw.alarms.alarms() if v.tag == tag]
         d = _tag(ctx, t, views.tag_alarm_summary(alarms), ctx.settings.trend_points)
         d["alarms"] = [AlarmOut(**views.alarm(v)) for v in alarms]
         return d

@@ -1,5 +1,7 @@
 """``ApiServer``: the API as a gateway component, uvicorn in the gateway's own event loop.
 
+* It gets its data from a :class:`~gateway.api.facade.GatewayFacade`; the supervisor
+  subscribes ``hub.on_alarm_event`` to the alarm engine and ``trends`` to the pipeline.
 * ``start()`` starts the event hub, binds ``api.listen`` (port 0 picks a free port, see
   ``port``/``url``) and returns once uvicorn accepts connections.
 * If the address cannot be bound (port taken, address not on this host) the gateway does
@@ -23,7 +25,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Generator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter
@@ -31,9 +33,9 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gateway.api.app import build_app, context_of
 from gateway.api.context import ApiSettings
-
-if TYPE_CHECKING:
-    from gateway.supervisor import Gateway
+from gateway.api.facade import GatewayFacade
+from gateway.api.sse import EventHub
+from gateway.api.trends import RecentValues
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ class ApiServer:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gw: GatewayFacade,
         *,
         listen: str | None = None,
         extra_routers: Iterable[APIRouter] = (),
@@ -87,10 +89,13 @@ class ApiServer:
         retry_interval: float = 5.0,
         graceful_timeout: float = 3.0,
     ) -> None:
-        self.gateway = gateway
-        self.listen = listen or gateway.config.api.listen
+        self.listen = listen or gw.config.api.listen
         self.host, self.requested_port = parse_listen(self.listen)
-        self.app = build_app(gateway, extra_routers, settings=settings)
+        self.app = build_app(gw, extra_routers, settings=settings)
+        ctx = context_of(self.app)
+        # for the supervisor's wiring: alarm events to the hub, readings to the trends
+        self.hub: EventHub = ctx.hub
+        self.trends: RecentValues = ctx.trends
         self.retry_interval = retry_interval
         self.graceful_timeout = graceful_timeout
         self.port: int | None = None  # the bound port (differs from the requested one for port 0)

@@ -3,8 +3,9 @@
 Every client has its own bounded queue of pre-serialised messages. Producers never wait:
 
 * **alarm events** are queued to every client immediately, from the alarm engine's
-  callback (``alarm``), followed, one loop iteration later, by the hazard-source colours
-  when they changed (``status``);
+  callback (:meth:`EventHub.on_alarm_event`, which the supervisor subscribes; ``alarm``),
+  followed, one loop iteration later, by the hazard-source colours when they changed
+  (``status``);
 * **readings** are throttled: once per ``interval`` (1 s) the hub takes the tags that got a
   reading since the last tick and queues one ``readings`` message with the *latest*
   reading of each, so a client sees every tag at most once a second however fast the
@@ -35,12 +36,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alerting import AlarmEvent
 from gateway.api import views
+from gateway.api.facade import GatewayFacade
 from gateway.api.trends import RecentValues
 from gateway.core.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from gateway.api.metrics import ApiMetrics
-    from gateway.supervisor import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class EventHub:
 
     def __init__(
         self,
-        gateway: Gateway,
+        gw: GatewayFacade,
         trends: RecentValues,
         metrics: ApiMetrics,
         *,
@@ -82,7 +83,7 @@ class EventHub:
         max_clients: int = 64,
         max_queue: int = 1024,
     ) -> None:
-        self.gateway = gateway
+        self.gw = gw
         self.trends = trends
         self.metrics = metrics
         self.interval = interval
@@ -91,7 +92,6 @@ class EventHub:
         self.max_queue = max_queue
         self._clients: set[SseClient] = set()
         self._task: asyncio.Task[None] | None = None
-        self._unsubscribe: Any = None
         self._status_pending = False
         self._last_status: str | None = None
         self._last_sent = 0.0
@@ -104,8 +104,6 @@ class EventHub:
     async def start(self) -> None:
         if self._task is not None:
             return
-        self.gateway.pipeline.subscribe(self.trends)
-        self._unsubscribe = self.gateway.alarms.subscribe(self._on_alarm)
         self._task = asyncio.create_task(self._run(), name="api-events")
 
     async def stop(self) -> None:
@@ -117,10 +115,6 @@ class EventHub:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self.gateway.pipeline.unsubscribe(self.trends)
 
     def close_clients(self) -> None:
         """End every stream (graceful when the client is reading, forced when it is not)."""
@@ -165,10 +159,10 @@ class EventHub:
         self.metrics.sse_clients.set(len(self._clients))
 
     def snapshot(self) -> dict[str, Any]:
-        gw = self.gateway
+        gw = self.gw
         engine = gw.alarms
         cfg = gw.config
-        latest = gw.live.latest
+        latest = gw.latest
         tags = []
         for t in cfg.tags:
             d = views.tag_info(t)
@@ -193,8 +187,8 @@ class EventHub:
         }
 
     def _statuses(self) -> list[dict[str, Any]]:
-        hs = self.gateway.config.hazard_source_map()
-        return [views.hazard_status(s, hs.get(code)) for code, s in self.gateway.alarms.statuses().items()]
+        hs = self.gw.config.hazard_source_map()
+        return [views.hazard_status(s, hs.get(code)) for code, s in self.gw.alarms.statuses().items()]
 
     # ------------------------------------------------------------------ fan-out
     def _broadcast(self, event: str, data: str) -> None:
@@ -229,8 +223,9 @@ class EventHub:
             c.peer, c.user, self.max_queue,
         )
 
-    def _on_alarm(self, ev: AlarmEvent) -> None:
-        """Alarm engine callback: synchronous and cheap; never calls back into the engine."""
+    def on_alarm_event(self, ev: AlarmEvent) -> None:
+        """Alarm engine callback (subscribed by the supervisor): synchronous and cheap; never
+        calls back into the engine. Nothing to do without clients (before start, after stop)."""
         if not self._clients:
             return
         self._broadcast("alarm", dumps(views.event(ev)))
@@ -242,7 +237,7 @@ class EventHub:
         self._status_pending = False
         if not self._clients:
             return
-        data = dumps({"hazard_sources": self._statuses(), "flood": self.gateway.alarms.flood})
+        data = dumps({"hazard_sources": self._statuses(), "flood": self.gw.alarms.flood})
         if data != self._last_status:
             self._last_status = data
             self._broadcast("status", data)

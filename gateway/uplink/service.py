@@ -156,7 +156,6 @@ class UplinkService:
         self._stopping = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
         self._rlog = RateLimitedLog(log, 60.0)
         self._started = 0.0
         self._version = _version()
@@ -175,7 +174,6 @@ class UplinkService:
         for a in self.engine.active():
             if a.active and a.condition in LIMIT_STATUS:
                 self._active.setdefault(a.tag, set()).add(a.condition)
-        self._unsubscribe = self.engine.subscribe(self._on_alarm)
         self._queue_meta()
         self._sender = asyncio.create_task(self._run_sender(), name="uplink-sender")
         self._ticker = asyncio.create_task(self._run_ticks(), name="uplink-ticks")
@@ -184,9 +182,6 @@ class UplinkService:
 
     async def stop(self) -> None:
         """Send what is queued (bounded by ``shutdown_timeout``); the rest stays in the spool."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
         self._stopping.set()
         self._wake.set()
         if self._ticker is not None:
@@ -257,8 +252,12 @@ class UplinkService:
             self.queue.append("reading", reads)
         self.m.backlog.set(self.queue.records)
 
-    def _on_alarm(self, event: AlarmEvent) -> None:
-        """Engine callback: cheap, no I/O (the spool commits in its own thread)."""
+    def on_alarm_event(self, event: AlarmEvent) -> None:
+        """Engine callback (the supervisor subscribes it): cheap, no I/O (the spool commits in
+        its own thread). Taken from ``start()`` (after the active alarms were read) until
+        ``stop()``; ignored outside that, when the spool is not open."""
+        if self._sender is None or self._stopping.is_set():
+            return
         if event.condition in LIMIT_STATUS:
             s = self._active.setdefault(event.tag, set())
             if event.active:
