@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -158,7 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.grafana.cli import add_parser as add_grafana_parser
 
     add_grafana_parser(sub)  # hazardgw grafana export|push
+    add_source_commands(sub)
     return p
+
+
+def add_source_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands the source types bring (their spec's ``commands`` module): each may add a group
+    of its own and a ``hazardgw probe <type>`` subcommand."""
+    from adapters.registry import SOURCE_SPECS
+
+    modules = [importlib.import_module(spec.commands) for spec in SOURCE_SPECS if spec.commands]
+    if not modules:
+        return
+    probe = sub.add_parser("probe", help="read a device or broker once, for commissioning (read-only)")
+    probe_sub = probe.add_subparsers(dest="probe_type", required=True)
+    for module in modules:
+        module.add_commands(sub, probe_sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

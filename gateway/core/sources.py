@@ -63,6 +63,12 @@ class SourceSpec(ABC):
     #: dotted name of the dev-only module that simulates this type's devices for
     #: ``hazardgw simulate`` (in ``devkit``; the runtime never imports it), or None
     simulator: ClassVar[str | None] = None
+    #: dotted name of a module of this source type's command-line tools (commissioning: probe,
+    #: browse...), or None. It provides ``add_commands(sub, probe)``: ``sub`` is ``hazardgw``'s
+    #: subcommand group (for a group of its own, e.g. ``hazardgw opcua ...``), ``probe`` the
+    #: ``hazardgw probe`` group (``hazardgw probe <type> URL ...``). Keep it cheap to import:
+    #: the parser is built on every ``hazardgw`` call, so load protocol libraries in the handlers.
+    commands: ClassVar[str | None] = None
 
     @property
     def types(self) -> tuple[str, ...]:
