@@ -194,8 +194,21 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
         for i, ov in enumerate(duty.get("overrides") or []):
             if isinstance(ov, dict) and ov.get("shift") is not None and ov["shift"] not in shift_names:
                 err(("duty", "overrides", i, "shift"), f"unknown shift {ov['shift']!r}")
+        groups = {"notify"} | {
+            g for _, x in items("people") if isinstance(x.get("channels"), dict) for g in x["channels"]
+        }
         for key in ("escalation", "escalation_p1"):
             for i, step in enumerate(duty.get(key) or []):
+                if isinstance(step, dict) and isinstance(step.get("channels"), list):
+                    for j, g in enumerate(step["channels"]):
+                        if isinstance(g, str) and g not in groups:
+                            close = difflib.get_close_matches(g, groups, n=1)
+                            hint = f" (did you mean {close[0]!r}?)" if close else ""
+                            err(
+                                ("duty", key, i, "channels", j),
+                                f"unknown channel group {g!r}{hint}: use notify or a group of people[].channels "
+                                f"({', '.join(sorted(groups - {'notify'})) or 'none defined'})",
+                            )
                 if isinstance(step, dict):
                     for j, target in enumerate(step.get("notify") or []):
                         if isinstance(target, str) and target not in ROLE_TARGETS and target not in people:
