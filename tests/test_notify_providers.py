@@ -143,7 +143,8 @@ async def test_tencent_sdk_clients_are_accepted_by_the_stand_in(tc: TencentStand
         req.TemplateParamSet = ["a", "b", "c", "d", "e", "f", "g"]
         req.CalledNumber = "+8613800001234"
         req.VoiceSdkAppid = "1400987654"
-        return str(VmsClient(credential.Credential(SID, SKEY), "ap-guangzhou", prof).SendTtsVoice(req).SendStatus.CallId)
+        client = VmsClient(credential.Credential(SID, SKEY), "ap-guangzhou", prof)
+        return str(client.SendTtsVoice(req).SendStatus.CallId)
 
     assert await asyncio.to_thread(sdk_sms, SKEY) == "Ok"
     assert await asyncio.to_thread(sdk_voice)
@@ -169,7 +170,9 @@ async def test_every_scheme_delivers_the_alarm_parameters(ali: AliyunStandin, tc
     assert call.fields["CalledShowNumber"] == "057188880000" and call.params["hs"] == "液氯储罐区"
     (tsms,) = tc.by_action("SendSms")
     assert tsms.phones == ["+8613800001234"]  # a mainland number gets +86
-    assert tsms.params == ["示范化工有限公司", "液氯储罐区", "GT-101", "2.6 ppm", "2 ppm", "一级(紧急)", "3月2日 10:00:05"]
+    assert tsms.params == [
+        "示范化工有限公司", "液氯储罐区", "GT-101", "2.6 ppm", "2 ppm", "一级(紧急)", "3月2日 10:00:05"
+    ]
     assert tsms.fields["SignName"] == "示范化工"
     (tvoice,) = tc.by_action("SendTtsVoice")
     assert tvoice.fields["PlayTimes"] == 2 and tvoice.fields["VoiceSdkAppid"] == "1400987654"
