@@ -13,7 +13,8 @@ without the site's secrets): an unset ``${ENV}`` is a warning instead of an erro
 a placeholder (32 letters and digits, which token patterns accept), and a schema error in a
 value that holds one is reported as a warning ("not checked: depends on unset ${X}"; the key
 is left out so the rest can be checked); every other check runs as usual (notify URLs:
-scheme and every part, with the placeholder standing in for the secret). Such a result is only for reading: ``run`` and a reload never pass it.
+scheme and every part, with the placeholder standing in for the secret). Such a result is
+only for reading: ``run`` and a reload never pass it.
 """
 
 from __future__ import annotations
