@@ -323,7 +323,7 @@ def _model_problems(config: Config, smap: SourceMap) -> list[Problem]:
     out = [*rep.errors, *rep.warnings, *rep.waived]
     for i, h in enumerate(rep.hazard_sources):
         path: Path_ = ("hazard_sources", i)
-        out.append(Problem(path, smap.line_of(path), h.format(), "info"))
+        out.append(Problem(path, smap.line_of(path), h.format(config.notification.language), "info"))
     for f in check_notification(config):
         out.append(Problem(f.path, smap.line_of(f.path), f.message, f.severity))
     return out

@@ -63,6 +63,7 @@ STATE_TEXT: Final = {
         "NORM": "normal",
     },
 }
+PRIORITY_SHORT_ZH: Final = {1: "一级", 2: "二级", 3: "三级"}
 NOTIFY_TYPE: Final = {1: "failure", 2: "warning", 3: "info"}  # apprise NotifyType by priority
 
 DEFAULT: Final = {
@@ -317,5 +318,9 @@ class Templates:
             t = dt.datetime.fromtimestamp(info.ts / 1e9, self.tz)
             cond = CONDITION_TEXT[lang].get(info.condition, info.condition)
             hs = self.hs_names.get(info.hs or "", info.hs or "")
-            lines.append(f"{t:%H:%M:%S} P{info.priority} {hs} {info.tag} {cond} {value} / {limit} {link}")
+            if lang == "zh":
+                prio = PRIORITY_SHORT_ZH.get(info.priority, str(info.priority))
+                lines.append(f"{t:%H:%M:%S} {prio} {hs} {info.tag} {cond} {value}（报警值 {limit}） {link}")
+            else:
+                lines.append(f"{t:%H:%M:%S} P{info.priority} {hs} {info.tag} {cond} {value} / {limit} {link}")
         return title, "\n".join(lines)
