@@ -80,3 +80,21 @@ def test_cli_check_offline_secrets(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "warning: " in r.stderr and "ALIYUN_SECRET is not set: checked with a placeholder" in r.stderr
     assert "OK: site S1" in r.stdout
+
+
+def test_the_readme_channel_example_is_a_valid_config() -> None:
+    """README.md "Duty phones": the example (secrets unset) passes check --offline-secrets."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Duty phones", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    text = (
+        "site: {code: S1, name: 示范化工}\n"
+        "hazard_sources: [{code: HS-1, name: 液氯储罐区, grade: 2, responsible: {principal: wang}}]\n"
+        + example.replace("duty:\n", 'duty:\n  shifts: [{name: all, start: "00:00", end: "00:00", people: [zhao]}]\n')
+        + 'api: {public_url: "https://gw.example.cn"}\nstore: {path: /tmp/hazardgw-readme-example}\n'
+    )
+    v = validate_text(text, "readme.yaml", env={}, offline_secrets=True)
+    assert v.format_errors() == []
+    assert v.config is not None
+    assert [p.group("sms") for p in v.config.people][0][1].startswith("tencent-sms://")
+    assert not [w for w in v.format_warnings() if "not set" not in w], v.format_warnings()
