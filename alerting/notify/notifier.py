@@ -50,7 +50,7 @@ from alerting.alarms import AlarmView
 from alerting.engine import AlarmEngine, AlarmNotFound
 from alerting.events import AlarmEvent
 from alerting.notify.acklinks import AckClaims, AckSigner, TokenExpired, TokenInvalid, load_key
-from alerting.notify.channels import LOGGERS, Channels, SecretFilter, mask_url, url_secrets, valid_url
+from alerting.notify.channels import LOGGERS, Channels, SecretFilter, check_url, mask_url, url_secrets
 from alerting.notify.escalation import Escalation, Targets, plan, policy_for
 from alerting.notify.metrics import NotifyMetrics
 from alerting.notify.outbox import Outbox, wait_event
@@ -226,9 +226,14 @@ class Notifier:
             self._key_source = "temporary"
         self._signer = AckSigner(key)
         urls = [u for p in self.people.values() for u in p.all_urls()]
-        self.invalid_urls = sorted({mask_url(u) for u in urls if not valid_url(u)})
-        for u in self.invalid_urls:
-            log.error("notify: apprise does not accept the channel %s", u)
+        invalid: dict[str, str] = {}
+        for u in urls:
+            found = check_url(u)
+            if found is not None and found[0] == "error":
+                invalid[mask_url(u)] = found[1]
+        self.invalid_urls = sorted(invalid)
+        for shown, why in sorted(invalid.items()):
+            log.error("notify: channel %s cannot be used: %s", shown, why)
         self._filter = SecretFilter(s for u in urls for s in url_secrets(u))
         for name in LOGGERS:
             logging.getLogger(name).addFilter(self._filter)
