@@ -279,6 +279,7 @@ def test_url_problems_name_the_part() -> None:
         f"aliyun-sms://{base}@示范化工/SMS_1": "no phone number after the template code",
         f"aliyun-sms://{AK}@示范化工/SMS_1/13800001234": "AccessKey secret (URL password) is missing",
         f"aliyun-sms://{base}@示范化工/SMS_1/1380000abcd": "phone 138****abcd is not a phone number",
+        f"aliyun-sms://{base}@示范化工/SMS_1/1380000111": "phone 138****0111: a mainland mobile number has 11 digits",
         f"aliyun-voice://{base}@0571/TTS_1/13800001234/13900001234": "exactly one phone number per URL",
         f"aliyun-voice://{base}@0571/TTS_1/13800001234?play_times=9": "play_times must be 1..3",
         f"tencent-sms://{SID}:{SKEY}@app/签名/1/13800001234": "the SdkAppId (URL host) must be digits",

@@ -229,7 +229,7 @@ def check_url(url: str) -> tuple[Severity, str] | None:
         key = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
         robot_key = re.fullmatch(r"[0-9a-zA-Z]{8}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{12}", key)
         sev: Severity = "warning" if ok and not robot_key else "error"
-        return sev, f"{mask_url(url)}: {WECOM_HINT}"
+        return sev, f"wecom://****: {WECOM_HINT}"
     if ok:
         return None
     from apprise.manager_plugins import NotificationManager

@@ -165,6 +165,11 @@ def check_phones(phones: Sequence[str], what: str = "phone") -> list[str]:
         p = p.strip().replace(" ", "").replace("-", "")
         if not _PHONE.match(p):
             raise AppriseImproperlyConfigured(f"{what} {mask_phone(p)} is not a phone number (digits, optional +)")
+        mainland = p[3:] if p.startswith("+86") else p
+        if mainland.startswith("1") and len(mainland) != 11:
+            raise AppriseImproperlyConfigured(
+                f"{what} {mask_phone(p)}: a mainland mobile number has 11 digits (1xxxxxxxxxx, or +86 and 11 digits)"
+            )
         out.append(p)
     return out
 
