@@ -9,7 +9,7 @@ Contract:
   person's ``notify`` list, or a group such as ``sms``; one push per group, so the never-twice
   guarantee below holds per channel group). SMS/voice URLs get the alarm's template
   parameters from ``params(push)``. A failure fails over at once to the
-  person's next URL not tried in this round; when every URL failed, the next round waits
+  group's next URL not tried in this round; when every URL failed, the next round waits
   ``backoff_base * 2**(rounds-1)`` seconds, capped at ``notification.retry_max``. A URL that
   failed within ``failover_hold`` seconds is tried after the healthy ones, so a dead first
   channel does not delay every push.
