@@ -96,5 +96,5 @@ def test_the_readme_channel_example_is_a_valid_config() -> None:
     v = validate_text(text, "readme.yaml", env={}, offline_secrets=True)
     assert v.format_errors() == []
     assert v.config is not None
-    assert [p.group("sms") for p in v.config.people][0][1].startswith("tencent-sms://")
+    assert v.config.people[0].group("sms")[1].startswith("tencent-sms://")
     assert not [w for w in v.format_warnings() if "not set" not in w], v.format_warnings()
