@@ -170,7 +170,15 @@ class HazardRisk:
     grade: int  # computed
     configured: int
 
-    def format(self) -> str:
+    def format(self, lang: str = "en") -> str:
+        """One line of ``hazardgw check`` (in Chinese for ``lang="zh"``, the site's language)."""
+        if lang == "zh":
+            major = "构成重大危险源" if self.s >= 1 else "不构成重大危险源（S < 1）"
+            return (
+                f"{self.code} {self.name}：S = {self.s:.2f}（{major}），α = {self.alpha:g}，R = {self.r:.1f}"
+                f" → {GRADE_ZH[self.grade]}；配置为{GRADE_ZH.get(self.configured, str(self.configured))}"
+                f"（{GB18218} 4.2、4.3）"
+            )
         major = "major hazard source" if self.s >= 1 else "NOT a major hazard source (S < 1)"
         return (
             f"{self.code} {self.name}: S = {self.s:.2f} ({major}), α = {self.alpha:g}, R = {self.r:.1f} "

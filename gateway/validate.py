@@ -7,6 +7,14 @@ S / R -> notification and duty. Every finding is a :class:`Problem` with its pat
 severity, all collected at once so a user fixes a config in one pass. Any error means the
 config does not run: ``run`` exits 2 listing them, a reload keeps the running config.
 ``load_config`` raises :class:`ConfigError` carrying the result.
+
+``offline_secrets=True`` (``hazardgw check --offline-secrets``, a commissioning laptop
+without the site's secrets): an unset ``${ENV}`` is a warning instead of an error, its value
+a placeholder (32 letters and digits, which token patterns accept), and a schema error in a
+value that holds one is reported as a warning ("not checked: depends on unset ${X}"; the key
+is left out so the rest can be checked); every other check runs as usual (notify URLs:
+scheme and every part, with the placeholder standing in for the secret). Such a result is
+only for reading: ``run`` and a reload never pass it.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from alerting.standards import check_standards
 from gateway.config import Config
 from gateway.core.config import GAS_KINDS
 from gateway.core.problems import Problem, format_path
-from gateway.core.yamlsrc import Path_, SourceMap, YamlError, load_yaml
+from gateway.core.yamlsrc import Path_, SourceMap, YamlError, load_yaml, offline_placeholder
 from gateway.uplink.profile import ProfileError, resolve_profile
 
 ROLE_TARGETS = ("on_duty", "principal", "technical", "operational")
@@ -40,6 +48,7 @@ class Validation:
     config: Config | None
     problems: list[Problem] = field(default_factory=list)
     filename: str = "<config>"
+    unset: list[str] = field(default_factory=list)  # --offline-secrets: variables replaced by placeholders
 
     @property
     def errors(self) -> list[Problem]:
@@ -194,8 +203,21 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
         for i, ov in enumerate(duty.get("overrides") or []):
             if isinstance(ov, dict) and ov.get("shift") is not None and ov["shift"] not in shift_names:
                 err(("duty", "overrides", i, "shift"), f"unknown shift {ov['shift']!r}")
+        groups = {"notify"} | {
+            g for _, x in items("people") if isinstance(x.get("channels"), dict) for g in x["channels"]
+        }
         for key in ("escalation", "escalation_p1"):
             for i, step in enumerate(duty.get(key) or []):
+                if isinstance(step, dict) and isinstance(step.get("channels"), list):
+                    for j, g in enumerate(step["channels"]):
+                        if isinstance(g, str) and g not in groups:
+                            close = difflib.get_close_matches(g, groups, n=1)
+                            hint = f" (did you mean {close[0]!r}?)" if close else ""
+                            err(
+                                ("duty", key, i, "channels", j),
+                                f"unknown channel group {g!r}{hint}: use notify or a group of people[].channels "
+                                f"({', '.join(sorted(groups - {'notify'})) or 'none defined'})",
+                            )
                 if isinstance(step, dict):
                     for j, target in enumerate(step.get("notify") or []):
                         if isinstance(target, str) and target not in ROLE_TARGETS and target not in people:
@@ -301,22 +323,71 @@ def _model_problems(config: Config, smap: SourceMap) -> list[Problem]:
     out = [*rep.errors, *rep.warnings, *rep.waived]
     for i, h in enumerate(rep.hazard_sources):
         path: Path_ = ("hazard_sources", i)
-        out.append(Problem(path, smap.line_of(path), h.format(), "info"))
+        out.append(Problem(path, smap.line_of(path), h.format(config.notification.language), "info"))
     for f in check_notification(config):
         out.append(Problem(f.path, smap.line_of(f.path), f.message, f.severity))
     return out
 
 
-def validate_text(text: str, filename: str = "<config>", env: Mapping[str, str] | None = None) -> Validation:
+def _downgrade(problems: list[Problem], unset: dict[Path_, list[str]]) -> list[Problem]:
+    """--offline-secrets: errors in a value that holds a placeholder become warnings."""
+    out = []
+    for p in problems:
+        names = next((v for path, v in unset.items() if p.path[: len(path)] == path), None)
+        if p.severity == "error" and names:
+            vars_ = ", ".join("${" + n + "}" for n in names)
+            p = Problem(p.path, p.line, f"not checked: depends on unset {vars_}: {p.message}", "warning")
+        out.append(p)
+    return out
+
+
+def _without_placeholders(
+    data: dict[str, Any], found: list[Problem], unset: dict[Path_, list[str]], smap: SourceMap
+) -> tuple[Config | None, list[Problem]]:
+    """--offline-secrets: schema errors only in values holding a placeholder (a port from an
+    unset variable) do not stop the check: those keys are left out (their defaults apply) and
+    the rest is validated; the errors are reported as not checked."""
+    import copy
+
+    trimmed = copy.deepcopy(data)
+    for _ in range(5):
+        if any(p.severity == "error" and not any(p.path[: len(u)] == u for u in unset) for p in found):
+            return None, found  # a real schema error: report it
+        for p in found:
+            parent: Any = trimmed
+            for part in p.path[:-1]:
+                parent = parent[part] if isinstance(parent, dict | list) else None
+            if isinstance(parent, dict) and p.path and p.path[-1] in parent:
+                del parent[p.path[-1]]
+            else:
+                return None, found  # a required value (a list item): cannot leave it out
+        try:
+            return Config.model_validate(trimmed), _downgrade(found, unset)
+        except ValidationError as e:
+            found = found + _pydantic_problems(trimmed, e, smap)
+    return None, found
+
+
+def validate_text(
+    text: str, filename: str = "<config>", env: Mapping[str, str] | None = None, *, offline_secrets: bool = False
+) -> Validation:
     """Validate config text; never raises for config problems."""
     result = Validation(config=None, filename=filename)
     problems = result.problems
     try:
-        data, smap, yissues = load_yaml(text, os.environ if env is None else env)
+        data, smap, yissues = load_yaml(
+            text, os.environ if env is None else env, placeholder=offline_placeholder if offline_secrets else None
+        )
     except YamlError as e:
         problems.append(Problem((), e.line, f"YAML syntax error: {e}"))
         return result
-    problems.extend(Problem(i.path, i.line, i.message) for i in yissues)
+    problems.extend(Problem(i.path, i.line, i.message, "warning" if i.severity == "warning" else "error")
+                    for i in yissues)
+    unset: dict[Path_, list[str]] = {}
+    for i in yissues:
+        if i.var is not None:
+            unset.setdefault(i.path, []).append(i.var)
+    result.unset = sorted({n for names in unset.values() for n in names})
     if not isinstance(data, dict):
         problems.append(Problem((), 1, "the config must be a YAML mapping (site:, sources:, tags: ...)"))
         return result
@@ -324,27 +395,36 @@ def validate_text(text: str, filename: str = "<config>", env: Mapping[str, str] 
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
-        problems.extend(_pydantic_problems(data, e, smap))
+        found = _pydantic_problems(data, e, smap)
+        if unset:
+            config, found = _without_placeholders(data, found, unset, smap)
+        problems.extend(found)
     errs, warns = _cross_refs(data, smap)
     problems.extend(errs)
     problems.extend(warns)
+    if unset:
+        problems[:] = _downgrade(problems, unset)
     if config is not None:
         problems.extend(_source_problems(config, smap))
         problems.extend(_uplink_problems(config, smap))
         if not result.errors:  # set points and notification judged on a config that is otherwise sound
+            # (not downgraded: the placeholders are made to pass the notify URL checks, so a
+            # broken URL is still an error with its secrets unset)
             problems.extend(_model_problems(config, smap))
     problems.sort(key=lambda p: (p.line or 0))
     result.config = None if result.errors else config
     return result
 
 
-def validate_file(path: str | Path, env: Mapping[str, str] | None = None) -> Validation:
+def validate_file(
+    path: str | Path, env: Mapping[str, str] | None = None, *, offline_secrets: bool = False
+) -> Validation:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         return Validation(config=None, problems=[Problem((), None, f"cannot read config: {e}")], filename=str(p))
-    return validate_text(text, str(p), env)
+    return validate_text(text, str(p), env, offline_secrets=offline_secrets)
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

@@ -29,7 +29,10 @@ from gateway.core.config import GAS_KINDS
 from gateway.grafana import uids
 from gateway.grafana.export import DEFAULT_PROVISIONING_ROOT, export
 from gateway.grafana.groups import PRIORITY_COLORS, group_tags, limits
+from gateway.grafana.texts import Texts
 from gateway.validate import validate_text
+
+T = Texts("zh")  # the demo site is Chinese (notification.language defaults to zh)
 
 READING_FIELDS = {"value", "quality"}
 ALARM_KEYS = {"hs", "tag", "condition", "priority", "event", "state", "value", "limit", "by", "seq", "occurrence"}
@@ -227,11 +230,11 @@ def test_overview_status_online_rate_and_annotations(
     _out, dashboards = exported
     (ov,) = _by_tag(dashboards, "overview")
     by_title = {p["title"]: p for p in panels(ov)}
-    status = by_title["Hazard source status 红/橙/黄/蓝"]
+    status = by_title[T("status")]
     assert [f"hazard_source_status_{hs.code}" for hs in config.hazard_sources] == [
         next(iter(selected_fields(t["query"]))) for t in status["targets"]
     ]
-    online = by_title["Data online rate"]
+    online = by_title[T("online")]
     for hs, t in zip(config.hazard_sources, online["targets"], strict=True):
         n_tags = sum(1 for tag in config.tags if tag.hazard_source == hs.code)
         assert f"* 100 / {n_tags} " in t["query"] and tag_values(t["query"], "hs") == {hs.code}

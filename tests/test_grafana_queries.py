@@ -24,7 +24,10 @@ from gateway.config import Config
 from gateway.core.lineprotocol import reading_line
 from gateway.grafana.export import build_site
 from gateway.grafana.influxql import expand_macros
+from gateway.grafana.texts import Texts
 from gateway.sinks.influx import reading_prefixes
+
+T = Texts("zh")  # the demo site is Chinese (notification.language defaults to zh)
 
 S = 1_000_000_000
 MINUTE = 60 * S
@@ -126,37 +129,37 @@ def test_query_results_match_the_demo_data(
         return _run(influxd, influx_db, p["targets"][target]["query"], now, p.get("interval") or "10s")
 
     # hazard-source status per source, from the gateway measurement
-    status = _panel(dashboards, "overview", "Hazard source status 红/橙/黄/蓝")
+    status = _panel(dashboards, "overview", T("status"))
     for i, hs in enumerate(config.hazard_sources):
         (row,) = run(status, i)
         assert row["status"] == STATUS[hs.code]
 
     # active alarms by priority
-    active = _panel(dashboards, "overview", "Active alarms by priority")
+    active = _panel(dashboards, "overview", T("active"))
     assert [run(active, i)[0][f"P{i + 1}"] for i in range(3)] == list(ACTIVE)
 
     # current alarms: last state != NORM (GT-102/hh went back to NORM)
-    current = run(_panel(dashboards, "overview", "Current alarms (state ≠ NORM)"))
+    current = run(_panel(dashboards, "overview", T("current")))
     assert {(r["tag"], r["condition"], r["state"]) for r in current} == {
         ("GT-101", "h", "ACKED"), ("GT-201", "hh", "UNACK")}
-    hs2_current = run(_panel(dashboards, "hs:HS-002", "Current alarms (state ≠ NORM)"))
+    hs2_current = run(_panel(dashboards, "hs:HS-002", T("current")))
     assert {r["tag"] for r in hs2_current} == {"GT-201"}
 
     # alarm history, newest first, per hazard source
-    history = run(_panel(dashboards, "alarms", "Alarm history"))
+    history = run(_panel(dashboards, "alarms", T("history")))
     assert [r["seq"] for r in history] == [7, 6, 5, 4, 3, 2, 1]
-    hs1_history = run(_panel(dashboards, "hs:HS-001", "Alarm history"))
+    hs1_history = run(_panel(dashboards, "hs:HS-001", T("history")))
     assert {r["hs"] for r in hs1_history} == {"HS-001"} and len(hs1_history) == 5
 
     # annunciations: raised + realarmed
-    rate = run(_panel(dashboards, "alarms", "Annunciations per 10 min (flood above 10)"))
+    rate = run(_panel(dashboards, "alarms", T("rate", per=T("per_min", n=10), n=10)))
     assert sum(r["annunciations"] for r in rate) == 4
-    counts = run(_panel(dashboards, "alarms", "Annunciations per alarm (bad actors)"))
+    counts = run(_panel(dashboards, "alarms", T("bad_actors")))
     assert {(r["tag"], r["condition"]): r["annunciations"] for r in counts} == {
         ("GT-101", "h"): 1, ("GT-102", "hh"): 1, ("GT-201", "hh"): 2}
 
     # data online rate: HS-002 all tags good; HS-001 loses one of 21 tags for the last 6 min
-    online = _panel(dashboards, "overview", "Data online rate")
+    online = _panel(dashboards, "overview", T("online"))
     hs_index = {hs.code: i for i, hs in enumerate(config.hazard_sources)}
     rates: dict[str, list[float]] = defaultdict(list)
     for code, i in hs_index.items():
@@ -167,7 +170,7 @@ def test_query_results_match_the_demo_data(
     assert any(abs(v - 100 * (n_hs1 - 1) / n_hs1) < 1e-9 for v in rates["HS-001"]), rates["HS-001"]
 
     # connection uptime per data source
-    conn = run(_panel(dashboards, "overview", "Data source connection uptime"))
+    conn = run(_panel(dashboards, "overview", T("uptime")))
     by_comp: dict[str, set[float]] = defaultdict(set)
     for r in conn:
         if r["connected"] is not None:
@@ -183,7 +186,7 @@ def test_query_results_match_the_demo_data(
     assert recent and all(r["value"] is None for r in recent)  # comm readings leave a gap, never a value
 
     # current values table: every tag of the source, with its quality
-    values = run(_panel(dashboards, "hs:HS-001", "Current values"))
+    values = run(_panel(dashboards, "hs:HS-001", T("current_values")))
     assert {r["tag"] for r in values} == {t.id for t in config.tags if t.hazard_source == "HS-001"}
     assert {r["quality"] for r in values if r["tag"] == COMM_TAG} == {"comm"}
 
@@ -195,7 +198,7 @@ def test_tags_without_a_hazard_source_are_on_the_overview(influxd: Influxd, infl
         t.model_copy(update={"hazard_source": None}) if t.id in loose else t for t in base.tags]})
     (overview,) = [d for d in build_site(config).dashboards if "overview" in d["tags"]]
     titles = [p["title"] for p in panels(overview)]
-    start = titles.index("Tags without a hazard source")
+    start = titles.index(T("row_loose"))
     loose_panels = [p for p in list(panels(overview))[start + 1:] if p["type"] == "timeseries"][:2]
     assert {r for p in loose_panels for r in re.findall(r"\"tag\" = '([^']+)'", p["targets"][0]["query"])} == loose
 
@@ -204,8 +207,8 @@ def test_tags_without_a_hazard_source_are_on_the_overview(influxd: Influxd, infl
     assert "hs=" not in prefixes["FT-101"]  # the gateway writes no hs tag for them
     lines = [reading_line(prefixes[t], 1.0 + i, "good", now - (30 - i) * 10 * S) for t in loose for i in range(30)]
     influxd.write(influx_db, lines)
-    online = next(p for p in panels(overview) if p["title"] == "Data online rate" and p["type"] != "row")
-    (target,) = [t for t in online["targets"] if t["alias"] == "(no hazard source)"]
+    online = next(p for p in panels(overview) if p["title"] == T("online") and p["type"] != "row")
+    (target,) = [t for t in online["targets"] if t["alias"] == T("no_hs")]
     rows = _run(influxd, influx_db, target["query"], now, "1m")
     assert max(r["online"] for r in rows) == 100
     for p in loose_panels:

@@ -41,7 +41,9 @@ def test_findings(tmp_path: Path) -> None:
     cfg = site_config(None, tmp_path, urls=urls, duty=duty)
     cfg = cfg.model_copy(update={"api": cfg.api.model_copy(update={"public_url": None, "listen": "0.0.0.0:8080"})})
     errors, warnings = _split(check_notification(cfg, local_ns("2026-03-02 00:00")))
-    assert errors == ["people[0].notify[0]: apprise does not accept nosuchschema://**** (person zhao)"]
+    assert errors == [
+        "people[0].notify[0]: unknown scheme nosuchschema://: apprise 2.2.0 has no such service (person zhao)"
+    ]
     text = "\n".join(warnings)
     assert "person sun is on the roster or an escalation target but has no notify URL" in text
     assert "nobody on duty Mon 2026-03-02 00:00 - Mon 2026-03-02 08:00" in text

@@ -141,6 +141,7 @@ def site_config(
     tags: Sequence[dict[str, Any]] | None = None,
     alarming: dict[str, Any] | None = None,
     urls: dict[str, list[str]] | None = None,
+    channels: dict[str, dict[str, list[str]]] | None = None,
 ) -> Config:
     """Demo-like site: chlorine tank farm HS-001 (principal wang, technical li, operational chen),
     day shift zhao 08-20, night shift sun 20-08, each person one json:// URL on ``rx``."""
@@ -158,6 +159,9 @@ def site_config(
         {"id": "chen", "name": "陈刚", "notify": u("chen")},
         *extra_people,
     ]
+    for p in people:
+        if channels and p["id"] in channels:
+            p["channels"] = channels[p["id"]]
     data: dict[str, Any] = {
         "site": {"code": "91430900DEMO0001XX", "name": "示范化工有限公司", "timezone": "Asia/Shanghai"},
         "hazard_sources": [

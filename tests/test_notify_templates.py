@@ -141,8 +141,33 @@ def test_flood_summary_lists_alarms_with_links(tmp_path: Path) -> None:
     assert title == "【报警泛滥】示范化工有限公司：12 条报警待确认"
     lines = body.splitlines()
     assert "二级 12 条" in lines[0]
-    assert lines[1] == f"21:07:09 P2 LPG spheres PT-1 高报 1.5 MPa / 1 MPa {LINK}1"
+    assert lines[1] == f"21:07:09 二级 LPG spheres PT-1 高报 1.5 MPa（报警值 1 MPa） {LINK}1"
     assert len(lines) == 1 + SUMMARY_MAX_LINKS + 1
     assert lines[-1] == "另有 2 条，请在值班台查看：http://127.0.0.1:8080/"
     title_en, _ = t.summary(items[:2], "en", "http://x/", 60.0)
     assert title_en == "[ALARM FLOOD] 示范化工有限公司: 2 alarms to acknowledge"
+
+
+def test_sms_fields_are_short_and_chinese(tmp_path: Path) -> None:
+    from alerting.notify.providers import FIELDS
+
+    t = Templates(site_config(None, tmp_path))
+    f = t.sms_fields(_info(), "zh", step=1, state="UNACK", person="赵磊", link=LINK)
+    assert tuple(f) == FIELDS
+    assert (f["site"], f["hs"], f["tag"], f["condition"], f["value"], f["limit"], f["priority"], f["time"]) == (
+        "示范化工有限公司", "液氯储罐区", "GT-101", "高高报", "2.35 ppm", "2 ppm", "一级(紧急)", "3月2日 21:07:09"
+    )
+    assert all(len(v) <= 35 for k, v in f.items() if k not in ("link", "tag_name"))
+    assert t.sms_fields(_info(), "en")["time"] == "03-02 21:07:09"
+    s = t.summary_sms_fields([_info(), _info()], "zh", _info().ts, person="赵磊", link="http://x/")
+    assert (s["hs"], s["tag"], s["condition"], s["value"]) == ("液氯储罐区", "2条报警", "报警泛滥", "2")
+
+
+def test_gb18218_report_line_follows_the_language() -> None:
+    from alerting.standards import HazardRisk
+
+    r = HazardRisk("HS-001", "液氯储罐区", 8.0, 1.0, 64.0, 2, 2)
+    assert r.format("zh") == (
+        "HS-001 液氯储罐区：S = 8.00（构成重大危险源），α = 1，R = 64.0 → 二级；配置为二级（GB 18218-2018 4.2、4.3）"
+    )
+    assert r.format().startswith("HS-001 液氯储罐区: S = 8.00 (major hazard source)")

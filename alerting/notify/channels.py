@@ -6,6 +6,19 @@ HTTP request in its own worker pool, so the event loop never blocks). The whole 
 limited by ``timeout``. Apprise's own per-service retry stays at its default (0): the
 outbox decides about retries.
 
+SMS and voice calls (``aliyun-sms`` ``aliyun-voice`` ``tencent-sms`` ``tencent-voice``,
+alerting/notify/providers/) are apprise plugins registered at import. For them ``send``
+hands the alarm's template parameters (``params``) to the plugin's ``deliver`` (in a worker
+thread, like apprise does) and gets the provider's code back: every answer is counted in
+``hazardgw_notify_provider_results_total{scheme, result}`` (``result``: ok or the code class,
+providers/base.py ``CLASSES``) and a refusal is logged with the code, its class and what to
+do about it.
+
+:func:`check_url` is the config check of one URL (``hazardgw check``): scheme known,
+required parts present, through apprise's own URL parsing, with apprise's reason (secrets
+masked) instead of a bare "not accepted"; ``wecom://`` is explained (apprise reads it as the
+PushPlus relay, channel ``cp``, not a WeCom group robot: that is ``wecombot://``).
+
 Secrets: apprise URLs carry tokens and passwords (``dingtalk://TOKEN/``,
 ``json://user:pass@host``). Nothing here logs or returns a raw URL: :func:`mask_url` gives
 apprise's privacy form without the query, with long path segments shortened, and error
@@ -16,16 +29,26 @@ it while it runs).
 
 from __future__ import annotations
 
+import asyncio
+import difflib
 import logging
 import re
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import apprise
 
+from alerting.notify import providers
+from alerting.notify.metrics import NotifyMetrics
+
 log = logging.getLogger(__name__)
+
+providers.register()
 
 _SECRETISH = re.compile(r"^(?=.*[A-Za-z])(?=.*\d).{8,}$|^.{16,}$")
 
@@ -46,8 +69,14 @@ def _shorten(seg: str) -> str:
 def mask_url(url: str) -> str:
     """A display form of an apprise URL without its secrets (for logs, records, health)."""
     scheme = url.split("://", 1)[0] if "://" in url else "?"
+    if providers.is_provider(url):
+        try:
+            return providers.plugin_for(url).display()
+        except Exception:
+            return f"{scheme}://****"
     try:
-        obj = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+        with _quiet_apprise():
+            obj = apprise.Apprise.instantiate(url, suppress_exceptions=True)
         shown = obj.url(privacy=True) if obj is not None else None
     except Exception:
         shown = None
@@ -133,17 +162,111 @@ class SecretFilter(logging.Filter):
 
 def valid_url(url: str) -> bool:
     """True when apprise knows the schema and accepts the URL."""
-    try:
-        return apprise.Apprise.instantiate(url, suppress_exceptions=True) is not None
-    except Exception:
+    found = check_url(url)
+    return found is None or found[0] != "error"
+
+
+_capture = threading.local()
+
+
+class _ThreadCapture(logging.Filter):
+    """Takes the apprise log records of the thread that is checking a URL (their text names
+    the wrong part, and may hold a secret: they are returned redacted, never printed)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sink = getattr(_capture, "sink", None)
+        if sink is None or record.thread != threading.get_ident():
+            return True
+        sink.append(record.getMessage())
         return False
 
 
-class Channels:
-    def __init__(self, *, timeout: float = 20.0) -> None:
-        self.timeout = timeout
+_CAPTURE = _ThreadCapture()
+logging.getLogger("apprise").addFilter(_CAPTURE)  # passes everything through unless this thread captures
 
-    async def send(self, url: str, title: str, body: str, notify_type: str = "info") -> SendResult:
+
+@contextmanager
+def _quiet_apprise() -> Iterator[list[str]]:
+    old = getattr(_capture, "sink", None)
+    sink: list[str] = []
+    _capture.sink = sink
+    try:
+        yield sink
+    finally:
+        _capture.sink = old
+
+
+#: apprise reads ``wecom://`` as its PushPlus plugin (relay service pushplus.plus, channel cp)
+WECOM_HINT = (
+    "wecom:// is apprise's alias for the PushPlus relay (pushplus.plus, channel cp), not a WeCom "
+    "group robot: for a 企业微信群机器人 webhook (https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=KEY) "
+    "use wecombot://KEY; for a WeCom application use wechat://CORPID:SECRET@AGENTID/@all"
+)
+
+Severity = Literal["error", "warning"]
+
+
+def check_url(url: str) -> tuple[Severity, str] | None:
+    """What is wrong with one notify URL (no network), or None. The message names the URL
+    masked and the reason."""
+    if "://" not in url:
+        return "error", "not a URL: expected scheme://... (e.g. dingtalk://TOKEN/, aliyun-sms://...)"
+    scheme = url.split("://", 1)[0].lower()
+    if providers.is_provider(url):
+        try:
+            providers.plugin_for(url)
+        except Exception as e:
+            return "error", f"{mask_url(url)}: {redact(str(e), url_secrets(url))}"
+        return None
+    with _quiet_apprise() as said:
+        try:
+            ok = apprise.Apprise.instantiate(url, suppress_exceptions=True) is not None
+        except Exception as e:
+            ok = False
+            said.append(str(e))
+    if scheme == "wecom":
+        # a WeCom robot key is a UUID (8-4-4-4-12); apprise would send it to PushPlus as a token
+        key = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+        robot_key = re.fullmatch(r"[0-9a-zA-Z]{8}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{4}-[0-9a-zA-Z]{12}", key)
+        sev: Severity = "warning" if ok and not robot_key else "error"
+        return sev, f"wecom://****: {WECOM_HINT}"
+    if ok:
+        return None
+    from apprise.manager_plugins import NotificationManager
+
+    known = NotificationManager()
+    if scheme not in known:
+        names = sorted(set(known.schemas()) | set(providers.SCHEMES))
+        close = difflib.get_close_matches(scheme, names, n=1)
+        hint = f" (did you mean {close[0]}://?)" if close else ""
+        return "error", f"unknown scheme {scheme}://{hint}: apprise {apprise.__version__} has no such service"
+    secrets = url_secrets(url)
+    reasons = [redact(m, secrets) for m in said if not m.startswith(("Could not load", "Unsupported URL"))]
+    why = "; ".join(dict.fromkeys(reasons)) or "a required part is missing or malformed"
+    return "error", f"{mask_url(url)} is not a valid {scheme}:// URL: {why}"
+
+
+def needs_params(url: str) -> bool:
+    """True for SMS/voice URLs (their pushes carry template parameters, not the text)."""
+    return providers.is_provider(url)
+
+
+class Channels:
+    def __init__(self, *, timeout: float = 20.0, metrics: NotifyMetrics | None = None) -> None:
+        self.timeout = timeout
+        self.metrics = metrics
+
+    async def send(
+        self,
+        url: str,
+        title: str,
+        body: str,
+        notify_type: str = "info",
+        params: Mapping[str, str] | None = None,
+    ) -> SendResult:
+        """One attempt on one URL. ``params``: the template parameters of SMS/voice pushes."""
+        if providers.is_provider(url):
+            return await self._send_provider(url, title, params)
         t0 = time.monotonic()
         secrets = url_secrets(url)
         ap = apprise.Apprise()
@@ -159,6 +282,31 @@ class Channels:
         if bool(res):
             return SendResult(True, None, elapsed)
         return SendResult(False, redact(_error_text(res), secrets), elapsed)
+
+    async def _send_provider(self, url: str, title: str, params: Mapping[str, str] | None) -> SendResult:
+        t0 = time.monotonic()
+        secrets = url_secrets(url)
+        scheme = providers.scheme_of(url)
+        scheme = next((s for s, a in providers.APPRISE_SCHEMES.items() if a == scheme), scheme)
+        try:
+            plugin = providers.plugin_for(url)
+        except Exception as e:
+            return SendResult(False, redact(f"invalid URL: {e}", secrets), 0.0)
+        try:
+            async with asyncio.timeout(self.timeout + 1.0):
+                res = await asyncio.to_thread(plugin.deliver, params, title, self.timeout)
+        except TimeoutError:
+            res = providers.ProviderResult(False, "Timeout", "http", f"no answer within {self.timeout:g} s")
+        except Exception as e:  # a bug in a plugin is a failed attempt, never a crash
+            res = providers.ProviderResult(False, type(e).__name__, "other", str(e))
+        elapsed = time.monotonic() - t0
+        if self.metrics is not None:
+            self.metrics.provider.labels(scheme, res.kind).inc()
+        if res.ok:
+            return SendResult(True, None, elapsed)
+        text = redact(res.text(), secrets)
+        log.warning("notify: %s refused the push via %s: %s", scheme, plugin.display(), text)
+        return SendResult(False, text, elapsed)
 
 
 def _error_text(res: object) -> str:

@@ -1,7 +1,9 @@
 """Config checks for notification and duty (run by ``gateway/validate.py`` for check, run and reload).
 
 ``check_notification(config)`` returns findings with their config path: channels apprise
-does not accept (error: that person cannot be reached), people who
+does not accept (error: that person cannot be reached; the message says why: unknown
+scheme, missing or malformed part, ``wecom://`` read as PushPlus), channel groups a step
+names that a person it can reach lacks (that person gets the push on ``notify``), people who
 can be notified but have no channel, gaps in the roster over the next week, links that a
 phone cannot open (no ``api.public_url`` and a loopback/wildcard listen address), a
 priority-1 policy whose first step is not immediate.
@@ -11,10 +13,10 @@ from __future__ import annotations
 
 import time
 
-from alerting.notify.channels import mask_url, valid_url
+from alerting.notify.channels import check_url
 from alerting.notify.escalation import ON_DUTY, ROLES, policy_for
 from alerting.notify.roster import Roster
-from gateway.core.config import SiteConfig
+from gateway.core.config import DEFAULT_CHANNEL, SiteConfig
 from gateway.core.problems import Finding
 
 
@@ -26,10 +28,15 @@ def check_notification(config: SiteConfig, now_wall: int | None = None) -> list[
 
     people = {p.id: p for p in config.people}
     for i, p in enumerate(config.people):
-        for j, url in enumerate(p.notify):
-            if not valid_url(url):
-                msg = f"apprise does not accept {mask_url(url)} (person {p.id})"
-                out.append(Finding(("people", i, "notify", j), msg))
+        located: list[tuple[tuple[str | int, ...], str]] = [
+            (("people", i, "notify", j), u) for j, u in enumerate(p.notify)
+        ]
+        for g, urls in p.channels.items():
+            located += [(("people", i, "channels", g, j), u) for j, u in enumerate(urls)]
+        for path, url in located:
+            found = check_url(url)
+            if found is not None:
+                out.append(Finding(path, f"{found[1]} (person {p.id})", found[0]))
 
     reachable: set[str] = set()
     for s in config.duty.shifts:
@@ -48,7 +55,36 @@ def check_notification(config: SiteConfig, now_wall: int | None = None) -> list[
     for pid in sorted(reachable):
         p = people.get(pid)
         if p is not None and not p.notify:
-            warn(("people", index[pid]), f"person {pid} is on the roster or an escalation target but has no notify URL")
+            what = "no notify URL" if not p.channels else "no notify URL (fallback when a step's channels are missing)"
+            warn(("people", index[pid]), f"person {pid} is on the roster or an escalation target but has {what}")
+
+    # channel groups: every person a step can reach should have the groups it names
+    on_duty = {pid for s in config.duty.shifts for pid in s.people} | {
+        pid for o in config.duty.overrides for pid in o.people
+    }
+    for key in ("escalation", "escalation_p1"):
+        for k, st in enumerate(getattr(config.duty, key) or []):
+            if st.channels is None or list(st.channels) == [DEFAULT_CHANNEL]:
+                continue
+            targets: set[str] = set()
+            for t in st.notify:
+                if t == ON_DUTY:
+                    targets |= on_duty
+                elif t in ROLES:
+                    targets |= {pid for h in config.hazard_sources if (pid := getattr(h.responsible, t))}
+                else:
+                    targets.add(t)
+            for pid in sorted(targets):
+                p = people.get(pid)
+                if p is None:
+                    continue
+                lacking = [g for g in st.channels if not p.group(g)]
+                if len(lacking) == len(st.channels):
+                    warn(("duty", key, k, "channels"), f"person {pid} has none of the channels {', '.join(lacking)}: "
+                         "this step reaches them on notify")
+                elif lacking:
+                    warn(("duty", key, k, "channels"), f"person {pid} has no {', '.join(lacking)} channel: "
+                         f"this step reaches them on {', '.join(g for g in st.channels if g not in lacking)} only")
 
     if not config.duty.shifts:
         warn(("duty",), "duty.shifts is empty: on_duty names nobody; pushes fall back to the responsible people")

@@ -10,6 +10,11 @@ Pure logic, no I/O and no clock of its own: the notifier passes ``now`` (monoton
   unique even if occurrence numbers were ever reused (an engine running without journal).
 * Targets: ``on_duty`` (the roster at send time), ``principal`` / ``technical`` /
   ``operational`` (包保责任人 of the alarm's hazard source) or a person id.
+* Channel plans: a step's ``channels`` (default ``[notify]``) are the channel groups that
+  fire *together* for each of its people: ``notify`` is the person's ``notify`` list, other
+  names are groups of ``people[].channels`` (``sms``, ``voice`` ...). Each group is its own
+  push, delivered over that group's URLs in failover order; a person who has none of the
+  step's groups gets the push on ``notify`` (:func:`plan`).
 * A step that resolves to nobody (no shift running, role not set, person removed) falls
   back so that an alarm never reaches no one: on-duty people, else the hazard source's
   responsible people, else everyone who has a push channel. The fallback is reported.
@@ -17,11 +22,11 @@ Pure logic, no I/O and no clock of its own: the notifier passes ``now`` (monoton
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.core.config import Duty, EscalationStep, HazardSource, Person
+from gateway.core.config import DEFAULT_CHANNEL, Duty, EscalationStep, HazardSource, Person
 
 ON_DUTY: Final = "on_duty"
 ROLES: Final = ("principal", "technical", "operational")
@@ -98,7 +103,7 @@ class Targets:
         fb = self.responsible(hs)
         if fb:
             return Resolved(fb, why + "nobody on duty, sent to the hazard source's responsible people", missing)
-        fb = [p.id for p in self.people.values() if p.notify]
+        fb = [p.id for p in self.people.values() if p.all_urls()]
         return Resolved(fb, why + "nobody on duty or responsible, sent to everyone with a channel", missing)
 
 
@@ -150,3 +155,49 @@ def coalesce(per_step: Sequence[tuple[int, Sequence[str]]]) -> list[tuple[int, s
             if last[p] == step and (step, p) not in out:
                 out.append((step, p))
     return out
+
+
+def groups_of(person: Person | None, wanted: Sequence[str]) -> tuple[list[str], bool]:
+    """(the groups of ``wanted`` that ``person`` has, whether it fell back to ``notify``)."""
+    if person is None:
+        return [DEFAULT_CHANNEL], False
+    have = [g for g in wanted if person.group(g)]
+    if have:
+        return have, False
+    return [DEFAULT_CHANNEL], tuple(wanted) != (DEFAULT_CHANNEL,)
+
+
+@dataclass(slots=True)
+class Plan:
+    pushes: list[tuple[int, str, str]]  # (step, person, channel group)
+    fallbacks: list[tuple[int, str, tuple[str, ...]]]  # (step, person, groups the person lacks)
+
+
+def plan(
+    per_step: Sequence[tuple[int, Sequence[str]]],
+    steps: Sequence[EscalationStep],
+    people: Mapping[str, Person],
+) -> Plan:
+    """(step, person, group) pushes for steps that fire together.
+
+    Every person of a step gets one push per channel group the step names (the groups fire
+    together); a person without any of them gets the push on ``notify`` (a fallback). A
+    (person, group) named by several due steps gets one push, for the latest step, so a
+    restart after a long outage does not call someone twice at once."""
+    out: list[tuple[int, str, str]] = []
+    fallbacks: list[tuple[int, str, tuple[str, ...]]] = []
+    for step, pids in per_step:
+        wanted = steps[step].groups
+        for pid in pids:
+            groups, fell_back = groups_of(people.get(pid), wanted)
+            if fell_back:
+                fallbacks.append((step, pid, tuple(wanted)))
+            out.extend((step, pid, g) for g in groups)
+    last: dict[tuple[str, str], int] = {}
+    for step, pid, g in out:
+        last[(pid, g)] = step
+    kept: list[tuple[int, str, str]] = []
+    for step, pid, g in out:
+        if last[(pid, g)] == step and (step, pid, g) not in kept:
+            kept.append((step, pid, g))
+    return Plan(kept, fallbacks)

@@ -45,6 +45,13 @@ class NotifyMetrics:
         self.pending = Gauge("hazardgw_notify_pending", "Pushes waiting for (re)delivery", registry=r)
         self.open_escalations = Gauge("hazardgw_notify_escalations_open", "Occurrences being escalated", registry=r)
         self.flood = Gauge("hazardgw_notify_flood", "1 while pushes are in flood summary mode", registry=r)
+        self.provider = Counter(
+            "hazardgw_notify_provider_results",
+            "Answers of SMS/voice providers by scheme and result (ok, auth, balance, quota, template, number, "
+            "provider, http, other)",
+            ["scheme", "result"],
+            registry=r,
+        )
         self.db_errors = Counter("hazardgw_notify_db_errors", "Outbox database operations that failed", registry=r)
         self.latency = Histogram(
             "hazardgw_notify_latency_seconds",

@@ -50,15 +50,15 @@ from alerting.alarms import AlarmView
 from alerting.engine import AlarmEngine, AlarmNotFound
 from alerting.events import AlarmEvent
 from alerting.notify.acklinks import AckClaims, AckSigner, TokenExpired, TokenInvalid, load_key
-from alerting.notify.channels import LOGGERS, Channels, SecretFilter, mask_url, url_secrets, valid_url
-from alerting.notify.escalation import Escalation, Targets, coalesce, policy_for
+from alerting.notify.channels import LOGGERS, Channels, SecretFilter, check_url, mask_url, url_secrets
+from alerting.notify.escalation import Escalation, Targets, plan, policy_for
 from alerting.notify.metrics import NotifyMetrics
 from alerting.notify.outbox import Outbox, wait_event
 from alerting.notify.records import AlarmInfo, NotifyRecord
 from alerting.notify.roster import Roster
 from alerting.notify.store import Attempt, DbThread, EscalationRow, NotifyStore, PushRow
 from alerting.notify.templates import NOTIFY_TYPE, Templates
-from gateway.core.config import Person, SiteConfig
+from gateway.core.config import DEFAULT_CHANNEL, Person, SiteConfig
 from gateway.core.metrics import Metrics
 from gateway.core.ratelog import RateLimitedLog
 
@@ -135,8 +135,9 @@ class Notifier:
         self.base_url = (api.public_url or f"http://{api.listen}").rstrip("/")
         self.outbox = Outbox(
             db=self.db,
-            channels=channels or Channels(timeout=send_timeout),
+            channels=channels or Channels(timeout=send_timeout, metrics=self._m),
             urls=self._urls,
+            params=self._params,
             check=self._check_push,
             on_attempt=self._on_attempt,
             metrics=self._m,
@@ -154,7 +155,7 @@ class Notifier:
         self._intake: deque[tuple[AlarmEvent, float]] = deque()
         self._overflow: dict[str, tuple[AlarmEvent, float]] = {}
         self._escalations: dict[int, Escalation] = {}
-        self._batches: dict[str, _Batch] = {}
+        self._batches: dict[tuple[str, str], _Batch] = {}  # (person, channel group) -> flood batch
         self._subs: list[RecordCallback] = []
         self._last_ts: dict[str, int] = {}
         self._used_mem: dict[str, int] = {}  # nonce -> expiry s, only while the database is down
@@ -226,10 +227,15 @@ class Notifier:
             key = secrets.token_bytes(32)
             self._key_source = "temporary"
         self._signer = AckSigner(key)
-        urls = [u for p in self.people.values() for u in p.notify]
-        self.invalid_urls = sorted({mask_url(u) for u in urls if not valid_url(u)})
-        for u in self.invalid_urls:
-            log.error("notify: apprise does not accept the channel %s", u)
+        urls = [u for p in self.people.values() for u in p.all_urls()]
+        invalid: dict[str, str] = {}
+        for u in urls:
+            found = check_url(u)
+            if found is not None and found[0] == "error":
+                invalid[mask_url(u)] = found[1]
+        self.invalid_urls = sorted(invalid)
+        for shown, why in sorted(invalid.items()):
+            log.error("notify: channel %s cannot be used: %s", shown, why)
         self._filter = SecretFilter(s for u in urls for s in url_secrets(u))
         for name in LOGGERS:
             logging.getLogger(name).addFilter(self._filter)
@@ -438,9 +444,21 @@ class Notifier:
                 per_step.append((i, res.people))
             info = AlarmInfo.from_dict(esc.info)
             batch = flooded and esc.priority >= 2
+            pl = plan(per_step, esc.steps, self.people)
+            for step, pid, lacking in pl.fallbacks:
+                self._m.fallbacks.inc()
+                self._log_limited(
+                    f"groups:{pid}:{lacking}",
+                    "notify %s step %d: %s has no %s channel; sent on notify",
+                    esc.alarm,
+                    step,
+                    pid,
+                    "/".join(lacking),
+                    level=logging.WARNING,
+                )
             pushes = [
-                self._alarm_push(esc, info, step, pid, batch, view, now, wall)
-                for step, pid in coalesce(per_step)
+                self._alarm_push(esc, info, step, pid, group, batch, view, now, wall)
+                for step, pid, group in pl.pushes
                 if pid in self.people
             ]
             esc.next_step = due[-1] + 1
@@ -464,14 +482,17 @@ class Notifier:
         info: AlarmInfo,
         step: int,
         pid: str,
+        group: str,
         batch: bool,
         view: AlarmView,
         now: float,
         wall: int,
     ) -> PushRow:
         person = self.people[pid]
+        # the notify group keeps the key it always had (pushes queued before an upgrade stay unique)
+        suffix = "" if group == DEFAULT_CHANNEL else f":{group}"
         p = PushRow(
-            key=f"a:{esc.occurrence}:{esc.round}:{step}:{pid}",
+            key=f"a:{esc.occurrence}:{esc.round}:{step}:{pid}{suffix}",
             kind="alarm",
             person=pid,
             priority=esc.priority,
@@ -482,7 +503,7 @@ class Notifier:
             round=esc.round,
             step=step,
             alarm=esc.alarm,
-            info=esc.info,
+            info=esc.info if group == DEFAULT_CHANNEL else esc.info | {"via": group},
             event_wall=esc.started_wall + int(esc.steps[step].after * 1e9),
         )
         if not batch:
@@ -504,9 +525,9 @@ class Notifier:
         ready = []
         for p in pushes:
             if p.status == "batched":
-                b = self._batches.get(p.person)
+                b = self._batches.get((p.person, _via(p)))
                 if b is None:
-                    b = self._batches[p.person] = _Batch(now + self.summary_interval)
+                    b = self._batches[(p.person, _via(p))] = _Batch(now + self.summary_interval)
                 b.items.append(p)
                 self._m.batched.inc()
             else:
@@ -519,10 +540,11 @@ class Notifier:
             return
         flooded = self.flooded(now)
         wall = self._wall()
-        for pid, b in list(self._batches.items()):
+        for bkey, b in list(self._batches.items()):
             if flooded and b.deadline > now:
                 continue
-            del self._batches[pid]
+            del self._batches[bkey]
+            pid, via = bkey
             keep: list[PushRow] = []
             drop: list[PushRow] = []
             for p in b.items:
@@ -555,7 +577,8 @@ class Notifier:
                 title=title,
                 body=body,
                 notify_type=NOTIFY_TYPE.get(prio, "info"),
-                info={"items": [p.info | {"round": p.round, "step": p.step} for p in keep if p.info is not None]},
+                info={"items": [p.info | {"round": p.round, "step": p.step} for p in keep if p.info is not None]}
+                | ({} if via == DEFAULT_CHANNEL else {"via": via}),
                 event_wall=min(p.event_wall or wall for p in keep),
                 items=[p.id for p in keep if p.id is not None and p.id > 0],
             )
@@ -638,7 +661,7 @@ class Notifier:
         ready = []
         for p in pushes:
             if p.status == "batched":
-                b = self._batches.setdefault(p.person, _Batch(now))
+                b = self._batches.setdefault((p.person, _via(p)), _Batch(now))
                 b.items.append(p)
             else:
                 p.next_wall = min(p.next_wall, wall)  # a restart is a good moment to try again
@@ -654,9 +677,35 @@ class Notifier:
             )
 
     # ================================================================== outbox hooks
-    def _urls(self, pid: str) -> list[str]:
-        p = self.people.get(pid)
-        return list(p.notify) if p is not None else []
+    def _urls(self, push: PushRow) -> list[str]:
+        """The push's channel group of its person (``notify`` if the group is gone)."""
+        p = self.people.get(push.person)
+        if p is None:
+            return []
+        return p.group(_via(push)) or list(p.notify)
+
+    def _params(self, push: PushRow) -> dict[str, str] | None:
+        """Template parameters of SMS/voice pushes (providers/base.py FIELDS), at send time."""
+        person = self.people.get(push.person)
+        lang = self._lang(person)
+        name = person.name if person is not None else push.person
+        wall = self._wall()
+        try:
+            if push.kind == "summary":
+                items = [AlarmInfo.from_dict(i) for i in (push.info or {}).get("items", [])]
+                return self.templates.summary_sms_fields(items, lang, wall, person=name, link=self.base_url + "/")
+            if push.info is None or push.occurrence is None:
+                return None
+            state = None
+            with contextlib.suppress(AlarmNotFound):
+                state = self.engine.get(push.occurrence).state
+            link = self.ack_url(self.sign(push.occurrence, push.person, wall)) if self._signer is not None else ""
+            return self.templates.sms_fields(
+                AlarmInfo.from_dict(push.info), lang, step=push.step or 0, state=state, person=name, link=link
+            )
+        except Exception:
+            self._log_limited("params", "notify: cannot build SMS/voice parameters", exc_info=True)
+            return None
 
     def _check_push(self, p: PushRow) -> str | None:
         if p.kind == "summary":
@@ -881,6 +930,11 @@ class Notifier:
             self._m.db_errors.inc()
             self._rlog.log(logging.CRITICAL, "db", "notify outbox write failed (%s); delivering from memory", e)
             return None
+
+
+def _via(p: PushRow) -> str:
+    via = (p.info or {}).get("via")
+    return via if isinstance(via, str) and via else DEFAULT_CHANNEL
 
 
 def _row(e: Escalation) -> EscalationRow:

@@ -5,8 +5,11 @@ Contract:
 * A push reaches :meth:`Outbox.add` only after its row is committed (the notifier writes
   first). If the database is broken the notifier still hands the push over, without an id:
   it is delivered from memory (durability lost, delivery not).
-* Each attempt uses ONE of the person's apprise URLs. A failure fails over at once to the
-  person's next URL not tried in this round; when every URL failed, the next round waits
+* Each attempt uses ONE apprise URL of the push's channel group (``urls(push)``: the
+  person's ``notify`` list, or a group such as ``sms``; one push per group, so the never-twice
+  guarantee below holds per channel group). SMS/voice URLs get the alarm's template
+  parameters from ``params(push)``. A failure fails over at once to the
+  group's next URL not tried in this round; when every URL failed, the next round waits
   ``backoff_base * 2**(rounds-1)`` seconds, capped at ``notification.retry_max`` (exactly:
   gateway/core/backoff.py without jitter; pushes are not a herd to spread). A URL that
   failed within ``failover_hold`` seconds is tried after the healthy ones, so a dead first
@@ -33,11 +36,11 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerting.notify.channels import Channels, mask_url
+from alerting.notify.channels import Channels, mask_url, needs_params
 from alerting.notify.metrics import NotifyMetrics
 from alerting.notify.store import Attempt, DbThread, PushRow
 from gateway.core.backoff import Backoff
@@ -62,7 +65,7 @@ class Outbox:
         *,
         db: DbThread | None,
         channels: Channels,
-        urls: Callable[[str], list[str]],
+        urls: Callable[[PushRow], list[str]],
         check: Callable[[PushRow], str | None],
         on_attempt: Callable[[PushRow, Attempt], None],
         metrics: NotifyMetrics,
@@ -74,10 +77,12 @@ class Outbox:
         max_in_flight: int = 16,
         failover_hold: float = 60.0,
         tick_interval: float = 0.25,
+        params: Callable[[PushRow], Mapping[str, str] | None] | None = None,
     ) -> None:
         self.db = db
         self.channels = channels
         self._urls = urls
+        self._params = params
         self._check = check
         self._on_attempt = on_attempt
         self._m = metrics
@@ -231,7 +236,7 @@ class Outbox:
             self._m.cancelled.inc()
             await self._finish(item, "cancelled", "cancelled", None, reason, None)
             return
-        urls = self._urls(p.person)
+        urls = self._urls(p)
         if not urls:
             self._m.no_channel.inc()
             log.error("notify: person %s has no push channel; push %s cannot be delivered", p.person, p.id)
@@ -241,7 +246,8 @@ class Outbox:
         idx = order[0]
         url = urls[idx]
         shown = mask_url(url)
-        res = await self.channels.send(url, p.title or "", p.body or "", p.notify_type or "info")
+        params = self._params(p) if self._params is not None and needs_params(url) else None
+        res = await self.channels.send(url, p.title or "", p.body or "", p.notify_type or "info", params=params)
         p.attempts += 1
         now = self._clock()
         if res.ok:

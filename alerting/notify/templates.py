@@ -6,6 +6,10 @@ time zone and the one-tap acknowledge link. The language is the person's ``langu
 ``notification.language``. ``notification.templates.{zh,en}.{title,body}`` replace the
 built-in texts; their ``{placeholders}`` are ``gateway.config.TEMPLATE_FIELDS`` (checked when
 the config loads).
+
+SMS and voice templates are approved by the provider; the gateway fills their variables
+(:meth:`Templates.sms_fields`: site, hazard source, tag, condition, value, limit, priority,
+time in a short form such as ``3月2日 10:00:05``, ... see providers/base.py ``FIELDS``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 from zoneinfo import ZoneInfo
 
+from alerting.notify.providers import FIELDS as SMS_FIELDS
 from alerting.notify.records import AlarmInfo
 from gateway.core.config import TEMPLATE_FIELDS, SiteConfig
 
@@ -58,6 +63,7 @@ STATE_TEXT: Final = {
         "NORM": "normal",
     },
 }
+PRIORITY_SHORT_ZH: Final = {1: "一级", 2: "二级", 3: "三级"}
 NOTIFY_TYPE: Final = {1: "failure", 2: "warning", 3: "info"}  # apprise NotifyType by priority
 
 DEFAULT: Final = {
@@ -212,6 +218,73 @@ class Templates:
         body = c.body if c is not None and c.body else d["body"]
         return title, body
 
+    def short_time(self, ns: int, lang: str) -> str:
+        t = dt.datetime.fromtimestamp(ns / 1e9, self.tz)
+        return f"{t.month}月{t.day}日 {t:%H:%M:%S}" if lang == "zh" else f"{t:%m-%d %H:%M:%S}"
+
+    def sms_fields(
+        self,
+        info: AlarmInfo,
+        lang: str | None,
+        *,
+        step: int = 0,
+        state: str | None = None,
+        person: str = "",
+        link: str = "",
+    ) -> dict[str, str]:
+        """Template variables of an SMS / voice push (short values: SMS variables are limited)."""
+        lang = lang if lang in DEFAULT else self.default_language
+        f = self.fields(info, lang, link=link, step=step, state=state, person=person)
+        out = {
+            "site": f["site"],
+            "site_code": f["site_code"],
+            "hs": f["hs_name"] or f["hs"],
+            "hs_code": f["hs"],
+            "tag": f["tag"],
+            "tag_name": f["tag_name"],
+            "condition": f["condition_text"],
+            "value": f["value"],
+            "limit": f["limit"],
+            "priority": f["priority_text"],
+            "time": self.short_time(info.ts, lang),
+            "state": f["state_text"],
+            "step": f["step"],
+            "person": person,
+            "link": link,
+        }
+        assert tuple(out) == SMS_FIELDS
+        return out
+
+    def summary_sms_fields(
+        self, items: Sequence[AlarmInfo], lang: str | None, wall: int, *, person: str = "", link: str = ""
+    ) -> dict[str, str]:
+        """Template variables of a flood summary sent by SMS / voice."""
+        lang = lang if lang in DEFAULT else self.default_language
+        n = len(items)
+        prio = min((i.priority for i in items), default=3)
+        hss = {self.hs_names.get(i.hs or "", i.hs or "") for i in items}
+        zh = lang == "zh"
+        one_hs = next(iter(hss)) if len(hss) == 1 else ("多个危险源" if zh else "several hazard sources")
+        out = {
+            "site": self.site,
+            "site_code": self.site_code,
+            "hs": one_hs,
+            "hs_code": "—",
+            "tag": f"{n}条报警" if zh else f"{n} alarms",
+            "tag_name": "",
+            "condition": "报警泛滥" if zh else "alarm flood",
+            "value": str(n),
+            "limit": "—",
+            "priority": PRIORITY_TEXT[lang].get(prio, str(prio)),
+            "time": self.short_time(wall, lang),
+            "state": STATE_TEXT[lang]["UNACK"],
+            "step": "0",
+            "person": person,
+            "link": link,
+        }
+        assert tuple(out) == SMS_FIELDS
+        return out
+
     # ------------------------------------------------------------------ pushes
     def alarm(self, info: AlarmInfo, lang: str | None, **kw: object) -> tuple[str, str]:
         """(title, body) of one alarm push."""
@@ -245,5 +318,9 @@ class Templates:
             t = dt.datetime.fromtimestamp(info.ts / 1e9, self.tz)
             cond = CONDITION_TEXT[lang].get(info.condition, info.condition)
             hs = self.hs_names.get(info.hs or "", info.hs or "")
-            lines.append(f"{t:%H:%M:%S} P{info.priority} {hs} {info.tag} {cond} {value} / {limit} {link}")
+            if lang == "zh":
+                prio = PRIORITY_SHORT_ZH.get(info.priority, str(info.priority))
+                lines.append(f"{t:%H:%M:%S} {prio} {hs} {info.tag} {cond} {value}（报警值 {limit}） {link}")
+            else:
+                lines.append(f"{t:%H:%M:%S} P{info.priority} {hs} {info.tag} {cond} {value} / {limit} {link}")
         return title, "\n".join(lines)

@@ -95,12 +95,41 @@ class HazardSource(Model):
     inventory: Inventory | None = None
 
 
+#: the channel group name of ``people[].notify`` in ``duty.escalation*[].channels``
+DEFAULT_CHANNEL = "notify"
+
+
 class Person(Model):
     id: Id
     name: str
     notify: list[str] = Field(default_factory=list, description="apprise URLs, in failover order")
+    channels: dict[Id, list[str]] = Field(
+        default_factory=dict,
+        description="more channel groups by name (e.g. sms, voice), each a failover list of apprise URLs; "
+        "escalation steps name the groups that fire together",
+    )
     phone: str | None = None
     language: Literal["zh", "en"] | None = None
+
+    @field_validator("channels")
+    @classmethod
+    def _groups(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        if DEFAULT_CHANNEL in v:
+            raise ValueError(f"{DEFAULT_CHANNEL!r} is the name of the person's notify list; pick another group name")
+        for name, urls in v.items():
+            if not urls:
+                raise ValueError(f"channel group {name!r} is empty")
+        return v
+
+    def group(self, name: str) -> list[str]:
+        """The URLs of channel group ``name`` (``notify``: the notify list), [] if none."""
+        return list(self.notify) if name == DEFAULT_CHANNEL else list(self.channels.get(name, ()))
+
+    def all_urls(self) -> list[str]:
+        out = list(self.notify)
+        for urls in self.channels.values():
+            out.extend(u for u in urls if u not in out)
+        return out
 
 
 # --------------------------------------------------------------------------- duty
@@ -133,6 +162,23 @@ class DutyOverride(Model):
 class EscalationStep(Model):
     after: Duration
     notify: list[str] = Field(min_length=1, description="on_duty | principal | technical | operational | person id")
+    channels: list[Id] | None = Field(
+        default=None,
+        min_length=1,
+        description="channel groups that fire together for every person of the step: notify (the person's "
+        "notify list) or a group of people[].channels (sms, voice ...); default [notify]",
+    )
+
+    @field_validator("channels")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("a channel group is named twice")
+        return v
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.channels) if self.channels else (DEFAULT_CHANNEL,)
 
 
 class Duty(Model):

@@ -3,16 +3,19 @@
 ``load_yaml`` returns plain Python data plus a map from each value's path
 (``("sources", 0, "points", 3, "tag")``) to its 1-based line, so config errors can name
 the file, line and path. ``${ENV}`` and ``${ENV:-default}`` are interpolated in string
-scalars; a missing variable is an error at that path, never an empty string. Duplicate
+scalars; a missing variable is an error at that path, never an empty string (with
+``placeholder``, for ``hazardgw check --offline-secrets``: a warning, and the value gets a
+stand-in so the rest of the config can still be checked). Duplicate
 mapping keys are errors too: in YAML the second one silently wins, which in a safety
 config hides a typo.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +48,14 @@ class YamlIssue:
     path: Path_
     line: int | None
     message: str
+    severity: str = "error"  # "warning": an unset variable replaced by a placeholder
+    var: str | None = None  # the unset environment variable, if that is the issue
+
+
+def offline_placeholder(name: str) -> str:
+    """A stand-in for an unset secret: 32 lower-case letters and digits, stable per name (fits
+    the token patterns of apprise plugins, never a real secret)."""
+    return "x" + hashlib.sha256(name.encode()).hexdigest()[:31]
 
 
 class YamlError(Exception):
@@ -55,8 +66,11 @@ class YamlError(Exception):
         self.line = line
 
 
-def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
-    """Replace ``${NAME}`` / ``${NAME:-default}``; return the text and missing names."""
+def interpolate(
+    text: str, env: Mapping[str, str], placeholder: Callable[[str], str] | None = None
+) -> tuple[str, list[str]]:
+    """Replace ``${NAME}`` / ``${NAME:-default}``; return the text and missing names (replaced
+    by ``placeholder(name)`` when given, else by nothing)."""
     missing: list[str] = []
 
     def sub(m: re.Match[str]) -> str:
@@ -66,7 +80,7 @@ def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
         if default is not None:
             return default
         missing.append(name)
-        return ""
+        return placeholder(name) if placeholder is not None else ""
 
     return _ENV_RE.sub(sub, text), missing
 
@@ -75,7 +89,10 @@ RAW_TEXT_KEYS = frozenset({"address"})
 
 
 def load_yaml(
-    text: str, env: Mapping[str, str] | None = None, raw_keys: frozenset[str] = RAW_TEXT_KEYS
+    text: str,
+    env: Mapping[str, str] | None = None,
+    raw_keys: frozenset[str] = RAW_TEXT_KEYS,
+    placeholder: Callable[[str], str] | None = None,
 ) -> tuple[Any, SourceMap, list[YamlIssue]]:
     """Parse ``text``; return (data, source map, issues found while building it).
 
@@ -127,11 +144,22 @@ def load_yaml(
             return node.value
         value = builder.construct_object(node, deep=True)
         if isinstance(value, str) and "${" in value:
-            value, missing = interpolate(value, env)
+            value, missing = interpolate(value, env, placeholder)
             for name in missing:
-                issues.append(
-                    YamlIssue(path, node.start_mark.line + 1, f"environment variable {name} is not set")
-                )
+                if placeholder is None:
+                    issues.append(
+                        YamlIssue(path, node.start_mark.line + 1, f"environment variable {name} is not set")
+                    )
+                else:
+                    issues.append(
+                        YamlIssue(
+                            path,
+                            node.start_mark.line + 1,
+                            f"environment variable {name} is not set: checked with a placeholder (--offline-secrets)",
+                            "warning",
+                            name,
+                        )
+                    )
         return value
 
     try:

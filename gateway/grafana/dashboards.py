@@ -11,7 +11,9 @@
   alarm (bad actors) and per 10 minutes (flood), alarm annotations.
 
 Queries come from :class:`gateway.grafana.influxql.Queries`; thresholds and grouping from
-:mod:`gateway.grafana.groups`; uids from :mod:`gateway.grafana.uids`.
+:mod:`gateway.grafana.groups`; uids from :mod:`gateway.grafana.uids`. Every text a person
+reads (titles, descriptions, legends, table columns, value texts) is in the site's language,
+``notification.language`` (:mod:`gateway.grafana.texts`).
 """
 
 from __future__ import annotations
@@ -43,10 +45,9 @@ from gateway.grafana.groups import (
     threshold_steps,
 )
 from gateway.grafana.influxql import InfluxQL, Queries, annotation_columns, ref_ids
+from gateway.grafana.texts import KIND_TEXT, Texts
 
 DASHBOARD_TAG = "hazardgw"
-STATUS_TEXT = {0: ("blue", "蓝 blue"), 1: ("yellow", "黄 yellow"), 2: ("orange", "橙 orange"), 3: ("red", "红 red")}
-PRIORITY_TEXT = {1: "P1 emergency", 2: "P2 high", 3: "P3 low"}
 
 
 @dataclass
@@ -56,13 +57,15 @@ class SiteContext:
     config: Config
     ds: dm.DataSourceRef
     q: Queries
+    t: Texts
     refresh: str = "10s"
 
     @classmethod
     def from_config(cls, config: Config) -> SiteContext:
         rp = config.influx.retention_policy if config.influx is not None else None
         ds = dm.DataSourceRef(type_val="influxdb", uid=uids.datasource_uid(config.site.code))
-        return cls(config=config, ds=ds, q=Queries(config.site.code, rp))
+        t = Texts(config.notification.language)
+        return cls(config=config, ds=ds, q=Queries(config.site.code, rp), t=t)
 
     @property
     def site(self) -> str:
@@ -131,6 +134,33 @@ def _hide_time() -> dm.DataTransformerConfig:
     return dm.DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True}})
 
 
+def _columns(ctx: SiteContext, p: Any, columns: Sequence[str],
+             extra: dict[str, list[dm.DynamicConfigValue]] | None = None) -> Any:
+    """One override per table column: its title in the site's language (Chinese: 位号, 状态 ...)
+    and the column's other properties (colours, value texts), together so they never compete."""
+    extra = extra or {}
+    for col in dict.fromkeys([*columns, *extra]):
+        props = list(extra.get(col, []))
+        title = ctx.t.column(col)
+        if title is not None:
+            props.insert(0, dm.DynamicConfigValue(id_val="displayName", value=title))
+        if props:
+            p.override_by_name(col, props)
+    return p
+
+
+def _mapped(ctx: SiteContext, column: str, colors: dict[str, str]) -> list[dm.ValueMap]:
+    """Value mappings of a table column: colour, and the value's text in the site's language."""
+    return [dm.ValueMap(options={
+        v: dm.ValueMappingResult(color=c, index=i, text=ctx.t.value_text(column, v))
+        for i, (v, c) in enumerate(colors.items())
+    })]
+
+
+ALARM_TABLE_COLUMNS = ("Time", "hs", "tag", "condition", "priority", "event", "state", "value", "limit", "by", "seq",
+                       "occurrence")
+
+
 def _row(ids: _Panels, title: str) -> dash_b.Row:
     return dash_b.Row(title).id(ids.id())
 
@@ -144,22 +174,20 @@ def status_panel(ctx: SiteContext, ids: _Panels, sources: Sequence[HazardSource]
     p = (
         stat_b.Panel()
         .id(ids.id())
-        .title("Hazard source status 红/橙/黄/蓝")
-        .description(
-            "Status derived by the gateway's alarm engine from active alarms and grade "
-            "(alerting/status.py), written to the gateway measurement every 10 s."
-        )
+        .title(ctx.t("status"))
+        .description(ctx.t("status_desc"))
         .datasource(ctx.ds)
-        .mappings(_value_map({str(k): v for k, v in STATUS_TEXT.items()}))
+        .mappings(_value_map({str(k): v for k, v in ctx.t.status().items()}))
         .thresholds(_thresholds([(None, "blue"), (1, "yellow"), (2, "orange"), (3, "red")]))
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.NONE)
         .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
         .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
-        .no_value("no data")
+        .no_value(ctx.t("no_data"))
     )
     for ref, hs in zip(ref_ids(), sources, strict=False):
-        p.with_target(_target(ctx, ctx.q.hs_status(hs.code), ref, alias=f"{hs.code} {hs.name} (grade {hs.grade})"))
+        alias = ctx.t("status_alias", code=hs.code, name=hs.name, grade=hs.grade)
+        p.with_target(_target(ctx, ctx.q.hs_status(hs.code), ref, alias=alias))
     return _gridded(p, w, 5)
 
 
@@ -167,8 +195,8 @@ def active_alarms_panel(ctx: SiteContext, ids: _Panels, w: int = 8) -> stat_b.Pa
     p = (
         stat_b.Panel()
         .id(ids.id())
-        .title("Active alarms by priority")
-        .description("Alarms with an open occurrence (UNACK, ACKED, RTNUN), from the gateway measurement.")
+        .title(ctx.t("active"))
+        .description(ctx.t("active_desc"))
         .datasource(ctx.ds)
         .color_mode(common.BigValueColorMode.BACKGROUND)
         .graph_mode(common.BigValueGraphMode.AREA)
@@ -178,9 +206,9 @@ def active_alarms_panel(ctx: SiteContext, ids: _Panels, w: int = 8) -> stat_b.Pa
         .no_value("0")
     )
     for ref, prio in zip(ref_ids(), (1, 2, 3), strict=False):
-        p.with_target(_target(ctx, ctx.q.active_by_priority(prio), ref, alias=PRIORITY_TEXT[prio]))
+        p.with_target(_target(ctx, ctx.q.active_by_priority(prio), ref, alias=ctx.t.priority(prio)))
         p.override_by_name(
-            PRIORITY_TEXT[prio],
+            ctx.t.priority(prio),
             [dm.DynamicConfigValue(id_val="thresholds", value=_thresholds(
                 [(None, "green"), (1, PRIORITY_COLORS[prio])]).build())],
         )
@@ -191,7 +219,7 @@ def active_alarms_series(ctx: SiteContext, ids: _Panels, w: int = 16) -> ts_b.Pa
     p = (
         ts_b.Panel()
         .id(ids.id())
-        .title("Active alarms over time")
+        .title(ctx.t("active_series"))
         .datasource(ctx.ds)
         .draw_style(common.GraphDrawStyle.LINE)
         .line_interpolation(common.LineInterpolation.STEP_AFTER)
@@ -200,9 +228,10 @@ def active_alarms_series(ctx: SiteContext, ids: _Panels, w: int = 16) -> ts_b.Pa
         .decimals(0)
     )
     for ref, prio in zip(ref_ids(), (1, 2, 3), strict=False):
-        p.with_target(_target(ctx, ctx.q.active_by_priority(prio, series=True), ref, alias=PRIORITY_TEXT[prio]))
+        alias = ctx.t.priority(prio)
+        p.with_target(_target(ctx, ctx.q.active_by_priority(prio, series=True), ref, alias=alias))
         p.override_by_name(
-            PRIORITY_TEXT[prio],
+            alias,
             [dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": PRIORITY_COLORS[prio]})],
         )
     return _gridded(p, w, 6)
@@ -212,37 +241,30 @@ def current_alarms_table(ctx: SiteContext, ids: _Panels, hs: str | None, w: int 
     p = (
         table_b.Panel()
         .id(ids.id())
-        .title("Current alarms (state ≠ NORM)")
-        .description(
-            "Last event of every alarm in the last 30 days whose state is not NORM: UNACK, ACKED, "
-            "RTNUN, SHLVD, DSUPR, OOSRV. The duty console (/) is the authority; this is the journal's view."
-        )
+        .title(ctx.t("current"))
+        .description(ctx.t("current_desc"))
         .datasource(ctx.ds)
         .with_target(_target(ctx, ctx.q.current_alarms(hs), "A", table=True))
         .with_transformation(_merge())
         .with_transformation(_hide_time())
-        .override_by_name("state", [
-            dm.DynamicConfigValue(id_val="mappings", value=[dm.ValueMap(options={
-                "UNACK": dm.ValueMappingResult(color="red", index=0),
-                "ACKED": dm.ValueMappingResult(color="orange", index=1),
-                "RTNUN": dm.ValueMappingResult(color="yellow", index=2),
-            })]),
-            dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
-        ])
-        .no_value("no alarm")
+        .no_value(ctx.t("no_alarm"))
     )
+    states = {"UNACK": "red", "ACKED": "orange", "RTNUN": "yellow", "SHLVD": "blue", "DSUPR": "blue", "OOSRV": "blue"}
+    _columns(ctx, p, ("hs", "tag", "condition", "priority", "event", "value", "limit", "by"), {"state": [
+        dm.DynamicConfigValue(id_val="mappings", value=_mapped(ctx, "state", states)),
+        dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+    ]})
     return _gridded(p, w, 7)
 
 
 def online_rate_panels(ctx: SiteContext, ids: _Panels, sources: Sequence[tuple[str, str, int]],
                        w_stat: int = 8, w_series: int = 16) -> list[Any]:
     """(stat of the range average, time series) of the data online rate per hazard source."""
-    desc = ("Percent of the hazard source's tags with at least one good or uncertain reading per interval "
-            "(interval at least 1 min), from the reading measurement.")
+    desc = ctx.t("online_desc")
     stat = (
         stat_b.Panel()
         .id(ids.id())
-        .title("Data online rate (range average)")
+        .title(ctx.t("online_avg"))
         .description(desc)
         .datasource(ctx.ds)
         .unit("percent")
@@ -259,7 +281,7 @@ def online_rate_panels(ctx: SiteContext, ids: _Panels, sources: Sequence[tuple[s
     series = (
         ts_b.Panel()
         .id(ids.id())
-        .title("Data online rate")
+        .title(ctx.t("online"))
         .description(desc)
         .datasource(ctx.ds)
         .unit("percent")
@@ -277,8 +299,8 @@ def connection_panel(ctx: SiteContext, ids: _Panels, w: int = 24) -> ts_b.Panel:
     p = (
         ts_b.Panel()
         .id(ids.id())
-        .title("Data source connection uptime")
-        .description("Percent of self-metric samples with the Modbus/MQTT connection up (gateway measurement).")
+        .title(ctx.t("uptime"))
+        .description(ctx.t("uptime_desc"))
         .datasource(ctx.ds)
         .unit("percent")
         .min(0)
@@ -293,22 +315,22 @@ def alarm_history_table(ctx: SiteContext, ids: _Panels, hs: str | None, w: int =
     p = (
         table_b.Panel()
         .id(ids.id())
-        .title("Alarm history")
-        .description("Every alarm event (raised, cleared, acked, shelved, ... disposed) from the alarm measurement, "
-                     "newest first.")
+        .title(ctx.t("history"))
+        .description(ctx.t("history_table_desc"))
         .datasource(ctx.ds)
         .with_target(_target(ctx, ctx.q.alarm_history(hs), "A", table=True))
         .filterable(True)
-        .override_by_name("event", [
-            dm.DynamicConfigValue(id_val="mappings", value=[dm.ValueMap(options={
-                "raised": dm.ValueMappingResult(color="red", index=0),
-                "realarmed": dm.ValueMappingResult(color="red", index=1),
-                "cleared": dm.ValueMappingResult(color="green", index=2),
-                "acked": dm.ValueMappingResult(color="blue", index=3),
-            })]),
-            dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
-        ])
     )
+    events = {"raised": "red", "realarmed": "red", "cleared": "green", "acked": "blue", "reset": "blue",
+              "shelved": "purple", "unshelved": "purple", "suppressed": "purple", "unsuppressed": "purple",
+              "disposed": "text"}
+    states = {"UNACK": "red", "ACKED": "orange", "RTNUN": "yellow", "NORM": "green", "SHLVD": "blue",
+              "DSUPR": "blue", "OOSRV": "blue"}
+    _columns(ctx, p, ALARM_TABLE_COLUMNS, {
+        "event": [dm.DynamicConfigValue(id_val="mappings", value=_mapped(ctx, "event", events)),
+                  dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"})],
+        "state": [dm.DynamicConfigValue(id_val="mappings", value=_mapped(ctx, "state", states))],
+    })
     return _gridded(p, w, h)
 
 
@@ -320,12 +342,9 @@ def tag_group_panel(ctx: SiteContext, ids: _Panels, group: TagGroup, w: int = 12
     p = (
         ts_b.Panel()
         .id(ids.id())
-        .title(group.title)
-        .description(
-            "Alarm limits (hazardgw config) drawn as threshold lines and bands in the tag's unit; "
-            f"{aggregate_for(group.limits)} per interval so excursions stay visible when zoomed out. "
-            "Tags: " + ", ".join(f"{t.id} {t.name}".strip() for t in group.tags)
-        )
+        .title(group.title_in(ctx.t.lang))
+        .description(ctx.t("group_desc", agg=ctx.t("agg_" + aggregate_for(group.limits)),
+                           tags=", ".join(f"{t.id} {t.name}".strip() for t in group.tags)))
         .datasource(ctx.ds)
         .unit(grafana_unit(group.unit))
         .with_target(_target(ctx, ctx.q.tag_series(group.tag_ids, aggregate_for(group.limits)), "A",
@@ -355,8 +374,8 @@ def discrete_panel(ctx: SiteContext, ids: _Panels, group: TagGroup) -> stl_b.Pan
     p = (
         stl_b.Panel()
         .id(ids.id())
-        .title(group.title)
-        .description("Valve positions, interlock bypasses and detector faults; red = the state the tag alarms on.")
+        .title(group.title_in(ctx.t.lang))
+        .description(ctx.t("discrete_desc"))
         .datasource(ctx.ds)
         .with_target(_target(ctx, ctx.q.tag_series(group.tag_ids, "last"), "A", alias="$tag_tag"))
         .show_value(common.VisibilityMode.NEVER)
@@ -367,11 +386,11 @@ def discrete_panel(ctx: SiteContext, ids: _Panels, group: TagGroup) -> stl_b.Pan
         alarm = t.alarms.discrete
         on = "1" if (alarm is None or alarm.state) else "0"
         off = "0" if on == "1" else "1"
-        msg = (alarm.message if alarm is not None and alarm.message else "alarm state")
+        msg = (alarm.message if alarm is not None and alarm.message else ctx.t("alarm_state"))
         props: list[dm.DynamicConfigValue] = [
             dm.DynamicConfigValue(id_val="mappings", value=[dm.ValueMap(options={
                 on: dm.ValueMappingResult(text=msg, color="red", index=0),
-                off: dm.ValueMappingResult(text="normal", color="green", index=1),
+                off: dm.ValueMappingResult(text=ctx.t("normal"), color="green", index=1),
             })]),
         ]
         if t.name:
@@ -384,23 +403,18 @@ def current_values_table(ctx: SiteContext, ids: _Panels, hs: str) -> table_b.Pan
     p = (
         table_b.Panel()
         .id(ids.id())
-        .title("Current values")
-        .description("Last value and quality of every tag in the time range.")
+        .title(ctx.t("current_values"))
+        .description(ctx.t("current_values_desc"))
         .datasource(ctx.ds)
         .with_target(_target(ctx, ctx.q.current_values(hs), "A", table=True))
         .with_transformation(_merge())
         .with_transformation(_hide_time())
-        .override_by_name("quality", [
-            dm.DynamicConfigValue(id_val="mappings", value=[dm.ValueMap(options={
-                "good": dm.ValueMappingResult(color="green", index=0),
-                "uncertain": dm.ValueMappingResult(color="yellow", index=1),
-                "bad": dm.ValueMappingResult(color="red", index=2),
-                "comm": dm.ValueMappingResult(color="red", index=3),
-                "stale": dm.ValueMappingResult(color="orange", index=4),
-            })]),
-            dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
-        ])
     )
+    qualities = {"good": "green", "uncertain": "yellow", "bad": "red", "comm": "red", "stale": "orange"}
+    _columns(ctx, p, ("tag", "value"), {"quality": [
+        dm.DynamicConfigValue(id_val="mappings", value=_mapped(ctx, "quality", qualities)),
+        dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"}),
+    ]})
     return _gridded(p, 12, 8)
 
 
@@ -427,7 +441,7 @@ class _Built(cogbuilder.Builder[dm.AnnotationTarget]):
 def alarm_annotation(ctx: SiteContext, hs: str | None) -> dash_b.AnnotationQuery:
     return (
         dash_b.AnnotationQuery()
-        .name("Alarms raised")
+        .name(ctx.t("annotation"))
         .datasource(ctx.ds)
         .enable(True)
         .icon_color("red")
@@ -435,10 +449,10 @@ def alarm_annotation(ctx: SiteContext, hs: str | None) -> dash_b.AnnotationQuery
     )
 
 
-def _builtin_annotation() -> dash_b.AnnotationQuery:
+def _builtin_annotation(ctx: SiteContext) -> dash_b.AnnotationQuery:
     return (
         dash_b.AnnotationQuery()
-        .name("Annotations & Alerts")
+        .name(ctx.t("builtin_annotation"))
         .datasource(dm.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
         .enable(True)
         .hide(True)
@@ -458,7 +472,7 @@ def _dashboard(ctx: SiteContext, uid: str, title: str, extra_tags: Sequence[str]
         .refresh(ctx.refresh)
         .readonly()
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .annotation(_builtin_annotation())
+        .annotation(_builtin_annotation(ctx))
     )
     for link in ctx.links():
         d.link(link)
@@ -471,30 +485,30 @@ def _dashboard(ctx: SiteContext, uid: str, title: str, extra_tags: Sequence[str]
 def overview(ctx: SiteContext) -> dash_b.Dashboard:
     cfg = ctx.config
     ids = _Panels()
-    d = _dashboard(ctx, uids.overview_uid(ctx.site), f"{cfg.site.name} — overview", ["overview"])
-    d.description(f"hazardgw site overview, site {ctx.site}. Generated by `hazardgw grafana export`; edit the config.")
+    d = _dashboard(ctx, uids.overview_uid(ctx.site), f"{cfg.site.name} — {ctx.t('overview')}", ["overview"])
+    d.description(ctx.t("overview_desc", site=ctx.site))
     d.annotation(alarm_annotation(ctx, None))
-    d.with_row(_row(ids, "Hazard sources"))
+    d.with_row(_row(ids, ctx.t("row_hazard_sources")))
     if cfg.hazard_sources:
         d.with_panel(status_panel(ctx, ids, cfg.hazard_sources))
     d.with_panel(active_alarms_panel(ctx, ids))
     d.with_panel(active_alarms_series(ctx, ids))
     d.with_panel(current_alarms_table(ctx, ids, None))
-    d.with_row(_row(ids, "Data online rate"))
+    d.with_row(_row(ids, ctx.t("row_online")))
     groups = [(hs.code, f"{hs.code} {hs.name}", len(ctx.tags_of(hs.code))) for hs in cfg.hazard_sources]
     groups = [g for g in groups if g[2] > 0]
     if ctx.tags_of(None):
-        groups.append(("", "(no hazard source)", len(ctx.tags_of(None))))
+        groups.append(("", ctx.t("no_hs"), len(ctx.tags_of(None))))
     if groups:
         for p in online_rate_panels(ctx, ids, groups):
             d.with_panel(p)
     d.with_panel(connection_panel(ctx, ids))
     loose = ctx.tags_of(None)
     if loose:
-        d.with_row(_row(ids, "Tags without a hazard source"))
+        d.with_row(_row(ids, ctx.t("row_loose")))
         for p in _group_panels(ctx, ids, loose):
             d.with_panel(p)
-    d.with_row(_row(ids, "Alarm history"))
+    d.with_row(_row(ids, ctx.t("row_history")))
     d.with_panel(alarm_history_table(ctx, ids, None))
     return d
 
@@ -509,12 +523,13 @@ def hazard_source(ctx: SiteContext, hs: HazardSource) -> dash_b.Dashboard:
     tags = ctx.tags_of(hs.code)
     title = f"{hs.code} {hs.name}"
     d = _dashboard(ctx, uids.hazard_source_uid(ctx.site, hs.code), title, [f"hs:{hs.code}", f"grade:{hs.grade}"])
-    d.description(f"Hazard source {hs.code} ({hs.name}), grade {hs.grade}, site {ctx.site}.")
+    d.description(ctx.t("hs_desc", code=hs.code, name=hs.name, grade=hs.grade, site=ctx.site))
     d.annotation(alarm_annotation(ctx, hs.code))
-    d.with_row(_row(ids, "Status"))
+    d.with_row(_row(ids, ctx.t("row_status")))
     d.with_panel(status_panel(ctx, ids, [hs], w=8))
     if tags:
-        for p in online_rate_panels(ctx, ids, [(hs.code, "online", len(tags))], w_stat=4, w_series=12):
+        online = [(hs.code, ctx.t("online_short"), len(tags))]
+        for p in online_rate_panels(ctx, ids, online, w_stat=4, w_series=12):
             d.with_panel(p)
     d.with_panel(current_alarms_table(ctx, ids, hs.code, w=12))
     if tags:
@@ -524,27 +539,29 @@ def hazard_source(ctx: SiteContext, hs: HazardSource) -> dash_b.Dashboard:
         row_kind = "gas" if g.is_gas else g.kind
         if row_kind != current_kind:
             current_kind = row_kind
-            d.with_row(_row(ids, "Gas detection" if row_kind == "gas" else KIND_TITLES.get(g.kind, g.kind)))
+            kinds = KIND_TEXT.get(ctx.t.lang, KIND_TITLES)
+            d.with_row(_row(ids, ctx.t("row_gas") if row_kind == "gas" else kinds.get(g.kind, g.kind)))
         d.with_panel(tag_group_panel(ctx, ids, g))
-    d.with_row(_row(ids, "Alarm history"))
+    d.with_row(_row(ids, ctx.t("row_history")))
     d.with_panel(alarm_history_table(ctx, ids, hs.code))
     return d
 
 
 def alarm_history(ctx: SiteContext) -> dash_b.Dashboard:
     ids = _Panels()
-    d = _dashboard(ctx, uids.alarms_uid(ctx.site), f"{ctx.config.site.name} — alarm history", ["alarms"])
-    d.description("Alarm journal as written to InfluxDB (alarm measurement); kept >= 30 days (总局令40号).")
+    d = _dashboard(ctx, uids.alarms_uid(ctx.site), f"{ctx.config.site.name} — {ctx.t('alarm_history_dash')}",
+                   ["alarms"])
+    d.description(ctx.t("history_desc"))
     d.annotation(alarm_annotation(ctx, None))
     d.time("now-7d", "now")
     d.with_panel(alarm_history_table(ctx, ids, None, h=14))
     flood = ctx.config.alarming
     window = int(flood.flood_window)
-    per = f"{window // 60} min" if window % 60 == 0 else f"{window} s"
+    per = ctx.t("per_min", n=window // 60) if window % 60 == 0 else ctx.t("per_s", n=window)
     rate = (
         ts_b.Panel()
         .id(ids.id())
-        .title(f"Annunciations per {per} (flood above {flood.flood_count})")
+        .title(ctx.t("rate", per=per, n=flood.flood_count))
         .datasource(ctx.ds)
         .draw_style(common.GraphDrawStyle.BARS)
         .fill_opacity(60)
@@ -552,18 +569,20 @@ def alarm_history(ctx: SiteContext) -> dash_b.Dashboard:
         .decimals(0)
         .thresholds(_thresholds([(None, "transparent"), (flood.flood_count + 1, "red")]))
         .thresholds_style(common_b.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.DASHED))
-        .with_target(_target(ctx, ctx.q.alarm_rate(f"{window}s"), "A", alias="annunciations"))
+        .with_target(_target(ctx, ctx.q.alarm_rate(f"{window}s"), "A", alias=ctx.t("annunciations")))
     )
     d.with_panel(_gridded(rate, 12, 8))
     counts = (
         table_b.Panel()
         .id(ids.id())
-        .title("Annunciations per alarm (bad actors)")
+        .title(ctx.t("bad_actors"))
         .datasource(ctx.ds)
         .with_target(_target(ctx, ctx.q.alarm_counts(), "A", table=True))
         .with_transformation(_merge())
-        .sort_by([common_b.TableSortByFieldState().display_name("annunciations").desc(True)])
+        .sort_by([common_b.TableSortByFieldState().display_name(ctx.t.column("annunciations") or "annunciations")
+                  .desc(True)])
     )
+    _columns(ctx, counts, ("Time", "hs", "tag", "condition", "priority", "annunciations"))
     d.with_panel(_gridded(counts, 12, 8))
     return d
 

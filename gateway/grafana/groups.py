@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.core.config import GAS_KINDS, Tag
+from gateway.grafana.texts import KIND_TEXT, LIMIT_TEXT
 
 PRIORITY_COLORS = {1: "red", 2: "orange", 3: "yellow"}
 NORMAL_COLOR = "transparent"
@@ -139,13 +140,22 @@ class TagGroup:
 
     @property
     def title(self) -> str:
-        what = KIND_TITLES.get(self.kind, self.kind)
+        return self.title_in("en")
+
+    def title_in(self, lang: str) -> str:
+        """Panel title: kind (gas), unit, limits; in Chinese ``Cl2（有毒气体）[ppm] — 高高 2，高 1``."""
+        zh = lang == "zh"
+        what = (KIND_TEXT["zh"] if zh else KIND_TITLES).get(self.kind, self.kind)
         if self.discrete:
             return what
         if self.gas:
-            what = f"{self.gas} ({what.lower()})"
+            what = f"{self.gas}（{what}）" if zh else f"{self.gas} ({what.lower()})"
         unit = f" [{self.unit}]" if self.unit else ""
-        lims = ", ".join(f"{lim.name.upper()} {lim.value:g}" for lim in reversed(self.limits))
+        if zh:
+            names = LIMIT_TEXT["zh"]
+            lims = "，".join(f"{names.get(lim.name, lim.name)} {lim.value:g}" for lim in reversed(self.limits))
+        else:
+            lims = ", ".join(f"{lim.name.upper()} {lim.value:g}" for lim in reversed(self.limits))
         return f"{what}{unit}" + (f" — {lims}" if lims else "")
 
     @property

@@ -209,12 +209,29 @@
     try { data = await res.json(); } catch (e) { data = null; }
     return { status: res.status, data };
   }
+  // Why an action failed, in the console's language: a fetch that never got an answer
+  // ("Failed to fetch", "NetworkError ...", "Load failed" depending on the browser) is a network
+  // error; an HTTP answer is explained by its error code ({"error": code, "detail": ...}) or
+  // status. The server's detail (English) is added only in English.
+  const STATUS_CODES = { 400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    408: "timeout", 409: "conflict", 413: "too_large", 422: "invalid_request", 429: "rate_limited",
+    500: "internal", 502: "unavailable", 503: "unavailable", 504: "timeout" };
+  function errorText(status, data, exc) {
+    const texts = t("errors") || {};
+    if (exc) return exc.name === "AbortError" || exc.name === "TimeoutError" ? texts.timeout : texts.network;
+    const code = data && typeof data.error === "string" ? data.error : null;
+    let text = (code && texts[code]) || texts[STATUS_CODES[status]] || String(texts.http || "HTTP {status}");
+    text = text.replace("{status}", String(status));
+    if (S.lang !== "zh" && data && typeof data.detail === "string" && data.detail) text += " (" + data.detail + ")";
+    return text;
+  }
+  window.hazardgw.errorText = errorText;
   async function action(kind, id, body) {
     let r;
     try {
       r = await api("POST", `/api/alarms/${encodeURIComponent(id)}/${kind}`, body || {});
     } catch (e) {
-      toast(t("failed") + ": " + e.message, "error");
+      toast(`${t("failed")}${S.lang === "zh" ? "：" : ": "}${errorText(0, null, e)}`, "error");
       return;
     }
     if (r.status === 200) {
@@ -226,8 +243,7 @@
     }
     if (r.status === 401) return askToken("invalidToken", () => action(kind, id, body));
     if (r.status === 403 && r.data && r.data.error === "forbidden") return askToken("needOperator", () => action(kind, id, body));
-    const detail = r.data && r.data.detail ? (typeof r.data.detail === "string" ? r.data.detail : JSON.stringify(r.data.detail)) : r.status;
-    toast(`${t("failed")}: ${detail}`, "error");
+    toast(`${t("failed")}${S.lang === "zh" ? "：" : ": "}${errorText(r.status, r.data, null)}`, "error");
   }
   let shelveId = null;
   function askShelve(id) {
