@@ -854,6 +854,22 @@ class Mapping:
                     return m
         return None
 
+    def id_of(self, envelope: Any, body: Any, spec: MessageSpec) -> str | None:
+        """The message id ({msg.id}) of a received ``spec`` message: a top-level field of the
+        envelope, else of the body (for receivers deduplicating re-sent messages)."""
+        tpl = self.spec.envelope.template
+        if isinstance(tpl, dict) and isinstance(envelope, dict):
+            for k, v in tpl.items():
+                if v == "{msg.id}":
+                    return envelope.get(k)
+        raw = self.spec.messages[spec.kind]  # type: ignore[index]
+        entry = raw[spec.index] if isinstance(raw, list) else raw
+        if isinstance(entry.body, dict) and isinstance(body, dict):
+            for k, v in entry.body.items():
+                if v == "{msg.id}":
+                    return body.get(k)
+        return None
+
     def service_of(self, envelope: dict[str, Any]) -> str | None:
         """The value of the envelope field whose template is ``{msg.service}``, if any."""
         tpl = self.spec.envelope.template
