@@ -1136,17 +1136,19 @@ def _pydantic(data: Any, err: ValidationError, smap: SourceMap, file: str) -> li
     for e in err.errors(include_url=False):
         path: list[str | int] = []
         cur = data
-        for part in e["loc"]:
+        loc = tuple(e["loc"])
+        for i, part in enumerate(loc):
             if isinstance(cur, dict) and part in cur:
                 path.append(part)
                 cur = cur[part]
             elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
                 path.append(part)
                 cur = cur[part]
-            elif isinstance(cur, dict | list):
+            elif isinstance(cur, dict | list) and i < len(loc) - 1:
                 continue  # a union member name
             else:
                 path.append(part)
+                cur = None
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = f"unknown key {path[-1]!r}" if path else "unknown key"
