@@ -6,6 +6,7 @@ checked and decrypted (:class:`~devkit.receivers.mapped.MappedReceiver`) and ans
 HTTP 200 with ``{<success field>: <first success value>, "msg": "success"}``, or with a
 failing value and the reason (HTTP 200 too: the gateway must read the body).
 
+``prefix`` is the path of ``uplink.url`` (the mapping's message paths follow it).
 Knobs for tests: ``reject_kinds``, ``status`` (answer every request with this HTTP status
 instead), :meth:`request` (the next answer carries the mapping's ``requests.meta`` field).
 """
@@ -25,12 +26,13 @@ FAIL = -1
 
 class HttpPlatform(MappedReceiver):
     def __init__(self, mapping: str | Mapping, options: dict[str, Any], *, headers: dict[str, str] | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 prefix: str = "", ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(mapping, options)
         http = self.mapping.http
         assert http is not None, f"mapping {self.mapping.name} has no http: section"
         self.http = http
         self.headers = headers or {}
+        self.prefix = prefix.rstrip("/")  # the path of uplink.url: message paths follow it
         self.ssl_context = ssl_context
         self.status: int | None = None
         self.requests = 0
@@ -71,7 +73,10 @@ class HttpPlatform(MappedReceiver):
         if request.method != self.http.method:
             return web.json_response({"msg": "method"}, status=405)
         raw = await request.read()
-        _, error = self.handle(raw, request.path)
+        path = request.path
+        if self.prefix and path.startswith(self.prefix + "/"):
+            path = path[len(self.prefix):]
+        _, error = self.handle(raw, path)
         rule = self.http.success.body
         doc: dict[str, Any] = {}
         if rule is not None:
