@@ -432,3 +432,12 @@ def test_profile_builds_every_kind_with_the_jiangsu_vocabulary() -> None:
     assert not beat.priority and json.loads(beat.payload)["data"]["SEND_TIME"] == "20260101080000"
     assert KEY16 not in repr(p) and KEY16 not in repr(p.sealer)
     assert Uplink.model_fields["mapping"].default is None
+
+
+def test_profiles_md_lists_every_placeholder_and_formatter() -> None:
+    from gateway.uplink.mapping import FORMATTERS, SCOPES
+
+    doc = (Path(__file__).resolve().parents[1] / "gateway" / "uplink" / "PROFILES.md").read_text(encoding="utf-8")
+    missing = [f"{s}.{n}" for s, fields in SCOPES.items() for n in fields if f"`{s}.{n}`" not in doc]
+    missing += [f for f in FORMATTERS if f"`{f}" not in doc]
+    assert missing == []
