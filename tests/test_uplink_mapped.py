@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 from helpers import async_wait_for
 from test_uplink_mapping import ENT, ENV, HS1, jiangsu, site_doc
@@ -24,8 +25,9 @@ from devkit.receivers.delimited_tcp import DelimitedTcpPlatform
 from devkit.receivers.http import HttpPlatform
 from devkit.receivers.mapped import MappedReceiver, Received
 from gateway.config import Config
-from gateway.services import free_port
+from gateway.services import Mosquitto, free_port
 from gateway.supervisor import Gateway
+from gateway.uplink.mapping import load_mapping
 from gateway.validate import validate_text
 
 SECRET = ENV["UPLINK_SECRET"]
@@ -304,3 +306,40 @@ def test_receiver_rejects_what_breaks_the_schema(tmp_path: Path) -> None:
     other = MappedReceiver("jiangsu-tcp", {**options_of(cfg), "key": "x" * 16})
     assert "cannot decrypt" in (other.handle(ok)[1] or "")
     assert rx.handle(b"not json")[1] == "not JSON"
+
+
+def mqtt_mapping(folder: Path) -> Path:
+    src = Path(load_mapping("jiangsu-tcp").file).read_text(encoding="utf-8")
+    mp = folder / "jiangsu-mqtt.yaml"
+    mp.write_text(src.replace("requests:", 'mqtt: {topic: "prov/{site.code}/{msg.kind}"}\n\nrequests:', 1),
+                  encoding="utf-8")
+    return mp
+
+
+async def test_mapping_over_mqtt(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """The same declarative format over MQTT: a copy of jiangsu-tcp with an mqtt: section;
+    the platform's subscriber decrypts and validates each message like the other receivers."""
+    mp = mqtt_mapping(tmp_path)
+    cfg = config({**jiangsu(mosquitto.url), "mapping": str(mp)}, tmp_path)
+    rx = MappedReceiver(str(mp), options_of(cfg))
+    topics: list[str] = []
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="mapped-platform")
+    sub.on_message = lambda c, u, m: (topics.append(m.topic), rx.handle(m.payload))
+    sub.connect(mosquitto.host, mosquitto.port)
+    sub.subscribe("prov/#", qos=1)
+    sub.loop_start()
+    gw = Gateway(cfg)
+    try:
+        await async_wait_for(lambda: sub.is_connected(), timeout=10)
+        await gw.start()
+        await emit(gw, "GT-101", 1.5)
+        await async_wait_for(lambda: rx.of("meta") and rx.of("alarm") and rx.of("realtime") and rx.of("heartbeat"),
+                             timeout=15)
+    finally:
+        await gw.stop()
+        sub.loop_stop()
+        sub.disconnect()
+    assert rx.errors == []
+    site = cfg.site.code
+    assert {f"prov/{site}/meta", f"prov/{site}/alarm", f"prov/{site}/realtime", f"prov/{site}/heartbeat"} <= set(topics)
+    assert alarm_state(rx.of("alarm")[0]) == "1"
