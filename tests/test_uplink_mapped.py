@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from devkit.receivers.delimited_tcp import DelimitedTcpPlatform
 from devkit.receivers.http import HttpPlatform
 from devkit.receivers.mapped import MappedReceiver, Received
 from gateway.config import Config
-from gateway.services import Mosquitto, free_port
+from gateway.services import Mosquitto, TlsFiles, free_port
 from gateway.supervisor import Gateway
 from gateway.uplink.mapping import load_mapping
 from gateway.validate import validate_text
@@ -343,3 +344,29 @@ async def test_mapping_over_mqtt(mosquitto: Mosquitto, tmp_path: Path) -> None:
     site = cfg.site.code
     assert {f"prov/{site}/meta", f"prov/{site}/alarm", f"prov/{site}/realtime", f"prov/{site}/heartbeat"} <= set(topics)
     assert alarm_state(rx.of("alarm")[0]) == "1"
+
+
+@pytest.mark.parametrize("scheme", ["tls", "https"])
+async def test_tls_with_client_certificate(scheme: str, test_pki: TlsFiles, tmp_path: Path) -> None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(test_pki.ca))
+    ctx.load_cert_chain(test_pki.server_cert, test_pki.server_key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    port = free_port()
+    pki = {"ca": str(test_pki.ca), "cert": str(test_pki.client_cert), "key": str(test_pki.client_key)}
+    platform: DelimitedTcpPlatform | HttpPlatform
+    if scheme == "tls":
+        cfg = config({**jiangsu(f"tls://127.0.0.1:{port}"), **pki}, tmp_path)
+        platform = DelimitedTcpPlatform("jiangsu-tcp", options_of(cfg), ssl_context=ctx)
+    else:
+        cfg = config({**mem(f"https://127.0.0.1:{port}"), **pki}, tmp_path)
+        platform = HttpPlatform("mem-http-sm4", options_of(cfg), headers={"appsecret": SECRET}, ssl_context=ctx)
+    await platform.start(port=port)
+    gw = Gateway(cfg)
+    await gw.start()
+    try:
+        await async_wait_for(lambda: platform.of("meta") and platform.of("heartbeat"), timeout=15)
+        assert uplink_health(gw)["platform"].startswith(f"{scheme}://127.0.0.1:{port}")
+    finally:
+        await gw.stop()
+        await platform.stop()
+    assert platform.errors == []

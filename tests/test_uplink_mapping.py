@@ -354,7 +354,7 @@ def test_check_codes_and_options() -> None:
     text = "\n".join(errors)
     assert config is None
     assert "options.district_code is required by mapping jiangsu-tcp" in text
-    assert "uplink.options.enterprise_code: the enterprise code must be 11 digits" in text
+    assert "uplink.options.enterprise_code: options.enterprise_code must match ^\\d{11}$" in text
     assert "site.code: '91110000600037341X' fails the GB 32100-2015 check" in text
     # the hazard codes are not judged against an invalid enterprise code; with a good one they are
     doc = site_doc(jiangsu())

@@ -358,7 +358,8 @@ def _config_problems(mapping: Mapping, config: SiteConfig, up: Uplink) -> list[P
             env = mapping.spec.envelope
             err(("uplink", "options", env.key or "key"), f"{e} (cipher {env.cipher}, "
                 f"key_format {opts.get('key_format', env.key_format)})")
-    out += _code_problems(mapping, config, opts)
+    flagged = {p.path for p in out if p.severity == "error"}
+    out += [p for p in _code_problems(mapping, config, opts) if p.path not in flagged]  # one error per option
     return out
 
 

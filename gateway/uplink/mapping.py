@@ -578,7 +578,7 @@ class MappingBuilder:
             return _Value(_item(get) if in_item else _env(scope, get), "any", True, None, {})
         fd = SCOPES.get(scope, {}).get(name)
         if fd is None:
-            names = ", ".join(sorted(SCOPES.get(scope, {})))
+            names = ", ".join(sorted(SCOPES.get(scope, {})) + (["fields.<name>"] if scope == "tag" else []))
             self.err(path, f"unknown placeholder {{{ref}}}: {scope}.* has {names}")
             return None
         if fd.only is not None and ctx.kind not in fd.only:
