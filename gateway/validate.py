@@ -2,7 +2,7 @@
 all call :func:`validate_file` / :func:`validate_text`.
 
 YAML + ``${ENV}`` -> schema -> cross-references -> the source types' own checks (through
-the registry) -> the uplink profile's check -> GB/T 50493-2019 set points and GB 18218-2018
+the registry) -> the uplink profile's checks (and its mapping file) -> GB/T 50493-2019 set points and GB 18218-2018
 S / R -> notification and duty. Every finding is a :class:`Problem` with its path, line and
 severity, all collected at once so a user fixes a config in one pass. Any error means the
 config does not run: ``run`` exits 2 listing them, a reload keeps the running config.
@@ -23,7 +23,7 @@ import difflib
 import os
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +314,8 @@ def _uplink_problems(config: Config, smap: SourceMap) -> list[Problem]:
     for msg in cls.check(up):
         path: Path_ = ("uplink", "options") if msg.startswith(("options", "unknown option")) else ("uplink",)
         out.append(Problem(path, smap.line_of(path), msg))
+    for p in cls.check_config(config):  # codes, tags, a mapping file (its problems carry its own file and line)
+        out.append(p if p.file is not None or p.line is not None else replace(p, line=smap.line_of(p.path)))
     return out
 
 
@@ -411,7 +413,7 @@ def validate_text(
             # (not downgraded: the placeholders are made to pass the notify URL checks, so a
             # broken URL is still an error with its secrets unset)
             problems.extend(_model_problems(config, smap))
-    problems.sort(key=lambda p: (p.line or 0))
+    problems.sort(key=lambda p: (p.file or "", p.line or 0))
     result.config = None if result.errors else config
     return result
 

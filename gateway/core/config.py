@@ -528,9 +528,23 @@ class Store(Model):
     max_bytes: Size = 1024**3
 
 
+SECRET_OPTION_WORDS = ("key", "iv", "secret", "password", "token", "salt")
+
+
+def is_secret_option(name: str) -> bool:
+    """An ``uplink.options`` name that holds a secret (never shown in repr or logs)."""
+    parts = str(name).lower().replace("-", "_").split("_")
+    if parts[-1] in ("id", "format", "encoding"):  # key_id, key_format: about the secret, not the secret
+        return False
+    return any(w in parts for w in SECRET_OPTION_WORDS)
+
+
 class Uplink(Model):
     profile: str = "generic"
-    url: str = Field(pattern=r"^(mqtts?|tcp|tls)://")
+    url: str = Field(pattern=r"^(mqtts?|tcp|tls|https?)://")
+    mapping: str | None = Field(
+        default=None, description="profile mapped: a shipped mapping name (jiangsu-tcp) or a path to a mapping YAML",
+    )
     prefix: str = "hazard"
     period: Duration = 10.0
     heartbeat: Duration = 60.0
@@ -545,6 +559,14 @@ class Uplink(Model):
     reconnect_max: Duration = 30.0
     options: dict[str, Any] = Field(default_factory=dict, description="profile-specific settings")
     enabled: bool = True
+
+    def __repr_args__(self) -> Any:
+        """repr() without secrets: ``password`` is a SecretStr, and option values whose name
+        says they are secret (key, iv, app_secret, token...) are shown as '**********'."""
+        for name, value in super().__repr_args__():
+            if name == "options" and isinstance(value, dict):
+                value = {k: "**********" if is_secret_option(k) else v for k, v in value.items()}
+            yield name, value
 
     @model_validator(mode="after")
     def _check(self) -> Uplink:

@@ -33,9 +33,12 @@ class Problem:
     line: int | None
     message: str
     severity: Severity = "error"
+    file: str | None = None  # another file the path and line are in (an uplink mapping); None: the config
 
     def format(self, filename: str) -> str:
-        """``file:line: path: message`` (the line or path left out when unknown)."""
+        """``file:line: path: message`` (the line or path left out when unknown); ``file`` is
+        the problem's own file when set, else ``filename`` (the config)."""
+        filename = self.file or filename
         where = f"{filename}:{self.line}" if self.line else filename
         p = format_path(self.path)
         return f"{where}: {p}: {self.message}" if p else f"{where}: {self.message}"

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -33,9 +33,8 @@ from zoneinfo import ZoneInfo
 if TYPE_CHECKING:
     from alerting.events import AlarmEvent
     from gateway.config import Config
-
-    # --------------------------------------------------------------------------- data
-    from gateway.core.config import Uplink
+    from gateway.core.config import SiteConfig, Uplink
+    from gateway.core.problems import Problem
 
 
 # --------------------------------------------------------------------------- data
@@ -119,7 +118,14 @@ class TransportError(Exception):
 
 
 class Transport(ABC):
-    """Delivers messages to the platform, in order, with an acknowledgement."""
+    """Delivers messages to the platform, in order, with an acknowledgement.
+
+    ``request_handler`` is set by the core: a transport that reads frames from the platform
+    calls it with ``"meta"`` when the platform asks for the site metadata (point
+    registration) again. Called on the event loop; it must not block.
+    """
+
+    request_handler: Callable[[str], None] | None = None
 
     @property
     @abstractmethod
@@ -168,6 +174,13 @@ class Profile(ABC):
         """Problems with ``uplink`` (url scheme, ``options``) for ``hazardgw check``; [] if fine."""
         return []
 
+    @classmethod
+    def check_config(cls, config: SiteConfig) -> list[Problem]:
+        """Problems that need the whole site (codes, tags) or another file (a mapping), for
+        ``hazardgw check``; a problem without ``file`` and ``line`` gets the config line of its
+        path. Severity warning does not stop the config. Called after :meth:`check`."""
+        return []
+
     @abstractmethod
     def transport(self) -> Transport:
         """A new, unconnected transport for this profile's ``uplink.url``."""
@@ -195,6 +208,7 @@ class Profile(ABC):
 BUILTIN: Mapping[str, str] = {
     "generic": "gateway.uplink.generic:GenericProfile",
     "tcp-aes": "gateway.uplink.tcp_aes:AesTcpProfile",
+    "mapped": "gateway.uplink.mapped:MappedProfile",
 }
 
 

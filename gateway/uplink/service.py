@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 1024 * 1024
+REQUEST_INTERVAL = 60.0  # s: platform requests for meta closer together than this are ignored
 
 
 class UplinkMetrics:
@@ -135,6 +136,7 @@ class UplinkService:
         self._health_fn = health
         self.profile = profile or resolve_profile(self.cfg.profile)(config, self.cfg)
         self.transport: Transport = self.profile.transport()
+        self.transport.request_handler = self._platform_request
         self.batch_messages = batch_messages
         self.reconnect = Backoff(self.cfg.reconnect_min, self.cfg.reconnect_max)
         self.shutdown_timeout = shutdown_timeout
@@ -165,6 +167,8 @@ class UplinkService:
         self.skipped_heartbeats = 0
         self.build_errors = 0
         self._alarm_walls: dict[str, int] = {}  # alarm payload -> event wall ns (for the latency metric)
+        self._last_request: float | None = None  # when a platform request last queued meta
+        self.requests_ignored = 0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -210,6 +214,23 @@ class UplinkService:
         self.config = config
         self.profile.config = config
         self._queue_meta()
+
+    def register_points(self, why: str = "on request") -> None:
+        """Send the site metadata (point registration) again now: on a platform request, and
+        for whoever wires a command to it."""
+        log.info("uplink: sending the point registration (meta) again: %s", why)
+        self._queue_meta()
+
+    def _platform_request(self, kind: str) -> None:
+        """The transport read a request from the platform; at most one per REQUEST_INTERVAL s is
+        honoured (meta messages are never dropped from the spool, so a chatty platform must
+        not fill it)."""
+        now = self.clock()
+        if kind != "meta" or (self._last_request is not None and now - self._last_request < REQUEST_INTERVAL):
+            self.requests_ignored += 1
+            return
+        self._last_request = now
+        self.register_points("the platform asked for it")
 
     def health(self) -> dict[str, Any]:
         running = self._sender is not None and not self._sender.done()
@@ -360,12 +381,13 @@ class UplinkService:
                     if self._stopping.is_set():
                         return
                     continue
-                self.reconnect.reset()
             if self._heartbeat is not None:
                 hb, self._heartbeat = self._heartbeat, None
                 if not await self._send([hb]):
                     self._skip_heartbeat()
+                    await self._backoff()
                     continue
+                self.reconnect.reset()
             batch = await q.next_batch(self.batch_messages)
             if batch is None:
                 if self._stopping.is_set():
@@ -380,7 +402,9 @@ class UplinkService:
                 await q.release(batch)
                 if self._stopping.is_set():
                     return
+                await self._backoff()
                 continue
+            self.reconnect.reset()
             await q.ack(batch)
             self.m.backlog.set(q.records)
 
@@ -396,6 +420,13 @@ class UplinkService:
             for w in waits:
                 w.cancel()
 
+    async def _backoff(self) -> None:
+        """Wait out the next backoff delay (or until stopping): after a failed connect, and after
+        a failed send (a platform that accepts the connection but rejects every message must not
+        be hammered). A successful send resets it."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.reconnect.next_delay())
+
     async def _connect(self) -> bool:
         """One connection attempt; after a failure, wait out the backoff (or until stopping)."""
         try:
@@ -406,9 +437,7 @@ class UplinkService:
             if self.reconnect.attempts == 0:
                 log.warning("uplink: cannot reach the platform at %s: %s; retrying every %g..%g s",
                             self.transport.describe(), e, self.reconnect.initial, self.reconnect.maximum)
-            delay = self.reconnect.next_delay()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await self._backoff()
             return False
         self.m.connected.set(1)
         self.m.reconnects.inc()
