@@ -18,7 +18,6 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from gateway.services import Mosquitto, TlsFiles, free_port
 from helpers import async_wait_for
 from test_uplink_mapping import ENT, ENV, HS1, jiangsu, site_doc
 from test_uplink_mqtt import emit
@@ -26,6 +25,7 @@ from test_uplink_mqtt import emit
 from devkit.receivers.delimited_tcp import DelimitedTcpPlatform
 from devkit.receivers.http import HttpPlatform
 from devkit.receivers.mapped import MappedReceiver, Received
+from devkit.services import Mosquitto, TlsFiles, free_port
 from gateway.config import Config
 from gateway.supervisor import Gateway
 from gateway.uplink.mapping import load_mapping

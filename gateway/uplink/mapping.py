@@ -92,7 +92,7 @@ class HttpSpec(_M):
     timeout: Duration = 10.0
 
 
-class MqttSpec(_M):
+class MqttPublishSpec(_M):
     topic: str = Field(min_length=1)
 
 
@@ -134,7 +134,7 @@ class MappingFile(_M):
     description: str = ""
     tcp: TcpSpec | None = None
     http: HttpSpec | None = None
-    mqtt: MqttSpec | None = None
+    mqtt: MqttPublishSpec | None = None
     requests: dict[Literal["meta"], MatchRule] = Field(default_factory=dict)
     envelope: EnvelopeSpec
     options: dict[str, OptionSpec] = Field(default_factory=dict)
@@ -835,7 +835,7 @@ class Mapping:
         return self.spec.http
 
     @property
-    def mqtt(self) -> MqttSpec | None:
+    def mqtt(self) -> MqttPublishSpec | None:
         return self.spec.mqtt
 
     def schemes(self) -> list[str]:
