@@ -31,7 +31,7 @@ done
 VERSION=$(project_version)
 ARCH=$(uname -m)
 NAME=hazardgw-$VERSION-linux-$ARCH
-BUILD=$ROOT/build/bundle
+BUILD=${BUNDLE_BUILD:-$ROOT/build/bundle}
 VENV=$BUILD/venv
 mkdir -p "$BUILD" "$DIST"
 
@@ -55,10 +55,11 @@ stamp=$( { cat "$ROOT/requirements.lock" "$BUILD/tools.txt"; "$PY" -VV; } | sha2
 if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$stamp" ]; then
     say "build venv $VENV (requirements.lock + PyInstaller)${WH:+, offline from $WH}"
     rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
     if [ -n "$WH" ]; then
+        offline_venv "$PY" "$VENV" "$WH"
         offline_pip "$VENV/bin/python" "$WH" install -q -r "$ROOT/requirements.lock" -r "$BUILD/tools.txt"
     else
+        "$PY" -m venv "$VENV"
         "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.lock" -r "$BUILD/tools.txt"
     fi
     echo "$stamp" > "$VENV/.stamp"
@@ -135,5 +136,6 @@ EOF
 # ---------------------------------------------------------------- 4. tarball
 tar -C "$BUILD" --owner=0 --group=0 --numeric-owner -czf "$DIST/$NAME.tar.gz.partial" "$NAME"
 mv "$DIST/$NAME.tar.gz.partial" "$DIST/$NAME.tar.gz"
+write_checksums
 say "$DIST/$NAME.tar.gz: $(du -m "$DIST/$NAME.tar.gz" | cut -f1) MB packed, $(du -sm "$STAGE" | cut -f1) MB unpacked," \
     "needs glibc >= $glibc_min"

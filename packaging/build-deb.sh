@@ -60,6 +60,7 @@ chmod 0644 "$PKG/DEBIAN/md5sums"
 
 dpkg-deb --root-owner-group -Zxz --build "$PKG" "$DEB.partial" >/dev/null
 mv "$DEB.partial" "$DEB"
+write_checksums
 say "$DEB: $(du -m "$DEB" | cut -f1) MB"
 
 if command -v lintian >/dev/null 2>&1; then

@@ -33,7 +33,8 @@ dev_pins setuptools wheel pip pyinstaller pyinstaller-hooks-contrib altgraph pat
 
 # ---------------------------------------------------------------- the project's wheel and source
 rm -rf "$BUILD/project" && mkdir -p "$BUILD/project"
-"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$BUILD/project" "$ROOT"
+"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$BUILD/project" "$ROOT" > "$BUILD/project.log" 2>&1 \
+    || { cat "$BUILD/project.log" >&2; die "cannot build the project's wheel"; }
 PROJECT_WHEEL=$(ls "$BUILD/project"/hazardgw-"$VERSION"-*.whl)
 SRC=$BUILD/hazardgw-$VERSION-src.tar.gz
 if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
@@ -99,6 +100,7 @@ built=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 EOF
         tar -C "$BUILD" --owner=0 --group=0 --numeric-owner -czf "$DIST/$NAME.tar.gz.partial" "$NAME"
         mv "$DIST/$NAME.tar.gz.partial" "$DIST/$NAME.tar.gz"
+        write_checksums
         say "$DIST/$NAME.tar.gz: $got wheels, $(du -m "$DIST/$NAME.tar.gz" | cut -f1) MB, glibc >= $glibc_min"
     done
 done

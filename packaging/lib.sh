@@ -23,13 +23,31 @@ dev_pins() {
 }
 
 # pip without the machine's pip configuration (no index, no find-links, no constraints):
-# what the offline box will see.
-offline_pip() {  # offline_pip PYTHON WHEELDIR pip-args...
+# what the offline box will see. offline_pip PYTHON WHEELDIR pip-args...
+offline_pip() {
     local python=$1 wheels=$2
     shift 2
     env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
         PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
         "$python" -m pip "$@" --no-index --find-links "$wheels"
+}
+
+# A venv with pip from the wheelhouse: needs neither the network nor ensurepip (Debian's
+# python3-venv). offline_venv PYTHON DIR WHEELDIR
+offline_venv() {
+    local python=$1 dir=$2 wheels=$3 pip_wheel
+    pip_wheel=$(ls "$wheels"/pip-*.whl 2>/dev/null | head -n 1)
+    [ -n "$pip_wheel" ] || die "$wheels has no pip wheel"
+    "$python" -m venv --without-pip "$dir"
+    env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
+        PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        "$dir/bin/python" "$pip_wheel/pip" install -q --no-index --find-links "$wheels" pip
+}
+
+# dist/SHA256SUMS over every artifact in dist/ (checked on the box before installing).
+write_checksums() {
+    (cd "$DIST" && find . -maxdepth 1 -type f \( -name 'hazardgw*.tar.gz' -o -name 'hazardgw_*.deb' \) -printf '%P\n' \
+        | LC_ALL=C sort | xargs -r sha256sum > SHA256SUMS)
 }
 
 git_commit() { git -C "$ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown; }

@@ -137,14 +137,21 @@ def deb(bundle: Path, dist: Path) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def offline_run(work: Path, bundle: Path, wheelhouses: dict[str, Path]) -> dict[str, Any]:
-    """tests/offline_netns.py in an empty network namespace; its JSON results."""
-    require_netns()
+def box_wheelhouse(wheelhouses: dict[str, Path]) -> tuple[str, Path]:
+    """The wheelhouse for this machine's architecture and the distribution's Python."""
     assert os.access(DISTRO_PYTHON, os.X_OK), f"{DISTRO_PYTHON} is missing (Debian package python3)"
     minor = sh([DISTRO_PYTHON, "-c", "import sys; print('%d%d' % sys.version_info[:2])"]).stdout.strip()
     name = f"hazardgw-{VERSION}-wheels-{ARCH}-cp{minor}"
     assert name in wheelhouses, f"no wheelhouse {name} for {DISTRO_PYTHON}: {sorted(wheelhouses)}"
-    sh(["tar", "-xzf", wheelhouses[name], "-C", work])
+    return name, wheelhouses[name]
+
+
+@pytest.fixture(scope="module")
+def offline_run(work: Path, bundle: Path, box_wheelhouse: tuple[str, Path]) -> dict[str, Any]:
+    """tests/offline_netns.py in an empty network namespace; its JSON results."""
+    require_netns()
+    name, tarball = box_wheelhouse
+    sh(["tar", "-xzf", tarball, "-C", work])
     args = {"work": str(work), "repo": str(REPO), "bundle": str(bundle), "wheels": str(work / name),
             "python": DISTRO_PYTHON}
     r = offline([sys.executable, REPO / "tests/offline_netns.py", json.dumps(args)], timeout=280)
@@ -230,6 +237,33 @@ def test_wheelhouses_cover_both_architectures_and_pythons(wheelhouses: dict[str,
     compiled = [w for w in wheels if not w.endswith("-none-any.whl")]
     assert compiled and all("aarch64" in w and re.search(r"cp312|abi3|py3-none", w) for w in compiled), compiled
     assert f"{name}/hazardgw-{VERSION}-src.tar.gz" in listing and f"{name}/install-wheels.sh" in listing
+
+
+@pytest.mark.timeout(600)
+def test_make_bundle_builds_offline_from_a_wheelhouse(box_wheelhouse: tuple[str, Path], work: Path) -> None:
+    """How an aarch64 box gets its bundle: the wheelhouse `make wheels` made for it (wheels for
+    requirements.lock and PyInstaller, the source tree) and `make bundle WHEELHOUSE=...` there,
+    with no network and the box's own Python. The same path, run here on this architecture."""
+    name, tarball = box_wheelhouse
+    box = work / "box"
+    box.mkdir()
+    sh(["tar", "-xzf", tarball, "-C", box])
+    sh(["tar", "-xzf", box / name / f"hazardgw-{VERSION}-src.tar.gz", "-C", box])
+    src = box / f"hazardgw-{VERSION}"
+    assert not (src / "build").exists() and not (src / ".venv").exists()
+    t0 = time.monotonic()
+    r = offline(["make", "-C", src, "bundle", f"WHEELHOUSE={box / name}", f"PY={DISTRO_PYTHON}"],
+                env=CLEAN_ENV, timeout=500)
+    MEASURED["bundle_offline_build_s"] = round(time.monotonic() - t0, 1)
+    built = src / "dist" / f"hazardgw-{VERSION}-linux-{ARCH}.tar.gz"
+    assert built.is_file(), r.stdout + r.stderr
+    assert f"hazardgw-{VERSION}-linux-{ARCH}.tar.gz" in (src / "dist/SHA256SUMS").read_text()
+    sh(["tar", "-xzf", built, "-C", box])
+    exe = box / f"hazardgw-{VERSION}-linux-{ARCH}/hazardgw"
+    r = offline([exe, "check", "-c", src / "config/demo-site.yaml"], env=CLEAN_ENV)
+    assert ": OK: site 91430900DEMO0001XX" in r.stdout, r.stdout + r.stderr
+    python = dict(line.split("=", 1) for line in (exe.parent / "BUILDINFO").read_text().splitlines())["python"]
+    assert python == sh([DISTRO_PYTHON, "-c", "import platform; print(platform.python_version())"]).stdout.strip()
 
 
 # --------------------------------------------------------------------------- install.sh
