@@ -35,7 +35,7 @@ dev_pins setuptools wheel pip pyinstaller pyinstaller-hooks-contrib altgraph pat
 rm -rf "$BUILD/project" && mkdir -p "$BUILD/project"
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$BUILD/project" "$ROOT" > "$BUILD/project.log" 2>&1 \
     || { cat "$BUILD/project.log" >&2; die "cannot build the project's wheel"; }
-PROJECT_WHEEL=$(ls "$BUILD/project"/hazardgw-"$VERSION"-*.whl)
+PROJECT_WHEEL=$(ls "$BUILD/project/hazardgw-$VERSION-"*.whl)
 SRC=$BUILD/hazardgw-$VERSION-src.tar.gz
 if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     # the tracked files as they are in the work tree (uncommitted edits included)

@@ -25,7 +25,7 @@ PYVER=$(buildinfo python)
 ARCH=$(buildinfo arch)
 GLIBC_MIN=$(buildinfo glibc_min)
 WHEELS=$HERE/wheels
-[ -n "$VERSION" ] && [ -n "$PYVER" ] || die "$HERE/BUILDINFO is incomplete"
+if [ -z "$VERSION" ] || [ -z "$PYVER" ]; then die "$HERE/BUILDINFO is incomplete"; fi
 
 PYTHON=""
 ROOT=""

@@ -36,7 +36,7 @@ offline_pip() {
 # python3-venv). offline_venv PYTHON DIR WHEELDIR
 offline_venv() {
     local python=$1 dir=$2 wheels=$3 pip_wheel
-    pip_wheel=$(ls "$wheels"/pip-*.whl 2>/dev/null | head -n 1)
+    pip_wheel=$(find "$wheels" -maxdepth 1 -name "pip-*.whl" | head -n 1)
     [ -n "$pip_wheel" ] || die "$wheels has no pip wheel"
     "$python" -m venv --without-pip "$dir"
     env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
