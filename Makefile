@@ -7,7 +7,7 @@ APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics chromium
 # Binaries that prove the apt packages are present.
 APT_BINS := mosquitto mosquitto_pub influxd victoria-metrics chromium
 
-.PHONY: all setup system-deps venv demo test lint bench clean
+.PHONY: all setup system-deps venv demo test lint bench bundle deb wheels clean
 
 all: test
 
@@ -47,5 +47,20 @@ lint: venv
 bench: setup
 	$(BIN)/python -m bench
 
+# Edge-box artifacts (packaging/README.md, README "Install on an edge box"), in dist/.
+# bundle: self-contained (interpreter + dependencies) for this machine's architecture, built in
+# its own venv of requirements.lock + PyInstaller. With WHEELHOUSE=<wheelhouse tarball or dir
+# from `make wheels`> it needs no network (and no dev venv): an aarch64 box builds its own.
+bundle: $(if $(WHEELHOUSE),,venv)
+	PY=$(PY) packaging/build-bundle.sh $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE))
+
+# deb: dist/hazardgw_<version>_<arch>.deb from the bundle (lintian when installed).
+deb: bundle
+	PY=$(PY) packaging/build-deb.sh
+
+# wheels: wheelhouses for x86_64 and aarch64, CPython 3.11 and 3.12 (needs the package index).
+wheels: venv
+	PY=$(abspath $(BIN)/python) packaging/build-wheels.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

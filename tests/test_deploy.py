@@ -81,7 +81,7 @@ def test_systemd_analyze_verify_catches_mistakes(systemd_root: Path, tmp_path: P
     """Negative control: the same invocation reports a typo and a missing executable."""
     broken = systemd_root / "etc/systemd/system/hazardgw-broken.service"
     broken.write_text(UNIT.read_text().replace("ProtectSystem=strict", "ProtectSytem=strict")
-                      .replace("/opt/hazardgw/.venv/bin/hazardgw run", "/opt/nowhere/hazardgw run"))
+                      .replace("/opt/hazardgw/current/hazardgw run", "/opt/nowhere/hazardgw run"))
     try:
         r = _analyze("verify", f"--root={systemd_root}", "--man=no", "hazardgw-broken.service")
     finally:
@@ -109,7 +109,10 @@ def test_unit_hardening_and_service_keys() -> None:
 
     assert one("Type") == "notify" and one("WatchdogSec") == "30s" and one("NotifyAccess") == "main"
     assert one("Restart") == "always" and one("StartLimitIntervalSec") == "0"
-    assert one("DynamicUser") == "yes" and one("User") == "hazardgw"
+    # a static user made by the installers (packaging/install.sh, the .deb): no DynamicUser=
+    assert "DynamicUser" not in e and one("User") == "hazardgw" and one("Group") == "hazardgw"
+    # store.path is private to the service user (issue 21)
+    assert one("StateDirectoryMode") == "0700" and one("UMask") == "0077"
     assert one("SupplementaryGroups") == "dialout"
     assert one("StateDirectory") == "hazardgw"
     for key, value in {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
@@ -119,8 +122,9 @@ def test_unit_hardening_and_service_keys() -> None:
         assert one(key) == value, key
     assert one("CapabilityBoundingSet") == "" and one("AmbientCapabilities") == ""
     assert one("RestrictAddressFamilies").split() == ["AF_INET", "AF_INET6", "AF_UNIX"]
-    assert shlex.split(one("ExecStart"))[1:] == ["run", "-c", "/etc/hazardgw/site.yaml"]
-    assert shlex.split(one("ExecStartPre"))[1:] == ["check", "-c", "/etc/hazardgw/site.yaml"]
+    assert shlex.split(one("ExecStart")) == ["/opt/hazardgw/current/hazardgw", "run", "-c", "/etc/hazardgw/site.yaml"]
+    assert shlex.split(one("ExecStartPre")) == ["/opt/hazardgw/current/hazardgw", "check", "-c",
+                                                "/etc/hazardgw/site.yaml"]
     assert e["DeviceAllow"] == ["char-ttyS rw", "char-ttyUSB rw", "char-ttyACM rw"]
 
 
