@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from alerting.alarms import AlarmPoint
 from alerting.conditions import (
@@ -143,7 +143,7 @@ def build_plans(config: SiteConfig) -> Plans:
         al = t.alarms
         gas = t.kind in GAS_KINDS
         supp = is_suppressible(t)
-        common = {"hs": t.hazard_source, "suppressible": supp, "chatter_cycles": cycles}
+        common: dict[str, Any] = {"hs": t.hazard_source, "suppressible": supp, "chatter_cycles": cycles}
         points: list[AlarmPoint] = []
 
         for name in LIMITS:
@@ -170,11 +170,11 @@ def build_plans(config: SiteConfig) -> Plans:
         if al.roc is not None:
             r = al.roc
             direction = r.direction or ("rise" if gas else "both")
-            cond = RateOfChange(r.limit, r.per, r.window, direction)
+            roc = RateOfChange(r.limit, r.per, r.window, direction)
             a = AlarmPoint(
                 t.id,
                 "roc",
-                cond,
+                roc,
                 priority=r.priority,
                 limit=r.limit,
                 latch=r.latch,

@@ -104,7 +104,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             body = json.dumps([{"tag": tag, "v": 95.0, "ts": int(time.time() * 1000)}])
             t0 = time.monotonic()
             client.publish("bench/alarm", body, qos=0)
-            got = await _wait(lambda t=tag, n=n_before: any(t in h.body for h in rx.hits[n:]), 5.0)  # type: ignore[misc]
+            got = await _wait(lambda t=tag, n=n_before: any(t in h.body for h in rx.hits[n:]), 5.0)
             if got:
                 hit = next(h for h in rx.hits[n_before:] if tag in h.body)
                 if i >= args.warmup:

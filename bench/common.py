@@ -148,9 +148,7 @@ class Receiver:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port  # the bound port once started (port 0 asks for a free one)
         return self
 
     async def stop(self) -> None:

@@ -242,7 +242,7 @@ ENGINES = {"segment-log": SegmentEngine, "sqlite-wal blocks": SQLiteBlocks, "sql
 # --------------------------------------------------------------------------- measurements
 
 
-def measure(cls: type, root: Path, lines: list[str]) -> dict[str, Any]:
+def measure(cls: type[SegmentEngine] | type[SQLiteBlocks], root: Path, lines: list[str]) -> dict[str, Any]:
     res: dict[str, Any] = {}
     raw = sum(len(x) + 1 for x in lines)
     for group in (2000, 20000):
@@ -316,7 +316,7 @@ def child(engine: str, path: str, group: int) -> None:
     e = ENGINES[engine](Path(path))
     if engine != "segment-log":
         e.open()
-        e.db.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[attr-defined]  # keep frames in the WAL
+        e.db.execute("PRAGMA wal_autocheckpoint=0")  # keep frames in the WAL
     else:
         e.open()
     n = 0

@@ -65,10 +65,15 @@ def config(url: str, store: str, n_tags: int, n_alarm: int) -> Config:
 
 class Sub:
     def __init__(self, broker: Mosquitto, topic: str) -> None:
-        self.hits: list[tuple[float, str, bytes]] = []
+        self.hits: list[tuple[float, str, bytes | bytearray]] = []
         self.ready = threading.Event()
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{random.random()}")
-        c.on_connect = lambda cl, *a: (cl.subscribe(topic, qos=1), self.ready.set())
+
+        def on_connect(cl: paho.Client, *a: Any) -> None:
+            cl.subscribe(topic, qos=1)
+            self.ready.set()
+
+        c.on_connect = on_connect
         c.on_message = lambda cl, u, m: self.hits.append((time.monotonic(), m.topic, m.payload))
         c.connect(broker.host, broker.port)
         c.loop_start()

@@ -202,9 +202,9 @@ class OnlineRate(TaskComponent):
                 if c:
                     capped = min(c, math.ceil(seg / e_list[i] - 1e-9)) if seg > 0 else 0
                     if capped:
-                        for k in (srcs[i], hss[i]):
-                            if k is not None:
-                                add.setdefault(k, [0.0, 0.0])[0] += capped
+                        for owner in (srcs[i], hss[i]):
+                            if owner is not None:
+                                add.setdefault(owner, [0.0, 0.0])[0] += capped
             counts[:] = [0] * len(counts)
         self._cover = max(self._cover, until)
         if add:
@@ -292,9 +292,9 @@ class OnlineRate(TaskComponent):
             for i, c in enumerate(self._counts):
                 if c:
                     capped = min(c, math.ceil(seg / self._e[i] - 1e-9))
-                    for k in (self._tag_src[i], self._tag_hs[i]):
-                        if k is not None:
-                            cur[k][0] += capped
+                    for owner in (self._tag_src[i], self._tag_hs[i]):
+                        if owner is not None:
+                            cur[owner][0] += capped
 
         def entry(k: Key) -> dict[str, Any]:
             rh, eh, rd, ed = sums.get(k, (0.0, 0.0, 0.0, 0.0))

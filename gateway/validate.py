@@ -185,8 +185,8 @@ def _cross_refs(data: Mapping[str, Any], smap: SourceMap) -> tuple[list[Problem]
             err(path, f"unknown person {pid!r}: not in people")
 
     # hazard sources -> people
-    for i, hs in items("hazard_sources"):
-        resp = hs.get("responsible")
+    for i, hz in items("hazard_sources"):
+        resp = hz.get("responsible")
         if isinstance(resp, dict):
             for role, pid in resp.items():
                 need_person(("hazard_sources", i, "responsible", role), pid)
@@ -358,7 +358,8 @@ def _without_placeholders(
         for p in found:
             parent: Any = trimmed
             for part in p.path[:-1]:
-                parent = parent[part] if isinstance(parent, dict | list) else None
+                ok = isinstance(parent, dict) or (isinstance(parent, list) and isinstance(part, int))
+                parent = parent[part] if ok else None
             if isinstance(parent, dict) and p.path and p.path[-1] in parent:
                 del parent[p.path[-1]]
             else:

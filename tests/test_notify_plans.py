@@ -5,6 +5,7 @@ voice on the providers' stand-ins (signatures verified); escalation time on a fa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from helpers import async_wait_for
 from test_notify_support import Clock, Harness, Receiver, site_config
 
 from alerting.notify.escalation import plan
+from alerting.notify.store import PushRow
 from devkit.standins import AliyunStandin, TencentStandin
 from gateway.core.config import EscalationStep, Person
 from gateway.validate import validate_text
@@ -114,6 +116,46 @@ async def test_p1_chat_and_sms_at_once_then_voice_then_the_principal(
         assert rx.on("/wang") == []  # voice only
         escalated = [(r.step, r.recipients) for r in h.records if r.event == "escalated" and r.priority == 1]
         assert escalated == [(1, ("zhao",)), (2, ("wang",))]
+    finally:
+        await h.stop()
+
+
+async def test_a_step_on_a_channel_the_person_lacks_goes_out_on_notify(
+    rx: Receiver, ali: AliyunStandin, tc: TencentStandin, tmp_path: Path
+) -> None:
+    """The 3-minute voice step for someone without a voice channel (check only warns about it)
+    reaches them on notify, and the escalation goes on (that path once called a method that
+    no longer existed: the step raised every tick and nobody was notified)."""
+    clock = Clock("2026-03-02 21:00")  # night shift: sun, who has a notify URL only
+    h = await Harness(plan_config(rx, ali, tc, tmp_path), clock).start()
+    try:
+        h.feed("GT-101", 2.6)  # HH (priority 1) and H (priority 2)
+        await rx.wait("/sun", 2)  # step 0 of both on chat (sun has notify, one of the HH step's groups)
+        assert h.metric("hazardgw_notify_fallbacks_total") == 0
+        clock.advance(180.0)
+        await h.settle()
+        await rx.wait("/sun", 3)  # the voice step, on notify
+        assert h.metric("hazardgw_notify_fallbacks_total") == 1
+        escalated = [(r.step, r.recipients) for r in h.records if r.event == "escalated" and r.priority == 1]
+        assert escalated == [(1, ("sun",))]
+        assert ali.by_action("SendSms") == [] and ali.by_action("SingleCallByTts") == [] and tc.calls == []
+    finally:
+        await h.stop()
+
+
+async def test_sms_parameters_that_cannot_be_built_are_logged_and_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A push whose stored alarm info lacks fields (a row from an older version): the SMS/voice
+    parameters are left out with an error logged (the provider then refuses the push and the
+    outbox fails over), not an exception out of the send path."""
+    h = await Harness(site_config(None, tmp_path), Clock("2026-03-02 21:00")).start()
+    try:
+        broken = PushRow(key="a:1:0:0:sun:sms", kind="alarm", person="sun", priority=1, status="pending",
+                         created_wall=0, next_wall=0, occurrence=1, step=0, info={"tag": "GT-101"})
+        with caplog.at_level(logging.ERROR, logger="alerting.notify.notifier"):
+            assert h.notifier._params(broken) is None
+        assert "notify: cannot build SMS/voice parameters" in caplog.text
     finally:
         await h.stop()
 

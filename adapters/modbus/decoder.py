@@ -112,7 +112,7 @@ def decode_number(registers: Sequence[int], type_: str, order: str = "ABCD") -> 
     if len(registers) != n:
         raise RegisterCountError(f"{type_} needs {n} register(s), got {len(registers)}")
     try:
-        return value.unpack(wire.pack(*registers))[0]  # type: ignore[no-any-return]
+        return value.unpack(wire.pack(*registers))[0]
     except struct.error as e:
         raise DecodeError(f"register value out of 0..65535: {list(registers)} ({e})", "register_value") from None
 

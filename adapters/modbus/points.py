@@ -113,7 +113,7 @@ def _raw_fn(point: ModbusPoint, order: str) -> RawFn:
     type_ = point.type
 
     def num_fn(v: Sequence[int] | Sequence[bool], o: int) -> float:
-        return decode_number(v[o : o + n], type_, order)  # type: ignore[arg-type]
+        return decode_number(v[o : o + n], type_, order)
 
     return num_fn
 

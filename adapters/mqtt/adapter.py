@@ -346,7 +346,7 @@ class MqttAdapter:
             return []
         payload = msg.payload
         if not isinstance(payload, bytes):  # paho gives bytes; be safe with bytearray/str
-            payload = payload.encode() if isinstance(payload, str) else bytes(payload or b"")  # type: ignore[arg-type]
+            payload = payload.encode() if isinstance(payload, str) else bytes(payload or b"")
         retained = bool(msg.retain)
         if len(routes) == 1:
             out, problems = routes[0].decoder.decode(payload, recv_ns, retained)

@@ -38,13 +38,16 @@ import contextlib
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 
 # shared with the uplink's MQTT transport, so they live in the core; re-exported here
 from gateway.core.mqttclient import disconnected as disconnected
 from gateway.core.mqttclient import fail_fast_connect as fail_fast_connect
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike
 
 Item = tuple[int, aiomqtt.Message]  # (receive time ns, message)
 
@@ -120,7 +123,7 @@ class ReadGate:
         self._client = client
         self._paho = client._client
         self._loop = asyncio.get_running_loop()
-        self._paused_sock: Any = None
+        self._paused_sock: SocketLike | None = None
         self.pauses = 0
 
     @property
@@ -180,7 +183,7 @@ async def next_item(client: aiomqtt.Client, queue: FlowQueue, stop: asyncio.Futu
     can be interrupted by ``stop`` without losing a message already taken off the queue.
     """
     if queue.qsize():
-        return queue.get_nowait()  # type: ignore[no-any-return]
+        return queue.get_nowait()
     disc = client._disconnected
     if stop.done():
         return None
@@ -193,7 +196,7 @@ async def next_item(client: aiomqtt.Client, queue: FlowQueue, stop: asyncio.Futu
         get.cancel()
         raise
     if get.done() and not get.cancelled():
-        return get.result()  # type: ignore[no-any-return]
+        return get.result()
     get.cancel()
     if disc.done():
         raise aiomqtt.MqttError("Disconnected during message iteration") from disc.exception()

@@ -72,7 +72,7 @@ def resolve(doc: Any, path: Path) -> Any:
     cur = doc
     try:
         for key in path:
-            if type(key) is str:
+            if isinstance(key, str):
                 if type(cur) is not dict:
                     raise PathMissing(key)
                 cur = cur[key]
@@ -89,7 +89,7 @@ def format_path(path: Path) -> str:
     """The canonical text of a compiled path (for messages)."""
     out = ["$"]
     for k in path:
-        if type(k) is int:
+        if isinstance(k, int):
             out.append(f"[{k}]")
         elif _NAME.fullmatch(k):
             out.append(f".{k}")

@@ -128,7 +128,7 @@ def to_value(x: Any) -> float:
     t = type(x)
     if t is float:
         if math.isfinite(x):
-            return x  # type: ignore[no-any-return]
+            return x
         raise _Reject(Reason.NOT_FINITE, f"value {x!r} is not finite")
     if t is int:
         try:
@@ -153,7 +153,8 @@ def to_value(x: Any) -> float:
 
 
 def _json_type(x: Any) -> str:
-    return {dict: "object", list: "array", str: "string"}.get(type(x), type(x).__name__)
+    names: dict[type, str] = {dict: "object", list: "array", str: "string"}
+    return names.get(type(x), type(x).__name__)
 
 
 def _timestamp(x: Any, unit: str) -> int:

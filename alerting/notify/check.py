@@ -53,9 +53,10 @@ def check_notification(config: SiteConfig, now_wall: int | None = None) -> list[
             reachable.update(t for t in st.notify if t != ON_DUTY and t not in ROLES)
     index = {p.id: i for i, p in enumerate(config.people)}
     for pid in sorted(reachable):
-        p = people.get(pid)
-        if p is not None and not p.notify:
-            what = "no notify URL" if not p.channels else "no notify URL (fallback when a step's channels are missing)"
+        person = people.get(pid)
+        if person is not None and not person.notify:
+            what = ("no notify URL" if not person.channels
+                    else "no notify URL (fallback when a step's channels are missing)")
             warn(("people", index[pid]), f"person {pid} is on the roster or an escalation target but has {what}")
 
     # channel groups: every person a step can reach should have the groups it names
@@ -75,10 +76,10 @@ def check_notification(config: SiteConfig, now_wall: int | None = None) -> list[
                 else:
                     targets.add(t)
             for pid in sorted(targets):
-                p = people.get(pid)
-                if p is None:
+                person = people.get(pid)
+                if person is None:
                     continue
-                lacking = [g for g in st.channels if not p.group(g)]
+                lacking = [g for g in st.channels if not person.group(g)]
                 if len(lacking) == len(st.channels):
                     warn(("duty", key, k, "channels"), f"person {pid} has none of the channels {', '.join(lacking)}: "
                          "this step reaches them on notify")

@@ -461,7 +461,8 @@ class NotifyStore:
             "summary_id",
         )
         sql = f"SELECT {', '.join(cols)} FROM pushes"
-        where, args = [], []
+        where: list[str] = []
+        args: list[int | str] = []
         if occurrence is not None:
             where.append("occurrence = ?")
             args.append(occurrence)

@@ -48,9 +48,7 @@ class HttpPlatform(MappedReceiver):
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
         await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port  # the bound port once started (port 0 asks for a free one)
         return self.port
 
     async def stop(self) -> None:

@@ -103,7 +103,7 @@ class MappedReceiver:
         return self.mapping.identify(r.envelope, r.path)
 
 
-def _replace(schema: dict[str, Any], path: tuple[str | int, ...], new: dict[str, Any]) -> dict[str, Any]:
+def _replace(schema: dict[str, Any], path: tuple[str | int | float, ...], new: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with the property at ``path`` replaced (object schemas only)."""
     if not path:
         return new

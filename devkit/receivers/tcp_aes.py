@@ -79,8 +79,9 @@ class AesTcpPlatform:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5.0)
 
-    def msg_ids(self) -> list[str]:
-        """The msgIds received, duplicates removed (first arrival order): what a platform keeps."""
+    def msg_ids(self) -> list[str | None]:
+        """The msgIds received, duplicates removed (first arrival order): what a platform keeps
+        (None for a message without one)."""
         return list(dict.fromkeys(r.payload.get("msgId") for r in self.received))
 
     # ------------------------------------------------------------------ connection
@@ -150,7 +151,8 @@ class AesTcpPlatform:
     def _login_error(self, env: dict[str, Any]) -> str | None:
         if env.get("type") != "login":
             return "the first frame must be the login"
-        error, creds = self._header_error(env, 0), {}
+        error = self._header_error(env, 0)
+        creds: dict[str, Any] = {}
         if error is None:
             error, creds = self._decrypt(env)
         if error is None and self.refuse_login:

@@ -199,6 +199,7 @@ class ModbusPlantServer:
 
     def _make_server(self, ep: _Endpoint) -> ModbusTcpServer | ModbusSerialServer | None:
         devices = [self._sim_device(d) for d in ep.devices.values()]
+        # pymodbus annotates trace_pdu as returning a PDU; its request handler takes None as "no answer"
         trace = partial(self._trace_pdu, ep)
         spec = ep.spec
         framer = FramerType.RTU if spec.framer == "rtu" else FramerType.SOCKET
@@ -208,7 +209,7 @@ class ModbusPlantServer:
                 framer=framer,
                 address=(spec.host, spec.port),
                 ignore_missing_devices=True,
-                trace_pdu=trace,
+                trace_pdu=trace,  # type: ignore[arg-type]
             )
         if ep.serve_port is None:
             log.warning("not serving %s: no simulator port mapped for serial port %s", ep.spec.key, spec.device)
@@ -222,7 +223,7 @@ class ModbusPlantServer:
             stopbits=spec.stopbits,
             bytesize=spec.bytesize,
             ignore_missing_devices=True,
-            trace_pdu=trace,
+            trace_pdu=trace,  # type: ignore[arg-type]
         )
 
     def _sim_device(self, dev: _Device) -> SimDevice:

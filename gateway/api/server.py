@@ -185,7 +185,8 @@ class ApiServer:
             ws="none",
             server_header=False,
             proxy_headers=False,
-            timeout_graceful_shutdown=self.graceful_timeout,
+            # uvicorn annotates int but hands it to asyncio.wait_for (seconds, float is fine)
+            timeout_graceful_shutdown=self.graceful_timeout,  # type: ignore[arg-type]
         )
         server = _Server(config)
         self._server = server

@@ -69,4 +69,4 @@ class Metrics:
         g = self._groups.get(factory)
         if g is None:
             g = self._groups[factory] = factory(self.registry)
-        return g  # type: ignore[no-any-return]
+        return g

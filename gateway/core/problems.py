@@ -16,7 +16,7 @@ from gateway.core.yamlsrc import Path_
 Severity = Literal["error", "warning", "info"]
 
 
-def format_path(path: Iterable[str | int]) -> str:
+def format_path(path: Iterable[str | int | float]) -> str:
     """``("tags", 3, "alarms", "hh")`` -> ``tags[3].alarms.hh``."""
     out = ""
     for part in path:

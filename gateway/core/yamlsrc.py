@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-Path_ = tuple[str | int, ...]
+Path_ = tuple[str | int | float, ...]  # keys and list positions; a YAML mapping key may be a float
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -85,7 +85,7 @@ class V1Writer:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
-                connector=aiohttp.TCPConnector(ssl=None if self.cfg.verify_ssl else False, limit=4),
+                connector=aiohttp.TCPConnector(ssl=self.cfg.verify_ssl, limit=4),  # True: default verification
             )
         return self._session
 
@@ -142,8 +142,11 @@ class V2Writer:
         if self._client is None:
             self._client = self._client_factory()
         try:
+            # influxdb-client annotates write_precision as a WritePrecision, but its values are the str
+            # constants of that class (WritePrecision.NS == "ns", also its own default)
             await self._client.write_api().write(
-                bucket=self.cfg.bucket, org=self.cfg.org or "-", record=body, write_precision=self._precision
+                bucket=self.cfg.bucket, org=self.cfg.org or "-", record=body,
+                write_precision=self._precision,  # type: ignore[arg-type]
             )
         except ApiException as e:
             raise _classify(int(e.status or 0), str(e.body or e.reason or "")) from None

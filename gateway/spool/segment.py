@@ -28,6 +28,7 @@ confines each one to its single I/O thread.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import struct
@@ -216,7 +217,7 @@ class SegmentLog:
     def bytes(self) -> int:
         return sum(s.size for s in self.segments)
 
-    def append(self, blocks: Sequence[tuple[bytes, int]], wall_ns: int) -> list[BlockRef]:
+    def append(self, blocks: Sequence[tuple[builtins.bytes, int]], wall_ns: int) -> list[BlockRef]:
         """Write ``(payload, count)`` blocks (durable after :meth:`sync`). All or nothing: on
         an OSError (disk full) the files and the state are rolled back and the error raised."""
         if not blocks:
@@ -230,7 +231,7 @@ class SegmentLog:
             self._rollback(saved_next, saved_n, saved_last)
             raise
 
-    def _append(self, blocks: Sequence[tuple[bytes, int]], wall_ns: int) -> list[BlockRef]:
+    def _append(self, blocks: Sequence[tuple[builtins.bytes, int]], wall_ns: int) -> list[BlockRef]:
         refs: list[BlockRef] = []
         i = 0
         while i < len(blocks):
@@ -274,7 +275,7 @@ class SegmentLog:
             seg.size, seg.last_id = size, last
         self.next_id = saved_next
 
-    def _write(self, iov: list[bytes]) -> None:
+    def _write(self, iov: list[builtins.bytes]) -> None:
         assert self._active_fd is not None
         fd = self._active_fd
         total = sum(len(b) for b in iov)
@@ -347,7 +348,7 @@ class SegmentLog:
             raise CorruptBlockError(f"short header at offset {offset}")
         return decode_header(raw, segment, offset)[0]
 
-    def read(self, ref: BlockRef) -> bytes:
+    def read(self, ref: BlockRef) -> builtins.bytes:
         """The payload of ``ref``, CRC-checked (CorruptBlockError otherwise)."""
         raw = os.pread(self._fd(ref.segment), ref.size, ref.offset)
         if len(raw) < ref.size:

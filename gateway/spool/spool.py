@@ -654,11 +654,11 @@ class Spool(GroupCommit):
         self.last_error = None
         self._c_commits.inc()
         self._h_commit.observe(res.seconds)
-        for k, n in res.dropped.items():
+        for kind, n in res.dropped.items():
             if n:
-                self._drop(k, "spool_overflow", n)
-                self._rlog.warning(f"overflow-{k}", "spool %s full (%d bytes): oldest %s records dropped",
-                                   self.name, self.max_bytes, k)
+                self._drop(kind, "spool_overflow", n)
+                self._rlog.warning(f"overflow-{kind}", "spool %s full (%d bytes): oldest %s records dropped",
+                                   self.name, self.max_bytes, kind)
         if res.invalid:
             self._drop("reading", "invalid", res.invalid)
         self._apply(res.stats)

@@ -51,7 +51,7 @@ DEFAULT_MAX_ITEMS = 1000
 SCHEMA_VERSION = 1
 
 
-def dumps(doc: dict[str, Any]) -> str:
+def dumps(doc: dict[str, Any] | list[Any]) -> str:
     """Compact one-line JSON, UTF-8 text kept as is (Chinese names stay readable)."""
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 

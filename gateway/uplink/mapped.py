@@ -108,7 +108,7 @@ def cipher_of(mapping: Mapping, uplink: Uplink) -> BodyCipher:
     key_format = uplink.options.get("key_format", env.key_format)
     iv_format = uplink.options.get("iv_format", env.iv_format)
     key = opts.get(env.key) if env.key else None
-    iv = None if env.iv in (None, "key") else opts.get(env.iv)  # type: ignore[arg-type]
+    iv = None if env.iv in (None, "key") else opts.get(env.iv)
     if env.iv not in (None, "key") and iv is None:
         raise CipherError(f"options.{env.iv} (the IV) is not set")
     return make_cipher(env.cipher, key, key_format, iv, iv_format)
@@ -231,6 +231,7 @@ class MappedProfile(Profile):
         cfg = self.config
         self._tags = tag_infos(cfg, self.tag_fields)  # a sources-only reload changes tag -> source
         hazards = hazard_infos(cfg)
+        cols: dict[str, list[Any]]
         cols = {"tags": [(None, t) for t in self._tags.values()],
                 "hazard_sources": [(h, None) for h in hazards.values()],
                 "sources": [(SourceInfo(s.id, s.type), None) for s in cfg.sources]}
@@ -272,6 +273,7 @@ class MappedProfile(Profile):
         if not specs:
             return []
         hazards = hazard_infos(self.config)
+        cols: dict[str, list[Any]]
         cols = {"sources": [(SourceInfo(sid, str(s.get("type"))), s) for sid, s in hb.sources.items()],
                 "hazard_sources": [(hazards[c], h) for c, h in hb.hazard_sources.items() if c in hazards]}
         out: list[Message] = []

@@ -506,7 +506,7 @@ class MappingBuilder:
             if isinstance(only, str):
                 return (lambda env, it, c=only: c), {"const": only}
             return only.fn, only.json_schema()
-        fns: list[Render] = [(lambda env, it, c=p: c) if isinstance(p, str) else _text(p.fn) for p in merged]
+        fns: list[Render] = [_const(p) if isinstance(p, str) else _text(p.fn) for p in merged]
 
         def render_text(env: Env, it: Any) -> str:
             return "".join([fn(env, it) for fn in fns])
@@ -574,7 +574,7 @@ class MappingBuilder:
             if not key or "." in key:
                 self.err(path, f"bad placeholder {{{ref}}}: tag.fields.<name>")
                 return None
-            get: Callable[[Any], Any] = lambda t, k=key: t[1].fields.get(k)  # noqa: E731
+            get: Callable[[Any], Any] = lambda t: t[1].fields.get(key)  # noqa: E731
             return _Value(_item(get) if in_item else _env(scope, get), "any", True, None, {})
         fd = SCOPES.get(scope, {}).get(name)
         if fd is None:
@@ -620,6 +620,10 @@ class MappingBuilder:
 
 
 _MISSING = object()
+
+
+def _const(c: Any) -> Render:
+    return lambda env, it: c
 
 
 def _item(get: Callable[[Any], Any]) -> Render:
@@ -839,7 +843,7 @@ class Mapping:
         return self.spec.mqtt
 
     def schemes(self) -> list[str]:
-        out = []
+        out: list[str] = []
         for section, names in (("tcp", ("tcp", "tls")), ("http", ("http", "https")), ("mqtt", ("mqtt", "mqtts"))):
             if getattr(self.spec, section) is not None:
                 out += names
@@ -983,9 +987,9 @@ def compile_mapping(spec: MappingFile, file: str) -> tuple[Mapping | None, list[
         topic = _text(b.compile(spec.mqtt.topic, ("mqtt", "topic"), _Ctx("topic", b))[0])
     _check_envelope(b, spec)
     _check_transport(b, spec, body_path)
-    for name, rule in spec.requests.items():
+    for req, rule in spec.requests.items():
         if spec.tcp is None and spec.http is None:
-            b.err(("requests", name), "requests: need a tcp: or http: section (frames or responses to read)")
+            b.err(("requests", req), "requests: need a tcp: or http: section (frames or responses to read)")
         del rule
     if spec.checks.enterprise_code is not None and spec.checks.enterprise_code not in spec.options:
         b.err(("checks", "enterprise_code"), f"checks.enterprise_code names an undeclared option "

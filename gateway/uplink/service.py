@@ -312,7 +312,9 @@ class UplinkService:
         self._append(self._build(lambda: self.profile.realtime(values, now), "realtime"))
 
     def heartbeat_info(self) -> Heartbeat:
-        h = dict(self._health_fn()) if self._health_fn is not None else {"status": "ok", "components": {}}
+        h: dict[str, Any] = (
+            dict(self._health_fn()) if self._health_fn is not None else {"status": "ok", "components": {}}
+        )
         comps: Mapping[str, Any] = h.get("components", {})
         rates = self.online.rates() if self.online is not None else {"sources": {}, "hazard_sources": {}}
         sources: dict[str, dict[str, Any]] = {}

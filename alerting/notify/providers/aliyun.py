@@ -174,6 +174,12 @@ class _AliyunPlugin(ProviderPlugin):
     action: ClassVar[str] = ""
     version: ClassVar[str] = "2017-05-25"
     default_maxlen: ClassVar[int] = 35
+    # the apprise attributes each scheme sets, typed as in ProviderPlugin (a type checker
+    # otherwise compares the schemes' strings with apprise's untyped None)
+    service_name: str
+    service_url: str
+    secure_protocol: str
+    templates: tuple[str, ...]
 
     def request_params(self, values: list[tuple[str, str]]) -> dict[str, str]:
         raise NotImplementedError
@@ -257,7 +263,7 @@ class AliyunSms(_AliyunPlugin):
         )
 
     @staticmethod
-    def parse_url(url: str) -> dict[str, Any] | None:
+    def parse_url(url: str) -> dict[str, Any] | None:  # type: ignore[override]  # apprise passes the URL only
         results = NotifyBase.parse_url(url, verify_host=False)
         if not results:
             return results
@@ -326,7 +332,7 @@ class AliyunVoice(_AliyunPlugin):
         )
 
     @staticmethod
-    def parse_url(url: str) -> dict[str, Any] | None:
+    def parse_url(url: str) -> dict[str, Any] | None:  # type: ignore[override]  # apprise passes the URL only
         results = NotifyBase.parse_url(url, verify_host=False)
         if not results:
             return results

@@ -174,10 +174,15 @@ def check_phones(phones: Sequence[str], what: str = "phone") -> list[str]:
     return out
 
 
-class ProviderPlugin(NotifyBase):  # type: ignore[misc]
+class ProviderPlugin(NotifyBase):
     """Base of the four provider schemes (not registered itself)."""
 
-    # apprise attributes
+    # apprise attributes. URLBase/NotifyBase set the first four to None without an annotation,
+    # so a type checker reads their type as None; every apprise plugin gives them strings.
+    service_name: str  # type: ignore[assignment]
+    service_url: str  # type: ignore[assignment]
+    secure_protocol: str  # type: ignore[assignment]
+    templates: tuple[str, ...]  # type: ignore[assignment]
     title_maxlen = 0
     body_maxlen = 4000
     request_rate_per_sec = 0.0  # no throttle between pushes: each push is one request
@@ -217,7 +222,7 @@ class ProviderPlugin(NotifyBase):  # type: ignore[misc]
         self.param_spec = params
         self.params = parse_params(params)
         try:
-            self.maxlen = self.default_maxlen if maxlen in (None, "") else int(maxlen)  # type: ignore[arg-type]
+            self.maxlen = self.default_maxlen if maxlen in (None, "") else int(maxlen)
         except ValueError:
             raise AppriseImproperlyConfigured(f"maxlen must be a whole number, got {maxlen!r}") from None
         if self.maxlen < 0:
@@ -322,8 +327,8 @@ class ProviderPlugin(NotifyBase):  # type: ignore[misc]
         shown = self.url(privacy=True).split("?", 1)[0]
         return self.scheme + shown[len(self.secure_protocol) :]
 
-    @property
-    def url_identifier(self) -> tuple[str, ...]:
+    @property  # apprise's own plugins make it a property too; URLBase declares it `= None` (see above)
+    def url_identifier(self) -> tuple[str, ...]:  # type: ignore[override]
         return (self.secure_protocol, self.user or "", self.ident)
 
     def __len__(self) -> int:

@@ -139,6 +139,12 @@ class _TencentPlugin(ProviderPlugin):
     service: ClassVar[str] = ""
     action: ClassVar[str] = ""
     version: ClassVar[str] = ""
+    # the apprise attributes each scheme sets, typed as in ProviderPlugin (a type checker
+    # otherwise compares the schemes' strings with apprise's untyped None)
+    service_name: str
+    service_url: str
+    secure_protocol: str
+    templates: tuple[str, ...]
 
     def key_names(self) -> tuple[str, str]:
         return ("SecretId", "SecretKey")
@@ -251,7 +257,7 @@ class TencentSms(_TencentPlugin):
         )
 
     @staticmethod
-    def parse_url(url: str) -> dict[str, Any] | None:
+    def parse_url(url: str) -> dict[str, Any] | None:  # type: ignore[override]  # apprise passes the URL only
         results = NotifyBase.parse_url(url, verify_host=False)
         if not results:
             return results
@@ -319,7 +325,7 @@ class TencentVoice(_TencentPlugin):
         )
 
     @staticmethod
-    def parse_url(url: str) -> dict[str, Any] | None:
+    def parse_url(url: str) -> dict[str, Any] | None:  # type: ignore[override]  # apprise passes the URL only
         results = NotifyBase.parse_url(url, verify_host=False)
         if not results:
             return results
