@@ -352,10 +352,11 @@ def _without_placeholders(
     import copy
 
     trimmed = copy.deepcopy(data)
+    pending = found  # the problems of this round: their keys are left out next
     for _ in range(5):
-        if any(p.severity == "error" and not any(p.path[: len(u)] == u for u in unset) for p in found):
+        if any(p.severity == "error" and not any(p.path[: len(u)] == u for u in unset) for p in pending):
             return None, found  # a real schema error: report it
-        for p in found:
+        for p in pending:
             parent: Any = trimmed
             for part in p.path[:-1]:
                 ok = isinstance(parent, dict) or (isinstance(parent, list) and isinstance(part, int))
@@ -367,7 +368,8 @@ def _without_placeholders(
         try:
             return Config.model_validate(trimmed), _downgrade(found, unset)
         except ValidationError as e:
-            found = found + _pydantic_problems(trimmed, e, smap)
+            pending = _pydantic_problems(trimmed, e, smap)
+            found = found + pending
     return None, found
 
 
