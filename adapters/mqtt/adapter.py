@@ -214,11 +214,16 @@ class MqttAdapter:
             self._gate.pause(count=False)  # unread QoS 1 messages stay with the broker (persistent session)
         if self._connecting:
             task.cancel()  # nothing received yet: do not wait for a CONNACK that may never come
-        try:
-            await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
-        except TimeoutError:
-            log.warning("mqtt %s: stop timed out after %.0f s (emit blocked?); cancelling", self.id, STOP_TIMEOUT)
-            task.cancel()
+        else:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("mqtt %s: stop timed out after %.0f s (emit blocked?); cancelling", self.id,
+                            STOP_TIMEOUT)
+                task.cancel()
+            except asyncio.CancelledError:
+                if not task.done():
+                    raise  # stop() itself was cancelled
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self._task = None

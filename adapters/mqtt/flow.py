@@ -215,13 +215,18 @@ async def next_item(client: aiomqtt.Client, queue: FlowQueue, stop: asyncio.Futu
 
 
 def abandon(client: aiomqtt.Client) -> None:
-    """Best-effort close of a connection whose context was never entered or was cancelled mid-way."""
-    # best effort: if this fails too, the socket closes when the client is collected
-    with contextlib.suppress(Exception):
-        client._client.disconnect()
-    with contextlib.suppress(Exception):
-        client._client._sock_close()
-    # the connect/disconnect futures may now hold an exception nobody will await: mark it
+    """Close a connection whose context was never entered or was cancelled mid-way (e.g. stop()
+    while the broker has not sent CONNACK), without an error log or a traceback."""
+    paho = client._client
+    if client._connected.done() and not client._connected.exception():
+        with contextlib.suppress(Exception):
+            paho.disconnect()  # connected: say goodbye; the socket closes when the client is collected
+    else:
+        # no CONNACK: nothing to say. Close the socket after any writer registration paho's
+        # connect scheduled on the loop (call_soon keeps their order), so none meets a closed fd.
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().call_soon(paho._sock_close)
+    # the connect/disconnect futures may hold an exception nobody will await: mark it
     # retrieved, or asyncio logs "Future exception was never retrieved" with a traceback
     for fut in (client._connected, client._disconnected):
         if fut.done() and not fut.cancelled():
