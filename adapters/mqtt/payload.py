@@ -656,6 +656,7 @@ class RecordsDecoder:
         out: list[Reading] = []
         table = self._table
         value = self.values.value
+        stamps: dict[Any, int] = {}
         n = 0
         for i, (rec, key, raw) in enumerate(self._records(doc)):
             n += 1
@@ -679,9 +680,16 @@ class RecordsDecoder:
                         "in the tag table" if table is not None else "the key of a point"))
                 if self.ts_path is not None:
                     try:
-                        ts = _timestamp(resolve(rec, self.ts_path), self.ts_unit, self.local)
+                        raw_ts = resolve(rec, self.ts_path)
                     except PathMissing:
                         raise _Reject(Reason.MISSING_TS, f"{format_path(self.ts_path)} not in record") from None
+                    # records of one message mostly share their time: parse each distinct one once
+                    hit = stamps.get(raw_ts) if type(raw_ts) is str or type(raw_ts) is int else None
+                    if hit is None:
+                        hit = _timestamp(raw_ts, self.ts_unit, self.local)
+                        if type(raw_ts) is str or type(raw_ts) is int:
+                            stamps[raw_ts] = hit
+                    ts = hit
                 elif retained:
                     raise _Reject(Reason.RETAINED_NO_TS, "retained message without a source timestamp")
                 pq: str | None = None

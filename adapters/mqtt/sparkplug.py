@@ -156,7 +156,7 @@ class SparkplugDecoder:
                topic: str = "") -> tuple[list[Reading], Sequence[Problem]]:
         levels = topic.split("/")
         if len(levels) not in (4, 5) or levels[0] != SPARKPLUG_NAMESPACE:
-            if len(levels) >= 3 and levels[0] == SPARKPLUG_NAMESPACE and levels[2] == "STATE":
+            if levels[0] == SPARKPLUG_NAMESPACE and "STATE" in levels[1:3]:
                 return [], _NONE
             return [], (Problem(Reason.BAD_TOPIC, f"not a Sparkplug B topic: {topic[:120]!r}"),)
         mtype, edge = levels[2], levels[3]
