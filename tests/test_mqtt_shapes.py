@@ -132,7 +132,7 @@ async def test_reordered_metrics_stay_on_their_tags(broker: Any, started: list[M
 
 
 async def test_records_of_every_shape(broker: Any, started: list[MqttAdapter]) -> None:
-    subs = [
+    subs: list[dict[str, Any]] = [
         # [{"id": .., "value": ..}]: ids are tag ids of the table
         {"topic": "r/ids", "format": "records", "each": "$[*]", "tag_path": "$.id", "value_path": "$.value"},
         # ThingsBoard: [{"ts": .., "values": {key: value}}], keys mapped by points
@@ -294,7 +294,12 @@ def _watch_ncmd(port: int) -> tuple[mqtt.Client, list[Any]]:
     got: list[Any] = []
     ready = threading.Event()
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"host-{uuid.uuid4().hex[:6]}")
-    c.on_connect = lambda *a: (c.subscribe("spBv1.0/plant1/NCMD/#", 0), ready.set())
+
+    def on_connect(*_: Any) -> None:
+        c.subscribe("spBv1.0/plant1/NCMD/#", 0)
+        ready.set()
+
+    c.on_connect = on_connect
     c.on_message = lambda _c, _u, m: got.append((m.topic, Payload.FromString(m.payload)))
     c.connect("127.0.0.1", port)
     c.loop_start()
