@@ -297,9 +297,9 @@ def _watch_ncmd(port: int) -> tuple[mqtt.Client, list[Any]]:
 
     def on_connect(*_: Any) -> None:
         c.subscribe("spBv1.0/plant1/NCMD/#", 0)
-        ready.set()
 
     c.on_connect = on_connect
+    c.on_subscribe = lambda *_: ready.set()  # SUBACK: NCMDs from now on reach us
     c.on_message = lambda _c, _u, m: got.append((m.topic, Payload.FromString(m.payload)))
     c.connect("127.0.0.1", port)
     c.loop_start()
@@ -313,7 +313,6 @@ async def test_sparkplug_birth_data_gap_rebirth_and_death(broker: Any, started: 
     pub = Publisher(broker.port)
     node = SparkplugNode(pub)
     try:
-        await asyncio.sleep(0.2)  # the watcher's SUBACK is in (its on_connect subscribed)
         node.nbirth()
         node.dbirth("gds1")
         # data by alias, metrics in any order, with their own timestamps
@@ -365,7 +364,6 @@ async def test_sparkplug_data_before_any_birth_asks_for_one(mosquitto: Mosquitto
     pub = Publisher(mosquitto.port)
     node = SparkplugNode(pub)
     try:
-        await asyncio.sleep(0.2)
         node.seq = 17
         node.data([{"alias": 1, "float_value": 0.5}, {"name": "Temp", "datatype": 3, "int_value": 4}])
         await until(col, 1, "the metric named in the data")
@@ -388,12 +386,17 @@ async def test_stop_during_a_connect_that_never_gets_connack(
     port = silent.getsockname()[1]
     held: list[socket.socket] = []
     stop_accepting = threading.Event()
+    got_connect = threading.Event()
 
     def accept() -> None:
         silent.settimeout(0.1)
         while not stop_accepting.is_set():
             try:
-                held.append(silent.accept()[0])
+                conn = silent.accept()[0]
+                held.append(conn)
+                conn.settimeout(5)
+                if conn.recv(1):  # the CONNECT packet: the client now waits for a CONNACK
+                    got_connect.set()
             except TimeoutError:
                 continue
             except OSError:
@@ -408,15 +411,13 @@ async def test_stop_during_a_connect_that_never_gets_connack(
     try:
         with caplog.at_level(logging.DEBUG):
             await a.start()
-            await async_wait_for(lambda: bool(held), 5, desc="TCP accepted")
-            await asyncio.sleep(0.3)  # CONNECT sent, CONNACK pending
+            await async_wait_for(got_connect.is_set, 5, desc="CONNECT received by the silent listener")
             t0 = time.monotonic()
             await a.stop()
             took = time.monotonic() - t0
             import gc
 
             gc.collect()  # a never-retrieved future exception would be logged now
-            await asyncio.sleep(0.05)
     finally:
         stop_accepting.set()
         t.join(5)
