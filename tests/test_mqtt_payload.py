@@ -585,7 +585,7 @@ def test_fuzz_router_agrees_with_filter_matches(filters: list[list[str]], topics
 def test_values_units_states_decimal_comma() -> None:
     d = json_decoder([{"tag": "PT-201", "path": "$.p"}, {"tag": "XS-204", "path": "$.x"}],
                      states={"ON": 1, "报警": 1, "off": 0}, decimal_comma=True)
-    cases: list[tuple[Any, Any, float | None, str | None]] = [
+    cases: list[tuple[Any, Any, Any, str | None]] = [
         ("0.6MPa", "on", 0.6, None), (" 1.2 mpa ", "报警", 1.2, None), ("1,5", "OFF", 1.5, None),
         ("0.6 kPa", "ON", None, Reason.UNIT_MISMATCH), ("1.0 MPa x", "ON", None, Reason.UNIT_MISMATCH),
         ("0x10", "ON", "skip", Reason.NOT_NUMERIC), ("1_000", "ON", "skip", Reason.NOT_NUMERIC),
@@ -642,8 +642,9 @@ def test_filters_select_by_name_and_refuse_ambiguity() -> None:
     ("2024-11-23T02:26:40Z", 1732328800 * 10**9),  # an offset wins over the zone
 ])
 def test_local_times_in_the_source_timezone(raw: Any, ns: int) -> None:
-    d = make_decoder(MqttSubscription(topic="t", points=[{"tag": "LT-203", "path": "$.v", "ts_path": "$.t"}]),
-                     TAGS, 1 << 20, "Asia/Shanghai")
+    sub = MqttSubscription.model_validate({"topic": "t", "points": [{"tag": "LT-203", "path": "$.v",
+                                                                      "ts_path": "$.t"}]})
+    d = make_decoder(sub, TAGS, 1 << 20, "Asia/Shanghai")
     out, problems = d.decode(json.dumps({"v": 1, "t": raw}).encode(), RECV)
     assert problems == () and [r.ts for r in out] == [ns]
     if raw != "2024-11-23T02:26:40Z":
@@ -698,8 +699,8 @@ def test_fuzz_records_never_raise(doc: Any, retained: bool) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_fuzz_sparkplug_bytes_never_raise(payload: bytes) -> None:
-    d = make_decoder(MqttSubscription(topic="spBv1.0/g/#", format="sparkplug_b", points=[
-        {"tag": "PT-201", "edge_node": "e", "metric": "p"}]), TAGS, 1 << 20)
+    d = make_decoder(MqttSubscription.model_validate({"topic": "spBv1.0/g/#", "format": "sparkplug_b", "points": [
+        {"tag": "PT-201", "edge_node": "e", "metric": "p"}]}), TAGS, 1 << 20)
     for kind in ("NBIRTH", "NDATA", "NDEATH"):
         out, problems = d.decode(payload, RECV, False, f"spBv1.0/g/{kind}/e")
         check_readings([r for r in out if r.quality != Quality.COMM], problems)
