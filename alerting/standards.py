@@ -29,6 +29,7 @@ from typing import Final
 
 from gateway.core.config import Inventory, LimitAlarm, SiteConfig, Tag
 from gateway.core.problems import Problem
+from gateway.core.units import normalize_unit
 from gateway.core.yamlsrc import Path_
 
 CLAUSE: Final = "GB/T 50493-2019 5.5.2"
@@ -152,10 +153,6 @@ _LEVEL: Final = {"h": "level-1 (h)", "hh": "level-2 (hh)"}
 def find_oel(gas: str) -> tuple[str, Oel] | None:
     key = _LOOKUP.get(gas.strip().lower()) or _LOOKUP.get(gas.strip())
     return (key, OEL_TABLE[key]) if key else None
-
-
-def _unit(u: str) -> str:
-    return u.replace(" ", "").replace("³", "3").replace("^", "").lower()
 
 
 @dataclass(frozen=True)
@@ -302,7 +299,7 @@ def _levels_present(t: Tag, base: Path_, warn: Report, what: str) -> None:
 
 
 def _combustible(t: Tag, base: Path_, err: Report, warn: Report) -> None:
-    if _unit(t.unit) != "%lel":
+    if normalize_unit(t.unit) != "%lel":
         warn(
             (*base, "unit"),
             f"tag {t.id}: combustible gas in {t.unit or 'no unit'!s}: set points can only be "
@@ -330,7 +327,7 @@ def _toxic(t: Tag, base: Path_, err: Report, warn: Report) -> None:
         )
         return
     key, oel = found
-    u = _unit(t.unit)
+    u = normalize_unit(t.unit)
     if u == "ppm":
         one, unit, tol = oel.ppm, "ppm", PPM_TOLERANCE
     elif u == "ppb":
@@ -362,7 +359,7 @@ def _toxic(t: Tag, base: Path_, err: Report, warn: Report) -> None:
 
 
 def _oxygen(t: Tag, base: Path_, err: Report, warn: Report) -> None:
-    if _unit(t.unit) not in ("%vol", "vol%", "%v/v", "%"):
+    if normalize_unit(t.unit) not in ("%vol", "vol%", "%v/v", "%"):
         warn(
             (*base, "unit"),
             f"tag {t.id}: oxygen in {t.unit or 'no unit'!s}: set points can only be checked in %VOL [{CLAUSE} item 4]",

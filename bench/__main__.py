@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 PLAN: dict[str, tuple[list[str], list[str]]] = {
     "alarm_eval": ([], ["--rounds", "10", "--reps", "3"]),
     "mqtt_to_influx": ([], ["--messages", "1000", "--json-messages", "10000", "--reps", "1", "--no-vm"]),
-    "mqtt_ingest": ([], ["--bulk-messages", "2000", "--json-messages", "10000"]),
+    "mqtt_ingest": ([], ["--bulk-messages", "2000", "--json-messages", "10000", "--shape-messages", "1000"]),
     "alarm_latency": ([], ["--alarms", "50", "--warmup", "3"]),
     "memory": ([], ["--steady", "15", "--outage", "20"]),
     "modbus_capacity": ([], ["--duration", "8", "--warmup", "2.5", "--scenarios", "endpoints"]),

@@ -22,6 +22,12 @@ For each payload shape (``native`` bulk arrays of ``--per`` readings; single-rea
 6. **decode only**: the same payloads through the subscription's decoder in-process,
    no MQTT: the Python decode ceiling.
 
+Then **decode only** rates of the shapes of issue 18, in-process (no broker): ``json``
+picking 10 metrics by name out of a reordered list (``$.metrics[?(@.name=='M3')].value``),
+``records`` (a vendor batch of ``--per`` records with local times, and ThingsBoard
+entries with ``values_path``) and ``sparkplug_b`` (NDATA of ``--per`` metrics by alias
+after an NBIRTH, encoded with the gateway's own proto).
+
 Prints a table. Numbers are for this machine and one Python process (one core).
 """
 
@@ -207,12 +213,85 @@ async def bench_shape(work: Path, shape: str, payloads: list[str], per: int) -> 
     return rows
 
 
+def _time_decode(sub: dict[str, Any], payloads: list[bytes], topic: str, tz: str | None = None) -> tuple[float, int]:
+    d = make_decoder(MqttSubscription.model_validate(sub), TAGS, 1 << 20, tz)
+    n = 0
+    t0 = time.perf_counter()
+    for p in payloads:
+        out, problems = d.decode(p, 1, False, topic)
+        n += len(out)
+        assert not problems, problems[:3]
+    return time.perf_counter() - t0, n
+
+
+def shape_decode_rates(messages: int, per: int, seed: int = 7) -> list[tuple[str, int, float, int]]:
+    """(shape, messages, seconds, readings) for the shapes of issue 18, decode only."""
+    from adapters.mqtt import sparkplug_b_pb2
+
+    rng = random.Random(seed)
+    rows: list[tuple[str, int, float, int]] = []
+    # json by name: 10 metrics in a random order, each point selects its metric by name
+    names = [f"M{i}" for i in range(10)]
+    docs = []
+    for k in range(messages):
+        ms = [{"name": n, "value": round(rng.uniform(0, 100), 3)} for n in names]
+        rng.shuffle(ms)
+        docs.append(json.dumps({"ts": BASE_MS + k, "metrics": ms}, separators=(",", ":")).encode())
+    sub: dict[str, Any] = {"topic": "bench/named", "points": [
+        {"tag": f"TT-{i:04d}", "path": f"$.metrics[?(@.name=='M{i}')].value", "ts_path": "$.ts"} for i in range(10)]}
+    dt, n = _time_decode(sub, docs, "bench/named")
+    rows.append(("json, 10 metrics by name", messages, dt, n))
+    # records: a vendor batch with local times
+    batches = [json.dumps({"data": [{"id": f"TT-{(k * per + j) % N_TAGS:04d}", "v": round(rng.uniform(0, 100), 3),
+                                     "t": "2024-11-23 10:26:40"} for j in range(per)]},
+                          separators=(",", ":")).encode() for k in range(messages)]
+    sub = {"topic": "bench/rec", "format": "records", "each": "$.data[*]", "tag_path": "$.id", "value_path": "$.v",
+           "ts_path": "$.t"}
+    dt, n = _time_decode(sub, batches, "bench/rec", "Asia/Shanghai")
+    rows.append((f"records, {per}/msg, local times", messages, dt, n))
+    # records: ThingsBoard entries, keys mapped by points
+    keys = [f"k{i}" for i in range(per)]
+    tb = [json.dumps([{"ts": BASE_MS + k, "values": {key: round(rng.uniform(0, 100), 3) for key in keys}}],
+                     separators=(",", ":")).encode() for k in range(messages)]
+    sub = {"topic": "bench/tb", "format": "records", "each": "$[*]", "values_path": "$.values", "ts_path": "$.ts",
+           "points": [{"tag": f"TT-{i:04d}", "key": f"k{i}"} for i in range(per)]}
+    dt, n = _time_decode(sub, tb, "bench/tb")
+    rows.append((f"records, ThingsBoard {per} keys/msg", messages, dt, n))
+    # sparkplug_b: NBIRTH then NDATA by alias
+    payload_t: Any = sparkplug_b_pb2.Payload  # type: ignore[attr-defined]
+    birth = payload_t(timestamp=BASE_MS, seq=0)
+    for i in range(per):
+        m = birth.metrics.add()
+        m.name, m.alias, m.datatype, m.double_value = f"M{i}", i, 10, 0.0
+    datas = []
+    for k in range(messages):
+        p = payload_t(timestamp=BASE_MS + k, seq=(k + 1) % 256)
+        for i in range(per):
+            m = p.metrics.add()
+            m.alias, m.double_value = i, round(rng.uniform(0, 100), 3)
+        datas.append(p.SerializeToString())
+    sub = {"topic": "spBv1.0/g/#", "format": "sparkplug_b", "qos": 0,
+           "points": [{"tag": f"TT-{i:04d}", "edge_node": "e1", "metric": f"M{i}"} for i in range(per)]}
+    d = make_decoder(MqttSubscription.model_validate(sub), TAGS, 1 << 20)
+    d.decode(birth.SerializeToString(), 1, False, "spBv1.0/g/NBIRTH/e1")
+    n = 0
+    t0 = time.perf_counter()
+    for p in datas:
+        out, problems = d.decode(p, 1, False, "spBv1.0/g/NDATA/e1")
+        n += len(out)
+        assert not problems, problems[:3]
+    rows.append((f"sparkplug_b, {per} metrics/msg by alias", messages, time.perf_counter() - t0, n))
+    return rows
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json-messages", type=int, default=30_000,
                     help="mosquitto 2.0.11 drops a publisher 'due to out of memory' at ~34k queued messages")
     ap.add_argument("--bulk-messages", type=int, default=10_000)
     ap.add_argument("--per", type=int, default=100, help="readings per native bulk message")
+    ap.add_argument("--shape-messages", type=int, default=5000, help="messages per shape for the decode-only rates")
+    ap.add_argument("--shapes-only", action="store_true", help="only the decode-only rates (no broker)")
     return ap.parse_args(argv)
 
 
@@ -220,7 +299,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Rows per payload shape: (consumer, messages, seconds, readings per message), and summary metrics."""
     from bench.common import metric
 
-    out: dict[str, Any] = {"shapes": {}, "metrics": []}
+    out: dict[str, Any] = {"shapes": {}, "metrics": [], "decode": []}
+    for name, n, dt, readings in shape_decode_rates(args.shape_messages, args.per):
+        out["decode"].append((name, n, dt, readings))
+        out["metrics"].append(metric(f"MQTT decode only, {name}, readings/s", readings / dt, "readings/s", None,
+                                     ">=", f"{n / dt:,.0f} msgs/s"))
+    if args.shapes_only:
+        return out
     with tempfile.TemporaryDirectory(prefix="hazardgw-bench-") as tmp:
         work = Path(tmp)
         shapes = [
@@ -253,6 +338,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, dt in sh["rows"]:
             print(f"{label:<28} {name:<30} {n:>9} {dt:>8.2f} {n / dt:>10,.0f} {n * per / dt:>11,.0f}")
         print(f"{'':<28} (average payload {sh['avg_payload_bytes']:,.0f} bytes)")
+    print(f"\n{'decode only (no MQTT)':<40} {'messages':>9} {'seconds':>8} {'msg/s':>10} {'readings/s':>11}")
+    for name, n, dt, readings in r["decode"]:
+        print(f"{name:<40} {n:>9} {dt:>8.2f} {n / dt:>10,.0f} {readings / dt:>11,.0f}")
 
 
 if __name__ == "__main__":

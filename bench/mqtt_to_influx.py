@@ -13,6 +13,12 @@ The same is done with ``--json-messages`` single-reading ``json`` messages
 (``{"temp": v, "ts": ms}`` on ``bench/json/dev1``, one mapped point) into influxd. The
 influxd runs (bulk and json) are repeated ``--reps`` times after one untimed warm-up run
 (median, min, max); the VictoriaMetrics run once. Payloads come from a fixed seed.
+
+QoS 1 messages are acknowledged after the spool commit (``ack: commit``, the default).
+``--compare-ack`` repeats the influxd runs with ``ack: receipt`` (acknowledged on receipt,
+the behaviour before issue 20) and prints the cost of waiting for the commit. mosquitto
+runs with its defaults (20 QoS 1 messages in flight per client), the worst case for
+waiting; ``--inflight N`` sets ``max_inflight_messages``.
 """
 
 from __future__ import annotations
@@ -69,13 +75,13 @@ SUBS = {
 TOPICS = {"native": "bench/bulk", "json": "bench/json/dev1"}
 
 
-def config(mqtt_url: str, influx: dict[str, Any], store: str, shape: str = "native") -> Config:
+def config(mqtt_url: str, influx: dict[str, Any], store: str, shape: str = "native", ack: str = "commit") -> Config:
     return Config.model_validate(
         {
             "site": {"code": "BENCH", "name": "bench"},
             "sources": [{"id": "m", "type": "mqtt", "url": mqtt_url, "client_id": "bench-gw",
                          "persistent_session": False,
-                         "subscriptions": [SUBS[shape]]}],
+                         "subscriptions": [{**SUBS[shape], "ack": ack}]}],
             "tags": [{"id": f"TT-{i:04d}", "kind": "temperature", "unit": "°C"} for i in range(N_TAGS)],
             "influx": {"flush_interval": "200ms", **influx},
             "api": {"enabled": False},
@@ -113,8 +119,8 @@ def n_priority(gw: Gateway) -> int:
 
 
 async def gateway_run(broker: Mosquitto, payload_file: Path, influx: dict[str, Any], total: int,
-                      store: str, shape: str = "native") -> tuple[float, float]:
-    gw = Gateway(config(broker.url, influx, store, shape))
+                      store: str, shape: str = "native", ack: str = "commit") -> tuple[float, float]:
+    gw = Gateway(config(broker.url, influx, store, shape, ack))
     await gw.start()
     while not gw.health()["components"]["source:m"].get("connected"):  # noqa: ASYNC110 - polling a flag
         await asyncio.sleep(0.05)
@@ -149,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json-messages", type=int, default=30_000, help="single-reading json messages (0: skip)")
     ap.add_argument("--reps", type=int, default=3, help="timed influxd runs per shape after one warm-up")
     ap.add_argument("--no-vm", action="store_true", help="skip the VictoriaMetrics run")
+    ap.add_argument("--compare-ack", action="store_true", help="also run the influxd runs with ack: receipt")
+    ap.add_argument("--inflight", type=int, default=None, help="mosquitto max_inflight_messages (default: 20)")
     return ap.parse_args(argv)
 
 
@@ -170,7 +178,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         json_file = work / "json.txt"
         if args.json_messages:
             json_file.write_text("\n".join(make_json_payloads(args.json_messages)) + "\n")
-        with Mosquitto(work / "mq") as broker, Influxd(work / "influxd") as influxd, \
+        extra = f"max_inflight_messages {args.inflight}" if args.inflight is not None else ""
+        with Mosquitto(work / "mq", extra_config=extra) as broker, Influxd(work / "influxd") as influxd, \
                 VictoriaMetrics(work / "vm") as vm:
             influxd.create_database("bench")
             influxd.create_database("benchj")
@@ -194,6 +203,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 r["json_ingest_s"] = [a for a, _ in runs]
                 r["json_s"] = [b for _, b in runs]
                 r["json_stored"] = influxd.select("benchj", "SELECT count(value) FROM reading")[0]["count"]
+            if args.compare_ack:
+                runs = [asyncio.run(gateway_run(broker, payload_file, v1, total, str(work / f"r1-{k}"),
+                                                ack="receipt")) for k in range(args.reps + 1)][1:]
+                r["v1_receipt_s"] = [b for _, b in runs]
+                if args.json_messages:
+                    runs = [asyncio.run(gateway_run(broker, json_file, vj, args.json_messages, str(work / f"rj-{k}"),
+                                                    "json", ack="receipt")) for k in range(args.reps + 1)][1:]
+                    r["json_receipt_s"] = [b for _, b in runs]
     bulk = [total / s for s in r["v1_s"]]
     r["bulk_readings_per_s"] = _med(bulk)
     ref_bulk = total / r["ref_bulk_s"]
@@ -238,8 +255,16 @@ def main(argv: list[str] | None = None) -> None:
         rows += [("json reference: mosquitto_pub -> mosquitto_sub", r["ref_json_s"], n, n),
                  ("json gateway ingest (decoded + dispatched)", med(r["json_ingest_s"]), n, n),
                  ("json gateway -> influxd 1.6.7 written", med(r["json_s"]), n, n)]
+    if "v1_receipt_s" in r:
+        rows.append(("  same, ack: receipt (no wait for the commit)", med(r["v1_receipt_s"]), total, args.messages))
+    if "json_receipt_s" in r:
+        n = args.json_messages
+        rows.append(("  json same, ack: receipt", med(r["json_receipt_s"]), n, n))
     for name, secs, readings, msgs in rows:
         print(f"{name:48} {secs:8.2f} {readings / secs:12,.0f} {msgs / secs:9,.0f}")
+    if "v1_receipt_s" in r:
+        print(f"ack after commit costs: bulk x{med(r['v1_s']) / med(r['v1_receipt_s']):.2f} time"
+              + (f", json x{med(r['json_s']) / med(r['json_receipt_s']):.2f} time" if "json_receipt_s" in r else ""))
     print(f"readings counted in influxd: {r['v1_stored']} of {total}"
           + (f"; json: {r['json_stored']} of {args.json_messages}" if args.json_messages else ""))
     for m in r["metrics"]:

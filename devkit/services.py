@@ -610,6 +610,48 @@ class Mosquitto(ServerProcess):
         return _MOSQUITTO_RUNNING.search(self.log_tail(lines=200, since_start=True)) is not None
 
 
+class Amqtt(ServerProcess):
+    """amqtt (PyPI ``amqtt``, asyncio), a second MQTT 3.1.1 broker implementation for the
+    MQTT source tests: QoS 0/1/2, retained messages, persistent sessions, anonymous access.
+
+    Its config (``amqtt.yaml``) binds one TCP listener to 127.0.0.1:port with the default
+    plugins except the $SYS publisher. The binary is the ``amqtt`` script installed beside
+    the running interpreter (requirements-dev.lock). Readiness: the port accepts a TCP
+    connection (amqtt logs nothing reliable at start-up). Found on 0.12.1: no MQTT 5, and
+    state (sessions, retained messages) lives in memory only, so a restart forgets them.
+    """
+
+    name = "amqtt"
+    binary_name = "amqtt"
+
+    def __init__(self, workdir: Path, port: int | None = None, *, binary: str | None = None) -> None:
+        import sys
+
+        super().__init__(workdir, port, binary=binary or str(Path(sys.executable).parent / "amqtt"))
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "amqtt.yaml"
+
+    def _prepare(self) -> None:
+        self.config_path.write_text(
+            "# written by devkit.services.Amqtt; rewritten on every start\n"
+            f"listeners:\n  default:\n    type: tcp\n    bind: {HOST}:{self.port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+        )
+
+    def _args(self) -> list[str]:
+        return ["-c", str(self.config_path)]
+
+    def _is_ready(self) -> bool:
+        with socket.create_connection((HOST, self.port), timeout=0.5):
+            return True
+
+
 # --------------------------------------------------------------------------- InfluxDB
 
 

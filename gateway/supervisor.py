@@ -209,6 +209,10 @@ class Gateway:
         new = self._wiring()
         for sub in new.readings:
             self.pipeline.subscribe(sub)
+        # the commit signal (README "Durable spool"): MQTT QoS 1/2 messages are acknowledged once
+        # their readings are committed to the InfluxDB spool; without one, once dispatched (the
+        # alarm engine has seen them)
+        self.pipeline.commit_point = self.influx.queue if self.influx is not None else None
         unwire: list[Callable[[], None]] = []
         for _, on_event in new.alarm_events:
             unwire.append(self.alarms.subscribe(on_event))
@@ -232,7 +236,8 @@ class Gateway:
 
     def _source_context(self, config: Config) -> SourceContext:
         return SourceContext(
-            emit=self.pipeline.emit, metrics=self.metrics, tags=config.tag_map(), store_path=str(self.store_path)
+            emit=self.pipeline.emit, metrics=self.metrics, tags=config.tag_map(), store_path=str(self.store_path),
+            durable=self.pipeline,
         )
 
     def _alarm_to_influx(self, event: AlarmEvent) -> None:

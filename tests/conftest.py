@@ -1,6 +1,7 @@
 """Fixtures that run real servers (devkit.services) for the integration tests.
 
 * ``mosquitto``        function scope: a fresh anonymous broker per test (kill/restart freely).
+* ``amqtt``            function scope: a fresh amqtt broker (a second MQTT 3.1.1 implementation).
 * ``mosquitto_tls``    function scope: plain + TLS listener (``.tls_port``, ``.tls_url``) using
                        ``test_pki``, client certificates required, user gw/secret required on
                        both listeners (``helpers.MQTT_USER`` / ``MQTT_PASSWORD``).
@@ -31,6 +32,7 @@ import pytest
 from helpers import INFLUX_PASSWORD, INFLUX_USER, MQTT_PASSWORD, MQTT_USER
 
 from devkit.services import (
+    Amqtt,
     Influxd,
     Mosquitto,
     ServerProcess,
@@ -79,6 +81,15 @@ def test_pki(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 @pytest.fixture
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     server = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    try:
+        yield _started(server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def amqtt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Amqtt]:
+    server = Amqtt(tmp_path_factory.mktemp("amqtt"))
     try:
         yield _started(server)
     finally:

@@ -181,7 +181,12 @@ def test_mqtt_source_validation() -> None:
     )
     errs = errors(text)
     assert len(errs) == 1 and "invalid topic filter 'plant/#/x'" in errs[0], errs
-    ok = validate_text(text.replace("plant/#/x", "plant/+/x"), "s.yaml", {})
+    # a wildcard level feeding a point must be named and matched (issue 18), or declared single-publisher
+    unbound = validate_text(text.replace("plant/#/x", "plant/+/x"), "s.yaml", {})
+    assert unbound.config is None and any("single_publisher: true" in p.message for p in unbound.errors)
+    bound = text.replace('"plant/#/x", format: json, points: [{tag: PT-201, path: $.p}]',
+                         '"plant/{dev}/x", format: json, points: [{tag: PT-201, path: $.p, match: {dev: a}}]')
+    ok = validate_text(bound, "s.yaml", {})
     assert ok.config is not None, ok.format_errors()
     assert isinstance(ok.config.sources[1], MqttSource)
 

@@ -33,7 +33,7 @@ def gateway_config(mqtt_url: str, influx: dict[str, Any], store: str) -> Config:
                     "url": mqtt_url,
                     "client_id": f"e2e-{abs(hash(store)) % 10**8}",
                     "subscriptions": [
-                        {"topic": "plant/+/telemetry", "qos": 1, "format": "json",
+                        {"topic": "plant/+/telemetry", "qos": 1, "format": "json", "single_publisher": True,
                          "points": [{"tag": "PT-201", "path": "$.pressure", "ts_path": "$.ts"},
                                     {"tag": "GT-207", "path": "$.gas.lel", "ts_path": "$.ts"}]},
                         {"topic": "plant/bulk", "qos": 1, "format": "native"},

@@ -7,9 +7,9 @@
 (b) the gateway, run as ``python -m gateway.cli run -c FILE``, SIGKILLed mid-stream (with
     influxd down for the 3 s before, so the spool holds a backlog) and restarted: every
     reading committed to the spool before the kill reaches influxd (the spool copied at
-    the moment of the kill is the witness), and the end-to-end count is compared with what
-    was published (QoS 1, persistent session): any loss is located in time relative to
-    the kill.
+    the moment of the kill is the witness), and every reading published (QoS 1, persistent
+    session) reaches influxd: messages are acknowledged after the spool commit, so nothing
+    is lost (``tests/test_mqtt_kill9.py`` does it 5 times at 1,000 messages/s).
 (c) the spool limit reached with influxd down: the oldest readings are dropped and counted
     (``/metrics`` and the ``gateway`` measurement), alarm events are all kept.
 
@@ -343,10 +343,8 @@ async def test_gateway_sigkill_mid_stream_and_restart(
                                 f"relative to the kill; last message published before the kill: k={k_kill - 1})")
     assert len(committed) > 0, "the kill should land while readings wait in the spool"
     assert not missing_committed, f"{len(missing_committed)} committed readings never reached influxd"
-    # Anything lost end to end must be in the window the MQTT adapter acknowledges on receipt
-    # and the spool has not committed yet: at most 1 s (commit interval) + 1 s (queues) before the kill.
-    for k in lost_msgs:
-        assert -2.5 <= pub.message_time(k) - t_kill <= 0.5, k
+    # QoS 1 messages are acknowledged only after the spool commit (issue 20): nothing is lost
+    assert not missing, f"{len(missing)} readings lost end to end"
 
 
 # ----------------------------------------------------------------------------- (c)

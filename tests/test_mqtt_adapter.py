@@ -281,7 +281,15 @@ async def test_qos_0_and_1(mosquitto: Mosquitto, make_adapter: MakeAdapter, publ
     col.gate.clear()  # hold emit so that messages pile up in the adapter's queue
     for i in range(200):
         pub.publish("q/a", {"v": i / 100, "ts": TS_MS + i}, qos=qos)
-    await async_wait_for(lambda: adapter.health()["queue"] >= 150, desc="messages queued behind emit")
+    # QoS 1 messages are acknowledged only after emit, so the broker stops at its in-flight
+    # window (mosquitto's max_inflight_messages, 20): they are all received (one batch waits in
+    # emit, the rest in the queue), and no more come until emit returns
+    if qos == 0:
+        await async_wait_for(lambda: adapter.health()["queue"] >= 150, desc="messages queued behind emit")
+    else:
+        await async_wait_for(lambda: adapter.health()["messages"] + adapter.health()["queue"] >= 20,
+                             desc="the broker's in-flight window received")
+        assert adapter.health()["unacked"] == 0 and adapter.health()["acked"] == 0  # emit has not returned
     col.gate.set()
     await sentinel(pub, col, qos=qos)
     assert [r.value for r in col.of("PT-201")] == [i / 100 for i in range(200)]  # all of them, in order
@@ -344,7 +352,7 @@ async def test_mqtts_stream_with_backpressure(
     col.gate.clear()
     adapter, _, _ = await make_adapter(
         collector=col, url=mosquitto_tls.tls_url, ca=str(test_pki.ca), cert=str(test_pki.client_cert),
-        key=str(test_pki.client_key), username=MQTT_USER, password=MQTT_PASSWORD, queue_size=20,
+        key=str(test_pki.client_key), username=MQTT_USER, password=MQTT_PASSWORD, queue_size=10,
         subscriptions=[{"topic": "plant/bulk", "qos": 1, "format": "native"}],
     )
     await until_connected(adapter)
@@ -354,8 +362,9 @@ async def test_mqtts_stream_with_backpressure(
         n = 800
         infos = [pub.publish("plant/bulk", [{"tag": "GT-101", "v": float(i)}], qos=1) for i in range(n)]
         await asyncio.to_thread(infos[-1].wait_for_publish, 30)
+        # queue_size 10 < the broker's in-flight window (20): the queue fills and reading pauses
         await async_wait_for(lambda: adapter.health()["paused"], desc="reading paused")
-        assert adapter.health()["queue_peak"] <= 20
+        assert adapter.health()["queue_peak"] <= 10
         col.gate.set()
         await async_wait_for(lambda: len(col.readings) == n, timeout=30, desc="every message after resuming")
         assert [r.value for r in col.readings] == [float(i) for i in range(n)]

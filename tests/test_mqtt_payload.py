@@ -504,11 +504,14 @@ FUZZ_POINTS = [
     {"tag": "LT-203", "path": "$.l"},
     {"tag": "XS-204", "path": "$"},
 ]
-REJECTING = Reason.ALL - {Reason.BAD_QUALITY}
+REJECTING = Reason.ALL - {Reason.BAD_QUALITY, Reason.UNIT_MISMATCH, Reason.SEQ_GAP}  # the last keep a reading
 
 
 def check_readings(out: list[Reading], problems: Any) -> None:
     for r in out:
+        if r.value is None:  # a unit that is not the tag's: bad, without a value
+            assert r.quality == Quality.BAD and any(p.reason == Reason.UNIT_MISMATCH for p in problems)
+            continue
         assert type(r.value) is float and math.isfinite(r.value)
         assert type(r.ts) is int and 0 < r.ts < 2**63
         assert r.quality in Quality.ALL
@@ -574,3 +577,130 @@ def test_fuzz_router_agrees_with_filter_matches(filters: list[list[str]], topics
         t = "/".join(levels)
         assert r.route(t) == tuple(i for i, f in enumerate(filts) if filter_matches(f, t))
         assert r.route(t) == r.route(t)
+
+
+# --------------------------------------------------------------------------- issue 18 shapes
+
+
+def test_values_units_states_decimal_comma() -> None:
+    d = json_decoder([{"tag": "PT-201", "path": "$.p"}, {"tag": "XS-204", "path": "$.x"}],
+                     states={"ON": 1, "报警": 1, "off": 0}, decimal_comma=True)
+    cases: list[tuple[Any, Any, Any, str | None]] = [
+        ("0.6MPa", "on", 0.6, None), (" 1.2 mpa ", "报警", 1.2, None), ("1,5", "OFF", 1.5, None),
+        ("0.6 kPa", "ON", None, Reason.UNIT_MISMATCH), ("1.0 MPa x", "ON", None, Reason.UNIT_MISMATCH),
+        ("0x10", "ON", "skip", Reason.NOT_NUMERIC), ("1_000", "ON", "skip", Reason.NOT_NUMERIC),
+        ("1.234,5", "ON", "skip", Reason.NOT_NUMERIC),
+    ]
+    for p, x, want, reason in cases:
+        out, problems = d.decode(json.dumps({"p": p, "x": x}).encode(), RECV)
+        assert [r for r in out if r.tag == "XS-204"] == [Reading("XS-204", 0.0 if x in ("OFF",) else 1.0, RECV,
+                                                                 Quality.GOOD)], (p, x)
+        got = [r for r in out if r.tag == "PT-201"]
+        if want == "skip":
+            assert got == [] and reasons(problems) == {reason: 1}, p
+        elif want is None:
+            assert got == [Reading("PT-201", None, RECV, Quality.BAD)] and reasons(problems) == {reason: 1}, p
+        else:
+            assert got == [Reading("PT-201", want, RECV, Quality.GOOD)] and problems == (), p
+    # without decimal_comma "1,5" is not a number; a unit on a tag without a unit is a mismatch
+    plain = json_decoder([{"tag": "PT-201", "path": "$.p"}, {"tag": "XS-204", "path": "$.x"}])
+    out, problems = plain.decode(b'{"p": "1,5", "x": "2 ppm"}', RECV)
+    assert out == [Reading("XS-204", None, RECV, Quality.BAD)]
+    assert reasons(problems) == {Reason.NOT_NUMERIC: 1, Reason.UNIT_MISMATCH: 1}
+
+
+def test_quality_map_codes_and_words() -> None:
+    d = json_decoder([{"tag": "LT-203", "path": "$.v", "quality_path": "$.q"}],
+                     quality_map={192: "good", 0: "bad", "OK": "good", "Fault": "bad"})
+    for q, want in [(192, Quality.GOOD), (192.0, Quality.GOOD), ("192", Quality.GOOD), (0, Quality.BAD),
+                    ("ok", Quality.GOOD), ("FAULT", Quality.BAD), ("uncertain", Quality.UNCERTAIN),
+                    (64, Quality.UNCERTAIN)]:
+        out, problems = d.decode(json.dumps({"v": 1, "q": q}).encode(), RECV)
+        assert [r.quality for r in out] == [want], q
+        assert (reasons(problems) == {Reason.BAD_QUALITY: 1}) == (q == 64)
+
+
+def test_filters_select_by_name_and_refuse_ambiguity() -> None:
+    pts = [{"tag": "PT-201", "path": "$.m[?(@.n=='P')].v"}, {"tag": "LT-203", "path": "$.m[?(@.id==2)].v"}]
+    d = json_decoder(pts)
+    out, _ = d.decode(b'{"m": [{"id": 2, "v": 3}, {"n": "P", "v": 1}, {"id": "2", "v": 9}]}', RECV)
+    assert [(r.tag, r.value) for r in out] == [("PT-201", 1.0), ("LT-203", 3.0)]
+    out, problems = d.decode(b'{"m": [{"n": "P", "v": 1}, {"n": "P", "v": 2}]}', RECV)
+    assert out == [] and reasons(problems) == {Reason.AMBIGUOUS_PATH: 1, Reason.MISSING_PATH: 1}
+    # the memo (index per list) and the plain scan agree
+    doc = {"m": [{"n": "P", "v": 1}, {"n": "Q", "v": 2}, {"x": 1}, 5]}
+    path = compile_path("$.m[?(@.n=='Q')].v")
+    assert resolve(doc, path) == resolve(doc, path, {}) == 2
+
+
+@pytest.mark.parametrize(("raw", "ns"), [
+    ("2024-11-23 10:26:40", 1732328800 * 10**9),
+    ("2024/11/23 10:26:40.25", 1732328800 * 10**9 + 250_000_000),
+    ("20241123102640", 1732328800 * 10**9),
+    (20241123102640, 1732328800 * 10**9),
+    ("2024-11-23T10:26:40", 1732328800 * 10**9),
+    ("2024-11-23T02:26:40Z", 1732328800 * 10**9),  # an offset wins over the zone
+])
+def test_local_times_in_the_source_timezone(raw: Any, ns: int) -> None:
+    sub = MqttSubscription.model_validate({"topic": "t", "points": [{"tag": "LT-203", "path": "$.v",
+                                                                      "ts_path": "$.t"}]})
+    d = make_decoder(sub, TAGS, 1 << 20, "Asia/Shanghai")
+    out, problems = d.decode(json.dumps({"v": 1, "t": raw}).encode(), RECV)
+    assert problems == () and [r.ts for r in out] == [ns]
+    if raw != "2024-11-23T02:26:40Z":
+        out, problems = json_decoder([{"tag": "LT-203", "path": "$.v", "ts_path": "$.t"}]).decode(
+            json.dumps({"v": 1, "t": raw}).encode(), RECV)
+        assert out == [] and reasons(problems) == {Reason.NAIVE_TS: 1}
+
+
+def test_local_times_across_a_dst_change() -> None:
+    from zoneinfo import ZoneInfo
+
+    from adapters.mqtt.timestamps import LocalTime
+
+    lt = LocalTime(ZoneInfo("Europe/Berlin"))
+    assert to_ns("2024-07-01 12:00:00", "auto", lt) == 1719828000 * 10**9  # CEST, +02:00
+    assert to_ns("2024-01-01 12:00:00", "auto", lt) == 1704106800 * 10**9  # CET, +01:00
+
+
+def records_decoder(**sub: Any) -> Any:
+    return make_decoder(MqttSubscription(topic="r/{d}", format="records", **sub), TAGS, 1 << 20, "Asia/Shanghai")
+
+
+def test_records_shapes_and_errors() -> None:
+    d = records_decoder(each="$.data[*]", tag_path="$.id", value_path="$.v", ts_path="$.t")
+    out, problems = d.decode(json.dumps({"data": [
+        {"id": "PT-201", "v": 1, "t": "2024-11-23 10:26:40"}, {"id": "NOPE", "v": 2}, {"v": 3},
+        {"id": "LT-203", "v": "x", "t": 1732328800}, {"id": "TT-202", "v": 4}, 7]}).encode(), RECV, topic="r/a")
+    assert out == [Reading("PT-201", 1.0, 1732328800 * 10**9, Quality.GOOD)]
+    assert reasons(problems) == {Reason.UNKNOWN_TAG: 1, Reason.BAD_ENTRY: 2, Reason.NOT_NUMERIC: 1,
+                                 Reason.MISSING_TS: 1}
+    out, problems = d.decode(b'{"data": []}', RECV, topic="r/a")
+    assert out == [] and reasons(problems) == {Reason.NO_RECORDS: 1}
+    # keys by point, per publisher
+    d = records_decoder(each="$[*]", values_path="$.values", points=[
+        {"tag": "PT-201", "key": "p", "match": {"d": "a"}}, {"tag": "LT-203", "key": 3, "match": {"d": "b"}}])
+    out, problems = d.decode(b'[{"values": {"p": 1, "3": 2}}]', RECV, topic="r/a")
+    assert [(r.tag, r.value) for r in out] == [("PT-201", 1.0)] and reasons(problems) == {Reason.UNKNOWN_TAG: 1}
+    out, _ = d.decode(b'[{"values": {"p": 1, "3": 2}}]', RECV, topic="r/b")
+    assert [(r.tag, r.value) for r in out] == [("LT-203", 2.0)]
+    out, problems = d.decode(b'[{"values": {"p": 1}}]', RECV, topic="r/c")
+    assert out == [] and reasons(problems) == {Reason.UNMATCHED_TOPIC: 1}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values, st.booleans())
+def test_fuzz_records_never_raise(doc: Any, retained: bool) -> None:
+    d = records_decoder(each="$..data[*]".replace("..", "."), tag_path="$.id", value_path="$.v", ts_path="$.t")
+    out, problems = d.decode(json.dumps({"data": doc}).encode(), RECV, retained, "r/a")
+    check_readings(out, problems)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200))
+def test_fuzz_sparkplug_bytes_never_raise(payload: bytes) -> None:
+    d = make_decoder(MqttSubscription.model_validate({"topic": "spBv1.0/g/#", "format": "sparkplug_b", "points": [
+        {"tag": "PT-201", "edge_node": "e", "metric": "p"}]}), TAGS, 1 << 20)
+    for kind in ("NBIRTH", "NDATA", "NDEATH"):
+        out, problems = d.decode(payload, RECV, False, f"spBv1.0/g/{kind}/e")
+        check_readings([r for r in out if r.quality != Quality.COMM], problems)

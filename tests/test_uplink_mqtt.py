@@ -146,7 +146,8 @@ async def test_end_to_end_payload_shapes_and_period(
     realtime comes at every period boundary with the values published in the plant."""
     plat = Platform(platform_broker)
     src = [{"id": "plant", "type": "mqtt", "url": mosquitto.url, "client_id": "uplink-e2e",
-            "subscriptions": [{"topic": "plant/+/telemetry", "qos": 1, "format": "json", "points": [
+            "subscriptions": [{"topic": "plant/+/telemetry", "qos": 1, "format": "json", "single_publisher": True,
+                               "points": [
                 {"tag": "GT-101", "path": "$.cl2", "ts_path": "$.ts"},
                 {"tag": "PT-201", "path": "$.p", "ts_path": "$.ts"},
                 {"tag": "TT-202", "path": "$.t", "ts_path": "$.ts"}]}]}]

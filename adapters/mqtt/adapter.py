@@ -12,6 +12,15 @@ Messages that arrive together are decoded into one batch (up to ``MAX_BATCH`` re
 and handed to ``ctx.emit`` once; while ``emit`` waits, the incoming queue fills to
 ``queue_size`` and reading from the socket pauses (:mod:`adapters.mqtt.flow`), so memory
 stays bounded and the broker holds what we have not read.
+
+Acknowledgements: QoS 1 and 2 messages are acknowledged by the adapter (paho's manual
+acks, :class:`adapters.mqtt.flow.ManualAcks`), per batch, in arrival order, by one acker
+task per connection: after ``emit`` the batch takes a ticket from ``ctx.durable`` and is
+acknowledged when the pipeline says its readings are committed to the InfluxDB spool (or,
+without one, evaluated by the alarm engine). A commit that fails or takes longer than
+``ACK_WAIT`` does not hold acknowledgements back (the alarm engine has seen the readings;
+a stalled broker would blind it): they go out, counted as ``acked_uncommitted``.
+Subscriptions with ``ack: receipt`` are acknowledged once decoded (still in order).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -33,6 +43,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from adapters.mqtt import flow
 from adapters.mqtt.config import MqttSource
 from adapters.mqtt.payload import Decoder, Problem, make_decoder
+from adapters.mqtt.sparkplug import SparkplugDecoder, rebirth_request
 from adapters.mqtt.topics import TopicRouter
 from gateway.core.backoff import Backoff
 from gateway.core.models import Reading
@@ -45,12 +56,69 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 5000  # readings per emit when messages are coalesced
 CONNECT_TIMEOUT = 10.0  # s, CONNACK / SUBACK wait
 STOP_TIMEOUT = 5.0  # s, for stop() to hand over what is already queued
+ACK_WAIT = 5.0  # s, longest wait for the commit of a batch before acknowledging it anyway
 
 
 class _Route(NamedTuple):
-    where: str  # the subscription's topic filter: the `where` label of decode_errors
+    where: str  # the subscription's topic as configured: the `where` label of decode_errors
     decoder: Decoder
     sub_id: int  # MQTT 5 subscription identifier of its filter (1-based)
+    after_commit: bool  # ack: commit
+
+
+class _Acker:
+    """Sends a connection's acknowledgements in arrival order, each batch once it is committed."""
+
+    def __init__(self, adapter: MqttAdapter, acks: flow.ManualAcks) -> None:
+        self._adapter = adapter
+        self._acks = acks
+        self._q: deque[tuple[int | None, list[tuple[int, int]]]] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.pending = 0
+        self._task = asyncio.create_task(self._run(), name=f"mqtt-acks:{adapter.id}")
+
+    def push(self, ticket: int | None, mids: list[tuple[int, int]]) -> None:
+        self._q.append((ticket, mids))
+        self.pending += len(mids)
+        self._idle.clear()
+        self._wake.set()
+
+    async def _run(self) -> None:
+        a = self._adapter
+        durable = a.ctx.durable
+        q = self._q
+        while True:
+            if not q:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            ticket, mids = q[0]
+            if ticket is not None and durable is not None and not await durable.wait(ticket, ACK_WAIT):
+                a.acked_uncommitted += len(mids)
+                a._rlog.warning("uncommitted", "mqtt %s: readings not committed to the spool within %.0f s "
+                                "(disk slow or failing?): acknowledged anyway, the alarm engine has them",
+                                a.id, ACK_WAIT)
+            q.popleft()
+            ack = self._acks.ack
+            for mid, qos in mids:
+                ack(mid, qos)
+            self.pending -= len(mids)
+            a.acked += len(mids)
+
+    async def drain(self, within: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), within)
+
+    async def close(self) -> None:
+        """Stop; what is not acknowledged yet the broker sends again (persistent session)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._q.clear()
+        self.pending = 0
 
 
 def _describe(e: BaseException | None) -> str:
@@ -79,12 +147,16 @@ class MqttAdapter:
         # one broker subscription per distinct filter (highest QoS asked for); a route per subscription
         self._filters: dict[str, int] = {}
         for sub in cfg.subscriptions:
-            self._filters[sub.topic] = max(sub.qos, self._filters.get(sub.topic, 0))
+            self._filters[sub.filter] = max(sub.qos, self._filters.get(sub.filter, 0))
         filter_ids = {f: i + 1 for i, f in enumerate(self._filters)}
-        self._router: TopicRouter[_Route] = TopicRouter([
-            (sub.topic, _Route(sub.topic, make_decoder(sub, ctx.tags, cfg.max_payload), filter_ids[sub.topic]))
-            for sub in cfg.subscriptions
-        ])
+        routes = []
+        self._sparkplug: list[SparkplugDecoder] = []
+        for sub in cfg.subscriptions:
+            decoder = make_decoder(sub, ctx.tags, cfg.max_payload, cfg.timezone)
+            if isinstance(decoder, SparkplugDecoder):
+                self._sparkplug.append(decoder)
+            routes.append((sub.filter, _Route(sub.topic, decoder, filter_ids[sub.filter], sub.ack == "commit")))
+        self._router: TopicRouter[_Route] = TopicRouter(routes)
 
         m = ctx.metrics
         self._m_readings = m.readings_in.labels(cfg.id)
@@ -98,6 +170,10 @@ class MqttAdapter:
         self._stopping = False
         self._queue: flow.FlowQueue | None = None
         self._gate: flow.ReadGate | None = None
+        self._acker: _Acker | None = None
+        self._connecting = False
+        self._batch_commit = False  # the batch being decoded has readings of an ack: commit subscription
+        self._rebirths: list[tuple[str, str]] = []  # Sparkplug B nodes to ask for a birth
         # state for health()
         self.connected = False
         self.connected_since: float | None = None  # wall clock
@@ -113,6 +189,9 @@ class MqttAdapter:
         self.pauses = 0
         self.queue_peak = 0
         self.lost_on_stop = 0
+        self.acked = 0
+        self.acked_uncommitted = 0
+        self.rebirths = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -133,11 +212,18 @@ class MqttAdapter:
             self._stop.set_result(None)
         if self._gate is not None:
             self._gate.pause(count=False)  # unread QoS 1 messages stay with the broker (persistent session)
-        try:
-            await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
-        except TimeoutError:
-            log.warning("mqtt %s: stop timed out after %.0f s (emit blocked?); cancelling", self.id, STOP_TIMEOUT)
-            task.cancel()
+        if self._connecting:
+            task.cancel()  # nothing received yet: do not wait for a CONNACK that may never come
+        else:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("mqtt %s: stop timed out after %.0f s (emit blocked?); cancelling", self.id,
+                            STOP_TIMEOUT)
+                task.cancel()
+            except asyncio.CancelledError:
+                if not task.done():
+                    raise  # stop() itself was cancelled
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self._task = None
@@ -164,6 +250,10 @@ class MqttAdapter:
             "paused": self._gate.paused if self._gate is not None else False,
             "pauses": self.pauses + (self._gate.pauses if self._gate is not None else 0),
             "dropped": self.dropped + (q.dropped if q is not None else 0),
+            "acked": self.acked,
+            "unacked": self._acker.pending if self._acker is not None else 0,
+            "acked_uncommitted": self.acked_uncommitted,
+            "rebirths": self.rebirths,
         }
 
     # ------------------------------------------------------------------ connection loop
@@ -178,9 +268,12 @@ class MqttAdapter:
             error: BaseException | None = None
             client: aiomqtt.Client | None = None
             queue: flow.FlowQueue | None = None
+            acks: flow.ManualAcks | None = None
             try:
-                client, queue = await self._make_client()
+                client, queue, acks = await self._make_client()
+                self._connecting = True
                 async with client:
+                    self._connecting = False
                     up_at = time.monotonic()
                     self._gate = gate = flow.ReadGate(client)
                     gate.install()
@@ -197,8 +290,16 @@ class MqttAdapter:
                                      self.client_id)
                         outage_since = None
                         was_connected = True
-                        await self._consume(client, queue, gate)
+                        self._acker = _Acker(self, acks)
+                        try:
+                            await self._consume(client, queue, gate)
+                            # stopping: acknowledge what was handed over before saying goodbye
+                            await self._acker.drain(STOP_TIMEOUT)
+                        finally:
+                            await self._acker.close()
+                            self._acker = None
             except asyncio.CancelledError:
+                self._connecting = False
                 self._queue = None
                 if queue is not None and queue.qsize():
                     self.lost_on_stop += queue.qsize()
@@ -209,8 +310,10 @@ class MqttAdapter:
                 self._set_connected(False)
                 raise
             except (aiomqtt.MqttError, OSError, ssl.SSLError, ValueError) as e:
+                self._connecting = False
                 error = e
             except Exception as e:  # a bug: log it with a traceback, but keep the source alive
+                self._connecting = False
                 error = e
                 log.exception("mqtt %s: unexpected error; reconnecting", self.id)
             finally:
@@ -221,7 +324,7 @@ class MqttAdapter:
                     queue.on_high = queue.on_low = None
             self._set_connected(False)
             if queue is not None:
-                await self._leftovers(queue)  # acknowledged already: deliver them
+                await self._leftovers(queue)
                 self.dropped += queue.dropped
                 self.queue_peak = max(self.queue_peak, queue.peak)
                 self._queue = None
@@ -245,7 +348,7 @@ class MqttAdapter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._stop), delay)
 
-    async def _make_client(self) -> tuple[aiomqtt.Client, flow.FlowQueue]:
+    async def _make_client(self) -> tuple[aiomqtt.Client, flow.FlowQueue, flow.ManualAcks]:
         cfg = self.cfg
         n = cfg.queue_size
         queue = flow.FlowQueue(maxsize=n + max(n, 1024), high=n, low=n // 2)
@@ -273,7 +376,7 @@ class MqttAdapter:
             **kw,
         )
         flow.fail_fast_connect(client)
-        return client, queue
+        return client, queue, flow.ManualAcks(client)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         failed: list[str] = []
@@ -302,33 +405,60 @@ class MqttAdapter:
     # ------------------------------------------------------------------ messages
 
     async def _consume(self, client: aiomqtt.Client, queue: flow.FlowQueue, gate: flow.ReadGate) -> None:
-        assert self._stop is not None
+        assert self._stop is not None and self._acker is not None
         stop = self._stop
         decode = self._decode
+        acker = self._acker
+        durable = self.ctx.durable
         while True:
             if stop.done() and not gate.paused:
                 gate.pause(count=False)  # stopping: take what is queued, read nothing more
             item = await flow.next_item(client, queue, stop)
             if item is None:
                 return
-            batch = decode(item)
+            mids: list[tuple[int, int]] = []
+            self._batch_commit = False
+            batch = decode(item, mids)
             while len(batch) < MAX_BATCH and queue.qsize():
-                batch.extend(decode(queue.get_nowait()))
+                batch.extend(decode(queue.get_nowait(), mids))
             if batch:
                 await self._emit(batch)
+            if mids:
+                acker.push(durable.ticket() if durable is not None and self._batch_commit else None, mids)
+            if self._rebirths:
+                await self._send_rebirths(client)
 
     async def _leftovers(self, queue: flow.FlowQueue) -> None:
-        """Messages still queued when a connection ends were acknowledged already: deliver them."""
+        """Messages still queued when a connection ends: deliver them. They are not acknowledged
+        (with a persistent session the broker sends them again: a duplicate is the same
+        series and timestamp), but a clean session would not resend them."""
         while queue.qsize():
             batch: list[Reading] = []
             while len(batch) < MAX_BATCH and queue.qsize():
-                batch.extend(self._decode(queue.get_nowait()))
+                batch.extend(self._decode(queue.get_nowait(), None))
             if batch:
                 await self._emit(batch)
 
-    def _decode(self, item: flow.Item) -> list[Reading]:
+    async def _send_rebirths(self, client: aiomqtt.Client) -> None:
+        """Sparkplug B: the Rebirth NCMD to nodes with a sequence gap or unknown aliases
+        (``rebirth: true`` only; the one message this source publishes)."""
+        todo, self._rebirths = self._rebirths, []
+        for group, edge in dict.fromkeys(todo):
+            topic = f"spBv1.0/{group}/NCMD/{edge}"
+            try:
+                await client.publish(topic, rebirth_request(time.time_ns() // 1_000_000), qos=0)
+            except aiomqtt.MqttError as e:
+                self._rlog.warning(f"rebirth\0{edge}", "mqtt %s: Rebirth request to %s failed: %s", self.id, topic, e)
+                continue
+            self.rebirths += 1
+            self._rlog.log(logging.INFO, f"rebirth\0{edge}", "mqtt %s: asked Sparkplug node %s/%s to rebirth "
+                           "(sequence gap or unknown alias)", self.id, group, edge)
+
+    def _decode(self, item: flow.Item, mids: list[tuple[int, int]] | None) -> list[Reading]:
         recv_ns, msg = item
         self.messages += 1
+        if mids is not None and msg.qos:
+            mids.append((msg.mid, msg.qos))
         topic = msg.topic.value
         routes: Sequence[_Route] = self._router.route(topic)
         props = msg.properties
@@ -349,16 +479,26 @@ class MqttAdapter:
             payload = payload.encode() if isinstance(payload, str) else bytes(payload or b"")
         retained = bool(msg.retain)
         if len(routes) == 1:
-            out, problems = routes[0].decoder.decode(payload, recv_ns, retained)
-            if problems:
-                self._count(routes[0].where, topic, problems)
-            return out
-        out = []
-        for r in routes:
-            readings, problems = r.decoder.decode(payload, recv_ns, retained)
+            r = routes[0]
+            out, problems = r.decoder.decode(payload, recv_ns, retained, topic)
             if problems:
                 self._count(r.where, topic, problems)
-            out.extend(readings)
+            if out and r.after_commit:
+                self._batch_commit = True
+        else:
+            out = []
+            for r in routes:
+                readings, problems = r.decoder.decode(payload, recv_ns, retained, topic)
+                if problems:
+                    self._count(r.where, topic, problems)
+                if readings and r.after_commit:
+                    self._batch_commit = True
+                out.extend(readings)
+        if self._sparkplug:
+            for d in self._sparkplug:
+                if d.rebirth_requests:
+                    self._rebirths.extend(d.rebirth_requests)
+                    d.rebirth_requests.clear()
         return out
 
     def _count(self, where: str, topic: str, problems: Sequence[Problem]) -> None:

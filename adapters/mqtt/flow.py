@@ -23,12 +23,25 @@ While paused, no PINGRESP is read either: if the consumer stays blocked for more
 about 1.5 x keepalive, paho drops the connection and the adapter reconnects (a stalled
 pipeline, not a normal condition).
 
+Acknowledgements (:class:`ManualAcks`): aiomqtt 2.5.1 has no manual-ack API (its
+``Client`` neither takes paho's ``manual_ack`` nor exposes ``ack``), so this module turns on
+paho's ``manual_ack_set(True)`` on the paho client and the adapter sends each QoS 1 PUBACK
+itself, after the readings are committed. For QoS 2, paho sends PUBREC on receipt and
+delivers the message only at PUBREL (it holds it in memory in between: a crash then loses a
+message the broker considers delivered). :class:`ManualAcks` therefore delivers a QoS 2
+message on PUBLISH and holds back the PUBREC until the commit (MQTT's "method B": the
+broker sends the PUBLISH again after a reconnect until it has the PUBREC), and answers
+every PUBREL with PUBCOMP. A message may thus arrive twice after a crash; readings are
+idempotent (same series and timestamp), so none is lost and none is doubled in InfluxDB.
+
 Internals used (aiomqtt 2.5.x, paho-mqtt 2.x): ``Client._client`` (the paho client),
 ``Client._disconnected`` (future set when the connection ends), ``Client._connected``
 (future set on CONNACK, see :func:`~gateway.core.mqttclient.fail_fast_connect`, which the
-uplink's MQTT transport shares), and the shape of aiomqtt's socket reader callback, which
-:meth:`ReadGate._on_readable` reproduces. The
-backpressure and reconnect integration tests fail if these change.
+uplink's MQTT transport shares), the shape of aiomqtt's socket reader callback, which
+:meth:`ReadGate._on_readable` reproduces, and for acknowledgements paho's
+``manual_ack_set``/``ack``, ``_handle_publish``, ``_handle_pubrel``, ``_send_pubrec``,
+``_send_pubcomp``, ``_in_messages``, ``_in_packet`` and ``_handle_on_message``. The
+backpressure, reconnect, QoS 2 and kill -9 integration tests fail if these change.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -154,7 +168,7 @@ class ReadGate:
         if sock is None:
             return
         self._paused_sock = None
-        if self._paho.socket() is not sock or sock.fileno() < 0:
+        if self._paho.socket() is not sock or sock is None or sock.fileno() < 0:
             return  # that connection is gone; a new one has its own reader
         self._loop.add_reader(sock.fileno(), self._on_readable)
         self._loop.call_soon(self._on_readable)
@@ -204,7 +218,76 @@ async def next_item(client: aiomqtt.Client, queue: FlowQueue, stop: asyncio.Futu
 
 
 def abandon(client: aiomqtt.Client) -> None:
-    """Best-effort close of a connection whose context was never entered or was cancelled mid-way."""
-    # best effort: if this fails too, the socket closes when the client is collected
-    with contextlib.suppress(Exception):
-        client._client.disconnect()
+    """Close a connection whose context was never entered or was cancelled mid-way (e.g. stop()
+    while the broker has not sent CONNACK), without an error log or a traceback."""
+    paho = client._client
+    if client._connected.done() and not client._connected.exception():
+        with contextlib.suppress(Exception):
+            paho.disconnect()  # connected: say goodbye; the socket closes when the client is collected
+    else:
+        # no CONNACK: nothing to say. Close the socket after any writer registration paho's
+        # connect scheduled on the loop (call_soon keeps their order), so none meets a closed fd.
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().call_soon(paho._sock_close)
+    # the connect/disconnect futures may hold an exception nobody will await: mark it
+    # retrieved, or asyncio logs "Future exception was never retrieved" with a traceback
+    for fut in (client._connected, client._disconnected):
+        if fut.done() and not fut.cancelled():
+            fut.exception()
+
+
+class ManualAcks:
+    """QoS 1 and 2 acknowledgements sent by the adapter (see the module docstring).
+
+    Install on a fresh client before it connects (a persistent session's backlog arrives
+    right after CONNACK). :meth:`ack` must be called once per QoS 1/2 message, in the order
+    the messages arrived (MQTT 4.6), and only on the connection the message came on."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        paho = client._client
+        self._paho = paho
+        paho.manual_ack_set(True)
+        handle_publish = paho._handle_publish
+        handle_pubrel = paho._handle_pubrel
+        self._send_pubrec = send_pubrec = paho._send_pubrec
+        send_pubcomp = paho._send_pubcomp
+        deferring = False
+
+        def pubrec_later(mid: int) -> Any:
+            if deferring:
+                return 0  # MQTT_ERR_SUCCESS: sent by ack() after the commit
+            return send_pubrec(mid)
+
+        def on_publish() -> Any:
+            nonlocal deferring
+            deferring = True
+            try:
+                rc = handle_publish()
+            finally:
+                deferring = False
+            held = paho._in_messages
+            if held:  # a QoS 2 message paho keeps for PUBREL: deliver it now instead
+                with paho._in_message_mutex:
+                    msgs = list(held.values())
+                    held.clear()
+                for m in msgs:
+                    paho._handle_on_message(m)
+            return rc
+
+        def on_pubrel() -> Any:
+            rc = handle_pubrel()
+            packet = paho._in_packet["packet"]
+            if len(packet) >= 2:
+                send_pubcomp(struct.unpack("!H", bytes(packet[:2]))[0])
+            return rc
+
+        paho._send_pubrec = pubrec_later  # type: ignore[method-assign]
+        paho._handle_publish = on_publish  # type: ignore[method-assign]
+        paho._handle_pubrel = on_pubrel  # type: ignore[method-assign]
+
+    def ack(self, mid: int, qos: int) -> None:
+        """PUBACK (QoS 1) or PUBREC (QoS 2) for one message; a closed connection ignores it."""
+        if qos == 1:
+            self._paho.ack(mid, 1)
+        elif qos == 2:
+            self._send_pubrec(mid)

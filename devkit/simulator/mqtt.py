@@ -3,9 +3,10 @@
 The simulator module of the MQTT source spec (``traits`` and ``build`` at the end
 implement the contract in :mod:`devkit.simulator`).
 
-* ``json`` subscriptions: one document per tick on the subscription's topic (``+`` and
-  ``#`` filled with ``sim``), with each point's value at its JSON path and the epoch-ms
-  timestamp at its ``ts_path``. Paths of the form ``$.a.b`` are supported here.
+* ``json`` subscriptions: one document per tick and publisher -- the points sharing a
+  ``match`` -- on the subscription's topic with the named levels filled from that ``match``
+  (other ``+`` and ``#`` filled with ``sim``), with each point's value at its JSON path and
+  the epoch-ms timestamp at its ``ts_path``. Paths of the form ``$.a.b`` are supported here.
 * ``native`` subscriptions: one bulk array per tick with every tag that no point of any
   source binds, ``[{"tag": ..., "v": ..., "ts": epoch_ms}]``.
 """
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
-from adapters.mqtt.config import MqttSource, MqttSubscription
+from adapters.mqtt.config import MqttPoint, MqttSource, MqttSubscription
 from devkit.simulator import SimulatedDevice, SourceTraits
 from gateway.core.config import SiteConfig, SourceConfig
 
@@ -31,8 +32,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def concrete_topic(topic_filter: str) -> str:
-    return "/".join("sim" if level in ("+", "#") else level for level in topic_filter.split("/"))
+def concrete_topic(topic_filter: str, match: Mapping[str, str] | None = None) -> str:
+    """A topic matching ``topic_filter`` (named levels ``{name}`` from ``match``, other wildcards ``sim``)."""
+    out = []
+    for level in topic_filter.split("/"):
+        if level.startswith("{") and level.endswith("}"):
+            out.append((match or {}).get(level[1:-1], "sim"))
+        else:
+            out.append("sim" if level in ("+", "#") else level)
+    return "/".join(out)
 
 
 def _keys(path: str) -> list[str] | None:
@@ -60,6 +68,16 @@ class Feed:
     source: MqttSource
     sub: MqttSubscription
     topic: str
+    points: Sequence[MqttPoint] = ()  # json: the points of this publisher
+
+
+def _feeds(source: MqttSource, sub: MqttSubscription) -> list[Feed]:
+    if sub.format != "json":
+        return [Feed(source, sub, concrete_topic(sub.topic))]
+    groups: dict[tuple[tuple[str, str], ...], list[MqttPoint]] = {}
+    for p in sub.points:
+        groups.setdefault(tuple(sorted(p.match.items())), []).append(p)
+    return [Feed(source, sub, concrete_topic(sub.topic, dict(m)), pts) for m, pts in groups.items()]
 
 
 class MqttPublisher:
@@ -71,7 +89,8 @@ class MqttPublisher:
         self.unbound = [t.id for t in config.tags if t.id not in bound]
         if sources is None:
             sources = [s for s in config.sources if isinstance(s, MqttSource)]
-        self.feeds = [Feed(s, sub, concrete_topic(sub.topic)) for s in sources for sub in s.subscriptions]
+        self.feeds = [f for s in sources for sub in s.subscriptions for f in _feeds(s, sub)
+                      if sub.format in ("json", "native")]
         self._clients: dict[str, aiomqtt.Client] = {}
         self.published = 0
         self.errors = 0
@@ -118,7 +137,8 @@ class MqttPublisher:
                 continue
             if f.sub.format == "json":
                 doc: dict[str, Any] = {}
-                for p in f.sub.points:
+                for p in f.points:
+                    assert p.path is not None
                     v = values.get(p.tag)
                     if v is None or p.tag in silent:
                         continue

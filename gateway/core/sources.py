@@ -24,12 +24,29 @@ from gateway.core.yamlsrc import Path_
 Emit = Callable[[Sequence[Reading]], Awaitable[None]]
 
 
+class Durability(Protocol):
+    """When are emitted readings safe? For sources that can have their input sent again
+    (MQTT QoS 1/2: the broker keeps a message until it is acknowledged).
+
+    Cost: one integer per emitted batch; waiters wait per batch, never per reading."""
+
+    def ticket(self) -> int:
+        """A ticket covering every batch emitted so far (call it right after ``emit``)."""
+
+    async def wait(self, ticket: int, limit: float) -> bool:
+        """Return once the alarm engine has seen every reading the ticket covers and, when the
+        gateway has a durable store for readings, they are committed to it: True. False when
+        the commit did not happen within ``limit`` s (slow or failing disk) or the store is
+        failing or closing: the alarm engine has seen them, but a crash now would lose them."""
+
+
 @dataclass(frozen=True)
 class SourceContext:
     emit: Emit  # waits when the pipeline is full (backpressure); never drops
     metrics: Metrics  # shared collectors; register own ones on metrics.registry
     tags: Mapping[str, Tag]  # the site's tag table (id -> Tag), for ranges and kinds
     store_path: str | None = None  # for adapters that need persistent state
+    durable: Durability | None = None  # None: no commit signal (tests, tools): treat emit as done
 
 
 class SourceAdapter(Protocol):

@@ -1,4 +1,5 @@
-"""Parsing of human-written durations (``500ms``, ``5s``, ``1m30s``) and sizes (``512MiB``)."""
+"""Parsing of human-written durations (``500ms``, ``5s``, ``1m30s``) and sizes (``512MiB``), and the
+one normalisation of engineering-unit spellings (``mg/m³`` = ``mg/m3``, ``%LEL`` = ``% lel``)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,13 @@ def parse_size(value: object) -> int:
     if n < 0:
         raise ValueError("size must be >= 0")
     return n
+
+
+def normalize_unit(unit: str) -> str:
+    """The comparable form of an engineering unit: no spaces, ``³`` -> ``3``, no ``^``, lower case.
+
+    The GB/T 50493 set-point checks (alerting/standards.py) and the MQTT source's
+    ``"12.5 ppm"`` values (a unit in the payload must equal the tag's unit) compare units
+    through this one function.
+    """
+    return unit.replace(" ", "").replace("³", "3").replace("^", "").lower()

@@ -9,6 +9,16 @@ become visible to the sink at a *group commit*: when a full block of readings is
 when a priority record arrives, and at the latest ``commit_interval`` after the oldest
 waiting record arrived. The sink takes one batch at a time, sends it, then acknowledges
 it (gone for good) or releases it (taken again next time).
+
+Commit signal (for sources that acknowledge their input only once it is durable, MQTT
+QoS 1/2): :meth:`GroupCommit.mark` is the count of readings appended so far, and
+:meth:`GroupCommit.committed` waits until a commit has taken everything up to a mark. A
+waiter asks for a commit *now* (like a priority record), so a source waiting for its
+acknowledgements is not held for ``commit_interval``: while one commit runs, everything
+that arrives meanwhile goes into the next one (group commit; one fsync per round, not per
+reading). Readings dropped by the pending-overflow policy count as passed (they are
+counted as dropped). A failing store (the last commit failed) or a closing one answers
+False at once: the caller must not stall on a broken disk.
 """
 
 from __future__ import annotations
@@ -54,6 +64,9 @@ class SinkQueue(Protocol):
     @property
     def records(self) -> int: ...
     def health(self) -> dict[str, Any]: ...
+    # the commit signal (gateway.pipeline.CommitPoint; GroupCommit implements it)
+    def mark(self) -> int: ...
+    async def committed(self, mark: int) -> bool: ...
 
 
 class GroupCommit(ABC):
@@ -75,6 +88,11 @@ class GroupCommit(ABC):
         self._committer: asyncio.Task[None] | None = None
         self._closing = False
         self._lock = asyncio.Lock()
+        # commit signal: readings appended (subclasses count them in append) / passed by a commit
+        self._appended = 0
+        self._durable = 0
+        self._commit_done = asyncio.Event()
+        self._closed = False
 
     # subclasses
     @abstractmethod
@@ -88,6 +106,38 @@ class GroupCommit(ABC):
     @abstractmethod
     async def _commit(self, full_only: bool) -> bool:
         """Commit pending records (all, or full blocks of readings only); False on failure."""
+
+    def _failing(self) -> bool:
+        """True while commits fail (the commit signal then answers False at once)."""
+        return False
+
+    # commit signal
+    def mark(self) -> int:
+        """A position covering every reading appended so far."""
+        return self._appended
+
+    async def committed(self, mark: int) -> bool:
+        """Wait until a commit has passed ``mark``; asks for one now. False if failing or closing."""
+        while self._durable < mark:
+            if self._closed or self._failing():
+                return False
+            self._urgent = True
+            self._wake.set()
+            done = self._commit_done
+            await done.wait()
+        return True
+
+    def _closed_for_good(self) -> None:
+        """End of ``close``: waiters whose readings the final flush did not pass get False."""
+        self._closed = True
+        self._signal_commit()
+
+    def _reopened(self) -> None:
+        self._closed = False
+
+    def _signal_commit(self) -> None:
+        done, self._commit_done = self._commit_done, asyncio.Event()
+        done.set()
 
     # schedule
     def _note_append(self, kind: Kind) -> None:
@@ -147,7 +197,10 @@ class GroupCommit(ABC):
                 self._urgent = False
             if not await self._commit(full_only):
                 self._pending_since = time.monotonic()  # try again one interval later
+                self._signal_commit()  # waiters see the failure
                 return
+            self._durable = self._appended - self._pending_readings()
+            self._signal_commit()
             if not self._has_pending():
                 self._pending_since = None
             elif not full_only:

@@ -46,6 +46,7 @@ class MemorySpool(GroupCommit):
         self._rlog = RateLimitedLog(log, 30.0)
 
     async def open(self) -> None:
+        self._reopened()
         self._start_committer(f"queue-commit-{self.name}")
 
     async def close(self) -> int:
@@ -55,6 +56,7 @@ class MemorySpool(GroupCommit):
         self._p.clear()
         self._r.clear()
         self._ready_p = self._ready_r = self._inflight = 0
+        self._closed_for_good()
         return lost
 
     def append(self, kind: Kind, records: Sequence[str]) -> None:
@@ -70,6 +72,7 @@ class MemorySpool(GroupCommit):
                 self._dropped.labels(self.name, "priority", "overflow").inc(over)
         else:
             self._r.extend(records)
+            self._appended += len(records)
             over = len(self._r) - self.max_records
             if over > 0:
                 for _ in range(over):

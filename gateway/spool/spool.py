@@ -577,6 +577,7 @@ class Spool(GroupCommit):
                 time.perf_counter() - t0,
             )
         self._apply(st)
+        self._reopened()
         self._start_committer(f"spool-commit-{self.name}")
 
     async def close(self) -> int:
@@ -595,6 +596,7 @@ class Spool(GroupCommit):
         await asyncio.to_thread(io.shutdown, True)
         self._opened = False
         self._pend_p, self._pend_r = [], []
+        self._closed_for_good()
         return lost
 
     # ------------------------------------------------------------------ producers (event loop, no I/O)
@@ -605,6 +607,7 @@ class Spool(GroupCommit):
             self._pend_p.extend(records)
         else:
             self._pend_r.extend(records)
+            self._appended += len(records)
         self._trim()
         self._note_append(kind)
 
@@ -625,6 +628,9 @@ class Spool(GroupCommit):
 
     def _has_pending(self) -> bool:
         return bool(self._pend_p or self._pend_r)
+
+    def _failing(self) -> bool:
+        return self.last_error is not None
 
     async def _commit(self, full_only: bool) -> bool:
         prio, self._pend_p = self._pend_p, []
