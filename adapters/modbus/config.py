@@ -108,7 +108,7 @@ class ModbusPoint(Model):
 
 
 class ModbusCommon(SourceConfig):
-    device_id: int = Field(default=1, ge=0, le=247)
+    device_id: int = Field(default=1, ge=0, le=255, description="unit id; 1..247 on a serial line")
     poll_interval: Duration = 1.0
     timeout: Duration = 1.0
     retries: int = Field(default=0, ge=0, le=5)
@@ -158,6 +158,16 @@ class ModbusRtuSource(ModbusCommon):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+
+    @field_validator("device_id")
+    @classmethod
+    def _serial_address(cls, v: int) -> int:
+        if not 1 <= v <= 247:
+            raise ValueError(
+                f"device_id {v}: a serial line addresses devices 1..247 (0 is broadcast, which never answers "
+                "a read; 248..255 are reserved)"
+            )
+        return v
 
     @field_validator("port")
     @classmethod
