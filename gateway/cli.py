@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.grafana.cli import add_parser as add_grafana_parser
 
     add_grafana_parser(sub)  # hazardgw grafana export|push
+    from gateway.taglist.cli import add_parser as add_tags_parser
+
+    add_tags_parser(sub)  # hazardgw tags export|import|template
     add_source_commands(sub)
     return p
 
