@@ -112,6 +112,14 @@ def _end(node: yaml.Node) -> int:
     return int(node.end_mark.index)
 
 
+def _ident(item: Any) -> Any:
+    """What makes a list item the same item after an edit: its ``id`` or ``tag`` (a tag, a
+    source, a point); other items are identified by position."""
+    if isinstance(item, dict):
+        return item.get("id", item.get("tag"))
+    return None
+
+
 def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
 
@@ -246,7 +254,9 @@ class _Patcher:
         for op, i1, i2, j1, j2 in sm.get_opcodes():
             if op == "equal":
                 continue
-            if op == "replace" and i2 - i1 == j2 - j1:
+            if op == "replace" and i2 - i1 == j2 - j1 and all(
+                _ident(old[i1 + k]) == _ident(new[j1 + k]) for k in range(i2 - i1)
+            ):
                 for k in range(i2 - i1):
                     self.value(items[i1 + k], old[i1 + k], new[j1 + k], dash)
                 continue
