@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import re
 import sys
 import time
@@ -131,6 +132,9 @@ async def _probe(args: argparse.Namespace) -> int:
     from gateway.core.metrics import Metrics
 
     install_log_filter()
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # the bus' connection log lines are for the daemon; the probe prints its own one line
+        logging.getLogger("adapters.modbus").setLevel(logging.ERROR)
     try:
         spec = parse_url(args.url)
         table, address, bit = parse_address_cell(args.address, None, args.table)

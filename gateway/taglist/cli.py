@@ -66,8 +66,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     result = import_table(text, table, table_path.name, cfg.name)
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    for e in result.errors:
-        print(f"error: {e}", file=sys.stderr)
+    for line in result.errors:
+        print(f"error: {line}", file=sys.stderr)
     if result.text is None:
         print(f"{table_path}: {len(result.errors)} error(s); nothing written", file=sys.stderr)
         return EXIT_INVALID

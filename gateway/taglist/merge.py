@@ -57,6 +57,11 @@ class ImportResult:
 # --------------------------------------------------------------------------- export
 
 
+def _spec_of(src: Any) -> SourceSpec | None:
+    t = src.get("type") if isinstance(src, dict) else None
+    return SPEC_BY_TYPE.get(t) if isinstance(t, str) else None
+
+
 def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
@@ -65,7 +70,7 @@ def export_rows(raw: Mapping[str, Any]) -> list[dict[str, str]]:
     """One row per tag of a raw config, with the point that binds it."""
     points: dict[str, dict[str, str]] = {}
     for src in raw.get("sources") or []:
-        spec = SPEC_BY_TYPE.get(src.get("type")) if isinstance(src, dict) else None
+        spec = _spec_of(src)
         if spec is None or not isinstance(src.get("id"), str):
             continue
         for tag, cells in spec.export_rows(src):
@@ -78,7 +83,7 @@ def export_rows(raw: Mapping[str, Any]) -> list[dict[str, str]]:
         rng = t.get("range")
         if isinstance(rng, list) and len(rng) == 2:
             row["range_lo"], row["range_hi"] = _fmt(rng[0]), _fmt(rng[1])
-        alarms = t.get("alarms") if isinstance(t.get("alarms"), dict) else {}
+        alarms: dict[str, Any] = t["alarms"] if isinstance(t.get("alarms"), dict) else {}
         for c in LIMITS:
             a = alarms.get(c)
             if isinstance(a, dict) and "limit" in a:
@@ -183,9 +188,10 @@ def _tag_from_row(existing: Mapping[str, Any] | None, row: Row, cols: set[str]) 
     # a limit outside the instrument's range can never trip
     for c in LIMITS:
         a = alarms.get(c)
-        limit = a.get("limit") if isinstance(a, dict) else None
-        if not isinstance(limit, int | float) or isinstance(limit, bool):
+        got = a.get("limit") if isinstance(a, dict) else None
+        if not isinstance(got, int | float) or isinstance(got, bool):
             continue
+        limit = got
         col = c if c in cols else ("range_hi" if c in ("h", "hh") else "range_lo")
         shown = cells[c] if c in cols else _fmt(limit)
         if c in ("h", "hh") and hi is not None and limit > hi:
@@ -211,7 +217,7 @@ class _Points:
         self.sources = sources
         self.source_of: dict[str, int] = {}
         for i, src in enumerate(sources):
-            spec = SPEC_BY_TYPE.get(src.get("type")) if isinstance(src, dict) else None
+            spec = _spec_of(src)
             if spec is not None:
                 for _, p in spec.raw_points(src):
                     if isinstance(p.get("tag"), str):
@@ -316,7 +322,7 @@ def _locate(raw: Mapping[str, Any], path: Path_, rows: Mapping[str, Row]) -> tup
     if len(path) >= 2 and path[0] == "sources" and isinstance(path[1], int):
         sources = raw.get("sources") or []
         src = sources[path[1]] if path[1] < len(sources) else None
-        spec = SPEC_BY_TYPE.get(src.get("type")) if isinstance(src, dict) else None
+        spec = _spec_of(src)
         if spec is not None:
             rel = path[2:]
             for prel, p in spec.raw_points(src):  # type: ignore[arg-type]
@@ -436,8 +442,8 @@ def import_table(text: str, table: Table, table_name: str, config_name: str) -> 
         else:
             if f.severity == "error":
                 rows_with_errors.add(f.line)
-            where = f"{table_name}:{f.line}"
-            msg = f"{where}: {f.column}: {f.message}" if f.column else f"{where}: {f.message}"
+            at = f"{table_name}:{f.line}"
+            msg = f"{at}: {f.column}: {f.message}" if f.column else f"{at}: {f.message}"
         (result.errors if f.severity == "error" else result.warnings).append(msg)
     result.added = counts.get("added", 0)
     result.changed = counts.get("changed", 0)
