@@ -332,3 +332,11 @@ def test_mqtt_rows_go_into_the_subscription_of_their_topic(tmp_path: Path, capsy
     assert [p["tag"] for p in subs[0]["points"]] == ["AT-001", "AT-002"]
     assert subs[1] == {"topic": "plant/b/telemetry", "format": "json",
                        "points": [{"tag": "AT-003", "path": "$.v"}, {"tag": "AT-004", "path": "$.w"}]}
+
+
+def test_check_on_a_tag_list_points_to_tags_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = tmp_path / "tags.csv"
+    table.write_bytes("位号,名称\nGT-1,可燃\n".encode("gbk"))
+    assert main(["check", "-c", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert "this is a tag list (位号表), not a site config" in err and "hazardgw tags import tags.csv" in err

@@ -86,6 +86,8 @@ def interpolate(
 
 
 RAW_TEXT_KEYS = frozenset({"address"})
+# libyaml's parser when PyYAML has it: the same nodes and marks, ~10x faster (a 2,000-tag site)
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _LEADING_ZERO = re.compile(r"^0\d+$")
 
 
@@ -110,9 +112,9 @@ def load_yaml(
     (Modicon coil 10, or decimal 10) the octal 8.
     """
     env = os.environ if env is None else env
-    loader: yaml.SafeLoader | None = None
+    loader: Any = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark

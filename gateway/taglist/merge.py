@@ -271,7 +271,8 @@ def _apply_point(points: _Points, row: Row, cols: set[str]) -> tuple[list[Findin
         return problems, False
     existing = found[2] if found is not None and found[0] == index else None
     hook_row: dict[str, str] = {"id": tid}
-    if existing is not None:  # columns the file does not have keep the point's values
+    if existing is not None and not set(spec.point_columns) <= cols:
+        # columns the file does not have keep the point's values
         hook_row.update(next((c for t, c in spec.export_rows(src) if t == tid), {}))
     hook_row.update({c: cells[c] for c in POINT_COLUMNS if c in cols})
     result = spec.import_point(src, hook_row, existing)
