@@ -320,3 +320,25 @@ async def test_against_pymodbustcp_server_with_unit_id_255() -> None:
             assert run.sample("hazardgw_modbus_bad_responses_total", source="dev", reason="transaction_id") == 0
     finally:
         server.stop()
+
+
+def test_frame_checks() -> None:
+    from adapters.modbus.frames import Expect, FrameInspector, check_mbap
+
+    e = Expect(tid=5, device_id=1, function_code=3, byte_count=4)
+    good = struct.pack(">HHHB", 5, 0, 7, 1) + bytes([3, 4, 0, 1, 0, 2])
+    stale = struct.pack(">HHHB", 4, 0, 7, 1) + bytes([3, 4, 0, 9, 0, 9])
+    assert check_mbap(good, e).keep == good and not check_mbap(good, e).reason
+    v = check_mbap(stale + good, e)
+    assert v.keep == good and v.reason == "transaction_id"  # skipped, the right one kept
+    assert check_mbap(good[:9], e).keep == good[:9]  # incomplete: wait for the rest
+    assert check_mbap(b"\xde\xad\xbe\xef" * 3, e).reason == "garbage"
+    assert check_mbap(struct.pack(">HHHB", 5, 0, 300, 1) + b"\x03", e).reason == "length"
+    assert not check_mbap(struct.pack(">HHHB", 5, 0, 3, 1) + bytes([0x83, 2]), e).reason  # exception answer
+    assert check_mbap(struct.pack(">HHHB", 5, 0, 7, 1) + bytes([4, 4, 0, 1, 0, 2]), e).reason == "function_code"
+    insp = FrameInspector("socket")
+    assert insp.trace(False, good) == b""  # nothing awaited: dropped
+    insp.begin(1, 3, 4)
+    insp.trace(True, struct.pack(">HHHB", 5, 0, 6, 1) + bytes([3, 0, 0, 0, 2]))
+    assert insp.trace(False, good) == good and insp.reason == ""
+    assert insp.trace(False, stale) == b"" and insp.explain() == ("transaction_id", "transaction id 4, expected 5")

@@ -143,8 +143,10 @@ class FrameInspector:
                 e = self.expect
                 self.expect = Expect(int.from_bytes(data[0:2], "big"), e.device_id, e.function_code, e.byte_count)
             return data
+        if self.expect is None:
+            return b""  # nothing is awaited: a late answer (or garbage) must not reach the decoder
         self.received = data[-512:]
-        if self.expect is None or self.framer != "socket":
+        if self.framer != "socket":
             return data
         verdict = check_mbap(data, self.expect)
         if verdict.reason:
