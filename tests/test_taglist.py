@@ -3,8 +3,10 @@ report of a broken list, round trips on the demo site and a generated 2,000-tag 
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
+import random
 import time
 from pathlib import Path
 
@@ -340,3 +342,94 @@ def test_check_on_a_tag_list_points_to_tags_import(tmp_path: Path, capsys: pytes
     assert main(["check", "-c", str(table)]) == 2
     err = capsys.readouterr().err
     assert "this is a tag list (位号表), not a site config" in err and "hazardgw tags import tags.csv" in err
+
+
+BLOCK = """\
+site:
+  code: X   # code
+  name: Y
+tags:
+  # first
+  - id: A
+    name: a
+    kind: pressure
+    range: [0, 10]
+    alarms:
+      h:
+        limit: 5   # five
+        priority: 2
+      hh:
+        limit: 8
+  # second
+  - id: B
+    name: b
+sources:
+  - id: s
+    type: modbus_tcp
+    points:
+      - tag: A
+        address: 1
+      - tag: B
+        address: 2
+"""
+
+
+def test_block_style_configs_are_edited_in_their_style() -> None:
+    from gateway.taglist.yamlpatch import patch_text
+
+    d = load_raw(BLOCK)
+    n = copy.deepcopy(d)
+    n["tags"][0]["alarms"]["h"]["limit"] = 6
+    del n["tags"][0]["alarms"]["hh"]
+    n["tags"][0]["unit"] = "MPa"
+    n["tags"][1]["alarms"] = {"h": {"limit": 1, "priority": 2}}
+    n["tags"].append({"id": "C", "name": "c", "range": [0, 1], "alarms": {"hh": {"limit": 0.9, "priority": 1}}})
+    n["sources"][0]["points"][1]["type"] = "float32"
+    n["sources"][0]["points"].insert(0, {"tag": "C", "address": 0})
+    del n["sources"][0]["points"][1]
+    out = patch_text(BLOCK, n)
+    assert load_raw(out) == n
+    assert "        limit: 6   # five\n" in out and "# second\n  - id: B\n" in out
+    assert "hh:\n        limit: 8" not in out
+    assert "      - tag: C\n        address: 0\n      - tag: B\n        address: 2\n        type: float32\n" in out
+    assert "  - id: C\n    name: c\n    range: [0, 1]\n    alarms:\n      hh: {limit: 0.9, priority: 1}\n" in out
+
+
+def test_random_edits_of_the_demo_site_patch_exactly() -> None:
+    """Random tag-list-like edits of the demo config: the text patch reproduces the data
+    (patch_text checks it) and the sections no edit touches stay byte for byte."""
+    from gateway.taglist.yamlpatch import patch_text
+
+    text = DEMO.read_text(encoding="utf-8")
+    base = load_raw(text)
+    head = text[: text.index("\nsources:")]
+    rng = random.Random(16)
+    for _ in range(150):
+        n = copy.deepcopy(base)
+        for _ in range(rng.randint(1, 6)):
+            tags, srcs = n["tags"], n["sources"]
+            op = rng.randrange(7)
+            t = rng.choice(tags)
+            if op == 0 and isinstance(t.get("alarms"), dict) and t["alarms"]:
+                a = t["alarms"][rng.choice(list(t["alarms"]))]
+                a["priority"] = rng.randint(1, 3)
+            elif op == 1:
+                t["unit"] = rng.choice(["MPa", "°C", "%LEL", "mg/m3"])
+            elif op == 2 and len(tags) > 2:
+                tags.remove(t)
+            elif op == 3:
+                new_tag = {"id": f"N-{rng.randrange(10**6)}", "name": "新 位号", "range": [0, rng.random()]}
+                tags.insert(rng.randrange(len(tags) + 1), new_tag)
+            elif op == 4:
+                pts = rng.choice(srcs[:3])["points"]
+                if len(pts) > 1:
+                    del pts[rng.randrange(len(pts))]
+            elif op == 5:
+                pts = rng.choice(srcs[:3])["points"]
+                pts.insert(rng.randrange(len(pts) + 1), {"tag": f"P-{rng.randrange(10**6)}", "address": 7})
+            else:
+                p = rng.choice(rng.choice(srcs[:3])["points"])
+                p["scale"] = rng.choice([0.1, 2, 1e-3])
+        out = patch_text(text, n)
+        assert load_raw(out) == n
+        assert out.startswith(head)

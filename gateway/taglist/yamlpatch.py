@@ -84,20 +84,35 @@ def flow(value: Any) -> str:
     return out.strip()[1:-1]
 
 
-class _IndentedDumper(yaml.SafeDumper):
-    """Block lists indented under their key (``points:\n  - ...``), as people write them."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
+def _nested(value: Any) -> bool:
+    return isinstance(value, dict | list) and any(
+        isinstance(x, dict | list) and x for x in (value.values() if isinstance(value, dict) else value)
+    )
 
 
 def block_lines(value: Any) -> list[str]:
-    """Block YAML lines of a mapping or list (no trailing newline), nested values in flow
-    style when they are small."""
-    out = yaml.dump(
-        value, Dumper=_IndentedDumper, default_flow_style=None, width=1 << 30, allow_unicode=True, sort_keys=False
-    )
-    return out.rstrip("\n").split("\n")
+    """Block YAML lines of a mapping or list (no trailing newline): one key or item per line,
+    collections of scalars in flow style (``range: [0, 10]``, ``h: {limit: 5}``), as people
+    write configs."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if _nested(v) or (isinstance(v, list) and v and all(isinstance(x, dict) for x in v)):
+                out.append(f"{flow(k)}:")
+                out.extend(f"  {line}" for line in block_lines(v))
+            else:
+                out.append(f"{flow(k)}: {flow(v)}")
+    elif isinstance(value, list):
+        for item in value:
+            if _nested(item):
+                lines = block_lines(item)
+                out.append(f"- {lines[0]}")
+                out.extend(f"  {line}" for line in lines[1:])
+            else:
+                out.append(f"- {flow(item)}")
+    else:
+        out.append(flow(value))
+    return out
 
 
 # --------------------------------------------------------------------------- the patcher
@@ -117,11 +132,18 @@ def _end(node: yaml.Node) -> int:
 
 
 def _ident(item: Any) -> Any:
-    """What makes a list item the same item after an edit: its ``id`` or ``tag`` (a tag, a
-    source, a point); other items are identified by position."""
+    """What makes a list item the same item after an edit: its ``id``, ``tag`` or ``topic``
+    (a tag, a source, a point, a subscription); None for other items."""
     if isinstance(item, dict):
-        return item.get("id", item.get("tag"))
+        for k in ("id", "tag", "topic"):
+            if isinstance(item.get(k), str | int):
+                return (k, item[k])
     return None
+
+
+def _key(item: Any) -> str:
+    ident = _ident(item)
+    return f"\0{ident!r}" if ident is not None else _canon(item)
 
 
 def _canon(value: Any) -> str:
@@ -150,7 +172,10 @@ class _Patcher:
     def apply(self) -> str:
         out = self.text
         last = len(out) + 1
-        for start, end, new in sorted(self.edits, key=lambda e: (e[0], e[1]), reverse=True):
+        # from the end backwards; of two insertions at one place the later-made is applied
+        # first, so the earlier-made ends up first in the text
+        order = sorted(range(len(self.edits)), key=lambda i: (self.edits[i][0], self.edits[i][1], i), reverse=True)
+        for start, end, new in (self.edits[i] for i in order):
             if end > last:
                 raise PatchError("overlapping edits")
             out = out[:start] + new + out[end:]
@@ -222,9 +247,18 @@ class _Patcher:
                 self.value(vn, old[k], new[k], key_col)
         added = [k for k in new if k not in pairs]
         if added:
-            anchor = self.line_end(_end(node.value[-1][1]))
-            text = "".join("\n" + line for k in added for line in self.key_lines(k, new[k], key_col))
-            self.edits.append((anchor, anchor, text))
+            lines = [line for k in added for line in self.key_lines(k, new[k], key_col)]
+            kept = [vn for kn, vn in node.value if yaml.SafeLoader("").construct_object(kn) in new]
+            # after the last kept key whose value is one line of its own (a block value may
+            # have lines deleted at its end by this very patch)
+            flat = [vn for vn in kept if not _is_block(vn)]
+            kept = flat or kept
+            if kept:
+                anchor = self.line_end(_end(kept[-1]))
+                self.edits.append((anchor, anchor, "".join("\n" + line for line in lines)))
+            else:
+                anchor = self.line_start(int(node.value[0][0].start_mark.index))
+                self.edits.append((anchor, anchor, "".join(line + "\n" for line in lines)))
 
     def key_lines(self, key: Any, value: Any, col: int) -> list[str]:
         pad = " " * col
@@ -252,14 +286,14 @@ class _Patcher:
         return out
 
     def sequence(self, node: yaml.SequenceNode, old: list[Any], new: list[Any]) -> None:
+        """Items are aligned by identity (``id``, ``tag`` or ``topic``; else by content): the
+        same item is patched where it is, others are deleted and inserted."""
         items = node.value
         dash = self.dash_col(items[0])
-        sm = difflib.SequenceMatcher(a=[_canon(x) for x in old], b=[_canon(x) for x in new], autojunk=False)
+        sm = difflib.SequenceMatcher(a=[_key(x) for x in old], b=[_key(x) for x in new], autojunk=False)
         for op, i1, i2, j1, j2 in sm.get_opcodes():
-            if op == "equal":
-                continue
-            if op == "replace" and i2 - i1 == j2 - j1 and all(
-                _ident(old[i1 + k]) == _ident(new[j1 + k]) for k in range(i2 - i1)
+            if op == "equal" or (
+                op == "replace" and i2 - i1 == j2 - j1 and all(_ident(x) is None for x in old[i1:i2] + new[j1:j2])
             ):
                 for k in range(i2 - i1):
                     self.value(items[i1 + k], old[i1 + k], new[j1 + k], dash)
