@@ -260,3 +260,47 @@ async def test_probe_mqtt_errors(mosquitto: Mosquitto) -> None:
     code, _, err = await hazardgw("probe", "mqtt", f"mqtt://127.0.0.1:{closed}", "--seconds", "1")
     assert code == 1 and err.startswith(f"error: cannot connect to mqtt://127.0.0.1:{closed}: ")
     assert len(err.strip().splitlines()) == 1
+
+
+async def test_probe_modbus_over_a_serial_port() -> None:
+    """rtu:///dev/...: the CLI's serial path against pymodbus' serial server, through a pty pair."""
+    import contextlib
+    import os
+    import pty
+    import tty
+
+    from adapters.modbus.config import ModbusRtuSource
+
+    m1, s1 = pty.openpty()
+    m2, s2 = pty.openpty()
+    for fd in (s1, s2):
+        tty.setraw(fd)
+    probe_port, sim_port = os.ttyname(s1), os.ttyname(s2)
+    loop = asyncio.get_running_loop()
+
+    def pump(src: int, dst: int) -> None:
+        with contextlib.suppress(OSError):
+            os.write(dst, os.read(src, 4096))
+
+    loop.add_reader(m1, pump, m1, m2)
+    loop.add_reader(m2, pump, m2, m1)
+    src = ModbusRtuSource.model_validate({
+        "id": "rs485", "type": "modbus_rtu", "port": probe_port, "baudrate": 19200, "parity": "N", "device_id": 7,
+        "points": [{"tag": "X", "table": "input", "address": 3, "type": "int32", "byte_order": "CDAB"}],
+    })
+    server = ModbusPlantServer([src], {}, serial_ports={probe_port: sim_port})
+    server.set_value("X", -70000)
+    await server.start()
+    try:
+        code, out, err = await hazardgw("probe", "modbus", f"rtu://{probe_port}?baudrate=19200&parity=N&stopbits=1",
+                                        "--device-id", "7", "--address", "30004", "--count", "2")
+        assert code == 0, err
+        assert f"input 3..4 from device 7 at {probe_port} (19200 8N1, RTU)" in out
+        cdab = next(line for line in out.splitlines() if "3-4" in line and "CDAB" in line)
+        assert cdab.split()[3] == "-70000", out
+    finally:
+        await server.stop()
+        loop.remove_reader(m1)
+        loop.remove_reader(m2)
+        for fd in (m1, s1, m2, s2):
+            os.close(fd)
