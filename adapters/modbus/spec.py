@@ -142,12 +142,14 @@ class ModbusSpec(SourceSpec):
                     keep_implicit = table == "holding" and existing is not None and "table" not in existing
                     values["table"] = None if keep_implicit else table
                     values["address"] = offset if bit is None else f"{offset}.{bit}"
-        type_ = row.get("type", "")
+        type_ = row.get("type", "").lower()
         if type_ and type_ not in MODBUS_TYPES:
-            close = difflib.get_close_matches(type_.lower(), MODBUS_TYPES, n=1)
+            close = difflib.get_close_matches(type_, MODBUS_TYPES, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            problems.append(ColumnProblem("type", f"{type_!r} is not a Modbus type{hint}: {', '.join(MODBUS_TYPES)}"))
-        values["type"] = type_.lower() or None
+            problems.append(
+                ColumnProblem("type", f"{row['type']!r} is not a Modbus type{hint}: {', '.join(MODBUS_TYPES)}")
+            )
+        values["type"] = type_ or None
         order = row.get("byte_order", "").upper()
         if order and order not in BYTE_ORDERS:
             choices = ", ".join(BYTE_ORDERS)
