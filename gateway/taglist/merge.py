@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from adapters.registry import SOURCE_SPECS, SPEC_BY_TYPE
@@ -432,7 +431,6 @@ def import_table(text: str, table: Table, table_name: str, config_name: str) -> 
             break
         merged_text = None
     seen_f: set[tuple[int | None, str, str, str]] = set()
-    rows_with_errors: set[int] = set()
     for f in sorted(findings, key=lambda f: (f.line or 0, f.column)):
         key = (f.line, f.column, f.message, f.severity)
         if key in seen_f:
@@ -441,8 +439,6 @@ def import_table(text: str, table: Table, table_name: str, config_name: str) -> 
         if f.line is None:
             msg = f"{config_name}: {f.column}: {f.message}" if f.column else f"{config_name}: {f.message}"
         else:
-            if f.severity == "error":
-                rows_with_errors.add(f.line)
             at = f"{table_name}:{f.line}"
             msg = f"{at}: {f.column}: {f.message}" if f.column else f"{at}: {f.message}"
         (result.errors if f.severity == "error" else result.warnings).append(msg)
@@ -478,7 +474,3 @@ def iter_rows_for_template() -> Iterator[dict[str, str]]:
             cells = spec.example_point(kind, n) or {}
             row.update({"source": "gds-1", **cells})
         yield row
-
-
-def read_config(path: Path) -> str:
-    return path.read_text(encoding="utf-8")
