@@ -90,13 +90,14 @@ def check_merged(path: Path) -> dict[str, object]:
     return {t.id: t for t in v.config.tags} | {f"src:{s.id}": s for s in v.config.sources}
 
 
-@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-8", "gbk", "gb18030"])
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-8", "gbk", "gb18030", "utf-16"])
 def test_chinese_csv_in_every_encoding_merges_and_validates(
     tmp_path: Path, encoding: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     table = tmp_path / "tags.csv"
     buf = io.StringIO()
-    csv.writer(buf).writerows([HEADER_ZH, *ROWS_ZH])
+    # Excel's "Unicode text" is UTF-16, tab separated
+    csv.writer(buf, delimiter="\t" if encoding == "utf-16" else ",").writerows([HEADER_ZH, *ROWS_ZH])
     table.write_bytes(buf.getvalue().encode(encoding))
     cfg = config(tmp_path)
     code, out, err = run_import(tmp_path, table, cfg, capsys)
