@@ -25,9 +25,8 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    # pymodbus logs every failed connect and server loop at WARNING/INFO; the Modbus
-    # adapter reports connection loss and recovery once, itself.
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    # Protocol libraries' own records (pymodbus' raw frames) are routed by their source
+    # type's adapter: at debug level only, on one line (adapters/modbus/logs.py).
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
@@ -161,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.grafana.cli import add_parser as add_grafana_parser
 
     add_grafana_parser(sub)  # hazardgw grafana export|push
+    from gateway.taglist.cli import add_parser as add_tags_parser
+
+    add_tags_parser(sub)  # hazardgw tags export|import|template
     add_source_commands(sub)
     return p
 

@@ -425,9 +425,16 @@ def validate_file(
     path: str | Path, env: Mapping[str, str] | None = None, *, offline_secrets: bool = False
 ) -> Validation:
     p = Path(path)
+    if p.suffix.lower() in (".csv", ".xlsx", ".xls", ".xlsm"):
+        msg = (f"this is a tag list (位号表), not a site config: merge it into one with "
+               f"`hazardgw tags import {p.name} -c site.yaml -o site.yaml`")
+        return Validation(config=None, problems=[Problem((), None, msg)], filename=str(p))
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        msg = f"cannot read config: not UTF-8 ({e}); save the file as UTF-8"
+        return Validation(config=None, problems=[Problem((), None, msg)], filename=str(p))
+    except OSError as e:
         return Validation(config=None, problems=[Problem((), None, f"cannot read config: {e}")], filename=str(p))
     return validate_text(text, str(p), env, offline_secrets=offline_secrets)
 

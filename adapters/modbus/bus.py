@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from adapters.modbus.frames import FrameInspector
 from adapters.modbus.metrics import ModbusMetrics
 from adapters.modbus.planner import BIT_TABLES, FUNCTION_CODES
 from adapters.modbus.transport import TransportSpec, make_client
@@ -41,7 +42,8 @@ class Outcome(IntEnum):
     EXCEPTION = 1  # the device answered with an exception code
     TIMEOUT = 2  # no answer within the device's timeout
     NOT_CONNECTED = 3  # the bus is down (connecting, or waiting out its backoff)
-    BAD_RESPONSE = 4  # an answer that does not fit the request (count, function code)
+    BAD_RESPONSE = 4  # an answer that does not fit the request (count, function code, framing)
+    DROPPED = 5  # the device closed the connection while the request was outstanding
 
 
 class ReadResult(NamedTuple):
@@ -49,7 +51,15 @@ class ReadResult(NamedTuple):
     values: Sequence[int] | Sequence[bool] = ()
     code: int = 0  # Modbus exception code for EXCEPTION
     detail: str = ""
-    reason: str = ""  # for BAD_RESPONSE: register_count | function_code | pymodbus
+    # for BAD_RESPONSE: register_count | function_code | pymodbus (an answer that does not fit),
+    # or garbage | transaction_id | length | device_id | crc (bytes came, but no answer: ``garbled``)
+    reason: str = ""
+    garbled: bool = False  # BAD_RESPONSE without any usable answer: it cost the full timeout
+
+    @property
+    def silent(self) -> bool:
+        """No usable answer within the timeout (silence, garbage, or the connection dropped)."""
+        return self.outcome in (Outcome.TIMEOUT, Outcome.DROPPED) or self.garbled
 
 
 class ModbusBus:
@@ -70,6 +80,7 @@ class ModbusBus:
         self.inter_frame_delay = max(inter_frame_delay, spec.min_frame_gap())
         self._lock = asyncio.Lock()
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._inspector = FrameInspector(spec.framer)
         self._users = 0
         self._closed = False
         self._quiet_until = 0.0
@@ -144,6 +155,7 @@ class ModbusBus:
             client = self._client
             assert client is not None
             self.requests += 1
+            self._inspector.begin(device_id, fc, 2 * count if table not in BIT_TABLES else (count + 7) // 8)
             try:
                 async with asyncio.timeout(timeout):
                     if fc == 3:
@@ -156,7 +168,7 @@ class ModbusBus:
                         rr = await client.read_discrete_inputs(start, count=count, device_id=device_id)
             except (TimeoutError, ModbusIOException):
                 # ModbusIOException: pymodbus' own response timer (a backstop) fired first.
-                return self._timed_out(timeout)
+                return self._no_answer(client, timeout)
             except ConnectionException as e:
                 self.last_error = f"connection: {e}"
                 self._drop_client()
@@ -164,6 +176,7 @@ class ModbusBus:
             except ModbusException as e:
                 return ReadResult(Outcome.BAD_RESPONSE, detail=f"pymodbus: {e}", reason="pymodbus")
             finally:
+                self._inspector.expect = None
                 self._quiet_until = loop.time() + self.inter_frame_delay
             self._consecutive_timeouts = 0
 
@@ -189,6 +202,21 @@ class ModbusBus:
                 Outcome.BAD_RESPONSE, detail=f"expected {count} registers, got {len(regs)}", reason="register_count"
             )
         return ReadResult(Outcome.OK, regs)
+
+    def _no_answer(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient, timeout: float) -> ReadResult:
+        """The request ended without an answer: the device closed the connection, sent
+        something that is no answer (garbage, another transaction, a wrong length), or
+        stayed silent."""
+        if not client.connected:
+            self.last_error = "the device closed the connection during a request"
+            self._drop_client()
+            return ReadResult(Outcome.DROPPED, detail=self.last_error)
+        explained = self._inspector.explain()
+        if explained is not None:
+            reason, detail = explained
+            self._consecutive_timeouts = 0  # something answers on this connection
+            return ReadResult(Outcome.BAD_RESPONSE, detail=detail, reason=reason, garbled=True)
+        return self._timed_out(timeout)
 
     def _timed_out(self, timeout: float) -> ReadResult:
         self._consecutive_timeouts += 1
@@ -229,7 +257,7 @@ class ModbusBus:
         now = loop.time()
         if now < self._next_attempt:
             return False
-        client = make_client(self.spec, self.connect_timeout, name=self.key)
+        client = make_client(self.spec, self.connect_timeout, name=self.key, trace_packet=self._inspector.trace)
         error = ""
         try:
             ok = await client.connect()

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from adapters.modbus.addressing import modicon_suggestion, parse_modicon
 from gateway.core.config import Duration, Id, Model, SourceConfig
 
 BYTE_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
@@ -41,7 +42,14 @@ class CurrentLoop(Model):
         return self
 
 
+class AddressProblem(str):
+    """Put in place of a raw ``address`` by the source's addressing check, so the problem is
+    reported at the point's ``address`` (the source's validator cannot raise there)."""
+
+
 def _address_text(v: object) -> str:
+    if isinstance(v, AddressProblem):
+        raise ValueError(str(v))
     if isinstance(v, bool) or not isinstance(v, int | str):
         raise ValueError(f"address must be an integer or 'register.bit' (e.g. 40.3), got {v!r}")
     return str(v).strip()
@@ -107,8 +115,66 @@ class ModbusPoint(Model):
         return self
 
 
+def _resolve_addresses(data: object) -> object:
+    """``addressing: modicon``: each point's ``address`` is a Modicon reference, rewritten to
+    ``table`` + 0-based offset before the points are validated. Default addressing: an
+    address that looks like a Modicon reference of its table is refused with the fix.
+    ``addressing: offset`` (said explicitly) takes every address as a protocol offset."""
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        return data
+    mode = data.get("addressing")
+    if mode not in (None, "modicon"):
+        return data
+    points: list[object] = []
+    for p in data["points"]:
+        a = p.get("address") if isinstance(p, dict) else None
+        if isinstance(a, bool) or not isinstance(a, int | str):
+            points.append(p)
+            continue
+        assert isinstance(p, dict)
+        text = str(a).strip()
+        if mode == "modicon":
+            try:
+                table, offset, bit = parse_modicon(text)
+            except ValueError as e:
+                points.append({**p, "address": AddressProblem(f"{e} (the source says addressing: modicon)")})
+                continue
+            if "table" in p and p["table"] != table:
+                problem = f"{text} is a {table} reference (addressing: modicon), but table says {p['table']}"
+                points.append({**p, "address": AddressProblem(f"{problem}: leave table out")})
+                continue
+            points.append({**p, "table": table, "address": f"{offset}" if bit is None else f"{offset}.{bit}"})
+            continue
+        m = re.fullmatch(r"(\d+)(?:\.(\d+))?", text)
+        table = p.get("table", "holding")
+        if m and isinstance(table, str):
+            reg, bit_text = int(m.group(1)), m.group(2)
+            hint = modicon_suggestion(table, reg, int(bit_text) if bit_text else None)
+            if hint is None and reg > 65535:
+                try:
+                    ref_table, offset, _ = parse_modicon(m.group(1))
+                except ValueError:
+                    pass
+                else:
+                    hint = (
+                        f"address {reg} is beyond 65535; it looks like a 6-digit Modicon reference ({ref_table} "
+                        f"offset {offset}): write `addressing: modicon` on the source, or table {ref_table} and the "
+                        f"0-based offset {offset}"
+                    )
+            if hint is not None:
+                points.append({**p, "address": AddressProblem(hint)})
+                continue
+        points.append(p)
+    return {**data, "points": points}
+
+
 class ModbusCommon(SourceConfig):
-    device_id: int = Field(default=1, ge=0, le=247)
+    device_id: int = Field(default=1, ge=0, le=255, description="unit id; 1..247 on a serial line")
+    addressing: Literal["offset", "modicon"] | None = Field(
+        default=None,
+        description="offset: addresses are 0-based protocol offsets (default; one that looks like a Modicon "
+        "reference is an error unless offset is said explicitly); modicon: 40001-style references, table implied",
+    )
     poll_interval: Duration = 1.0
     timeout: Duration = 1.0
     retries: int = Field(default=0, ge=0, le=5)
@@ -119,6 +185,8 @@ class ModbusCommon(SourceConfig):
     inter_frame_delay: Duration = 0.0
     backoff_max: Duration = 30.0
     points: list[ModbusPoint] = Field(min_length=1)
+
+    _addresses = model_validator(mode="before")(_resolve_addresses)
 
     @field_validator("poll_interval", "timeout")
     @classmethod
@@ -158,6 +226,16 @@ class ModbusRtuSource(ModbusCommon):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
+
+    @field_validator("device_id")
+    @classmethod
+    def _serial_address(cls, v: int) -> int:
+        if not 1 <= v <= 247:
+            raise ValueError(
+                f"device_id {v}: a serial line addresses devices 1..247 (0 is broadcast, which never answers "
+                "a read; 248..255 are reserved)"
+            )
+        return v
 
     @field_validator("port")
     @classmethod

@@ -31,12 +31,23 @@ class DeviceState:
         self.down_since: float | None = None
         self.last_error: str | None = None
         self.last_ok: float | None = None
+        self.bad_reasons: dict[str, str] = {}  # reason -> detail, while the device answers badly
 
     def due(self, now: float) -> bool:
         """May the device be asked this cycle?"""
         return self.failures == 0 or now >= self.retry_at
 
-    def answered(self, now: float) -> None:
+    def answered(self, now: float, *, well: bool = True) -> None:
+        """The device answered (``well=False``: with something that does not fit the request,
+        reported through :meth:`bad_answer`)."""
+        if well and self.bad_reasons:
+            log.info(
+                "source %s: device %s answers correctly again (bad answers before: %s)",
+                self.source_id,
+                self.key,
+                ", ".join(sorted(self.bad_reasons)),
+            )
+            self.bad_reasons.clear()
         if self.state == "comm" and self.failures:
             log.info(
                 "source %s: device %s answers again after %.1f s",
@@ -51,11 +62,34 @@ class DeviceState:
         self.down_since = None
         self.last_ok = now
 
-    def timed_out(self, now: float, detail: str) -> None:
-        self.failures += 1
+    def bad_answer(self, reason: str, detail: str) -> None:
+        """A bad answer (garbage, another transaction id, a wrong length or count): logged
+        once per device and reason, until the device answers correctly again."""
+        self.last_error = f"bad answer ({reason}): {detail}"
+        if reason not in self.bad_reasons:
+            self.bad_reasons[reason] = detail
+            log.warning(
+                "source %s: device %s sends bad answers (%s): %s; counted as bad_response, "
+                "not logged again for this device until it answers correctly",
+                self.source_id,
+                self.key,
+                reason,
+                detail,
+            )
+
+    def timed_out(self, now: float, detail: str, *, count: bool = True, quiet: bool = False) -> None:
+        """No usable answer. ``count=False``: the failure does not move the backoff on (the
+        poller is trying smaller requests); ``quiet``: the reason was logged already."""
         self.last_error = detail
-        if self.failures >= 2:
-            self.retry_at = now + self._backoff.next_delay()
+        if count:
+            self.failures += 1
+            if self.failures >= 2:
+                self.retry_at = now + self._backoff.next_delay()
+        else:
+            self.failures = max(self.failures, 1)
+        if self.state != "comm" and quiet:
+            self.state = "comm"
+            self.down_since = now
         if self.state != "comm":
             log.warning(
                 "source %s: device %s not answering (%s); its points read comm", self.source_id, self.key, detail
@@ -77,4 +111,5 @@ class DeviceState:
             "failures_in_a_row": self.failures,
             "down_for_s": round(now - self.down_since, 3) if self.down_since is not None else None,
             "last_error": self.last_error,
+            "bad_answers": dict(self.bad_reasons),
         }

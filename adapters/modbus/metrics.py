@@ -49,8 +49,15 @@ class ModbusMetrics:
         )
         self.requests = Counter(
             "hazardgw_modbus_requests",
-            "Read requests by result (ok, exception, timeout, not_connected, bad_response, error)",
+            "Read requests by result (ok, exception, timeout, not_connected, bad_response, dropped)",
             ["source", "result"],
+            registry=r,
+        )
+        self.bad_responses = Counter(
+            "hazardgw_modbus_bad_responses",
+            "Answers that do not fit the request, by reason (garbage, transaction_id, length, device_id, crc, "
+            "function_code, register_count, pymodbus)",
+            ["source", "reason"],
             registry=r,
         )
         self.exceptions = Counter(

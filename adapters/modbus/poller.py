@@ -14,6 +14,19 @@ quality per docs/influxdb.md:
 * timeout           -> the cycle stops (so a dead device costs its bus one timeout per
                        cycle); the points not read read ``comm`` with no value
 * gateway exception 10/11 (target device did not answer) counts as a timeout.
+* bad answer        -> counted as ``bad_response`` and logged once per device and reason
+                       (garbage, another transaction id, a wrong length, count or function
+                       code). One that fits no request at all (garbage, wrong transaction
+                       id or length) cost the whole timeout and ends the cycle like one.
+* connection closed by the device during a request -> like a timeout.
+
+Request size: a device that stays silent (or closes the connection) on a read larger than
+it supports gets its requests halved, one step per poll cycle, until it answers; the limit
+found is kept for the life of the source (not persisted: a restart learns it again) and
+logged with the suggestion to set ``max_registers`` / ``max_bits``. Halving starts when the
+same merged request failed twice in a row, so a single lost answer never shrinks requests;
+when even the smallest requests get no answer the device is dead, not picky, and the plan
+goes back to the configured limits.
 
 All readings of a cycle carry the cycle's start time and go out as one batch.
 """
@@ -23,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from adapters.modbus.bus import GATEWAY_CODES, ModbusBus, Outcome, ReadResult
@@ -30,7 +44,7 @@ from adapters.modbus.config import ModbusCommon
 from adapters.modbus.decoder import DecodeError
 from adapters.modbus.device import DeviceState
 from adapters.modbus.metrics import ModbusMetrics
-from adapters.modbus.planner import BIT_TABLES, Request, plan_requests, split_request
+from adapters.modbus.planner import BIT_TABLES, Request, Span, plan_requests, split_request
 from adapters.modbus.points import PointCodec
 from gateway.core.models import Quality, Reading
 from gateway.core.ratelog import RateLimitedLog
@@ -43,6 +57,7 @@ log = logging.getLogger("adapters.modbus")
 # than they support).
 SPLIT_CODES = frozenset({2, 3})
 LATE_FRACTION = 0.1  # a poll starting later than 10 % of its interval counts as late
+STRIKES_BEFORE_HALVING = 2  # failures in a row of one merged request before its size is suspected
 
 Result = tuple[float | None, str]
 
@@ -69,6 +84,13 @@ class SourcePoller:
             max_bits=cfg.max_bits,
             max_gap=cfg.max_gap,
         )
+        self._limits = {"registers": cfg.max_registers, "bits": cfg.max_bits}  # current planning limits
+        self.learned: dict[str, int] = {}  # limits found by halving (kind -> size), for health
+        self._strikes: Counter[str] = Counter()  # request label -> silent failures in a row
+        self._probing: str | None = None  # kind whose request size is being halved
+        self._probe_from = 0  # the size that got no answer
+        self._plan_before_probe: list[Request] = []
+        self._halving_spent = False  # halving found nothing; not again until the device answers
         self._fault_linked = [c for c in codecs if c.fault_index is not None]
         self._rlog = RateLimitedLog(log, interval=60.0)
         self.exceptions: dict[str, int] = {}  # request label -> last exception code
@@ -92,6 +114,7 @@ class SourcePoller:
         self._m_req = {o: metrics.requests.labels(self.source, o.name.lower()) for o in Outcome}
         self._m_exc = metrics.exceptions
         self._m_splits = metrics.splits.labels(self.source)
+        self._m_bad = metrics.bad_responses
         self._m_regs = metrics.registers.labels(self.source, "registers")
         self._m_bits = metrics.registers.labels(self.source, "bits")
         self._m_up = metrics.device_up.labels(self.source)
@@ -177,7 +200,7 @@ class SourcePoller:
         for attempt in range(attempts):
             r = await self.bus.read(req.table, req.start, req.count, cfg.device_id, cfg.timeout)
             self._m_req[r.outcome].inc()
-            if r.outcome is not Outcome.TIMEOUT or attempt == attempts - 1:
+            if not r.silent or attempt == attempts - 1:
                 return r
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -188,6 +211,10 @@ class SourcePoller:
         outcome = r.outcome
         if outcome is Outcome.OK:
             self.device.answered(now)
+            self._strikes.pop(req.label, None)
+            self._halving_spent = False
+            if self._probing is not None:
+                self._probe_done(req)
             self.exceptions.pop(req.label, None)
             (self._m_bits if req.table in BIT_TABLES else self._m_regs).inc(req.count)
             values = r.values
@@ -203,8 +230,10 @@ class SourcePoller:
                         f"dec:{c.tag}:{e.reason}", "source %s: cannot decode %s: %s", self.source, c.tag, e
                     )
             return True
-        if outcome is Outcome.TIMEOUT:
-            self.device.timed_out(now, r.detail)
+        if r.silent:
+            if r.garbled:
+                self._count_bad(r, req)
+            self._silent(req, now, r.detail, quiet=r.garbled)
             return False
         if outcome is Outcome.NOT_CONNECTED:
             self.device.unreachable(now, r.detail)
@@ -212,7 +241,7 @@ class SourcePoller:
         if outcome is Outcome.EXCEPTION:
             self._m_exc.labels(self.source, str(r.code)).inc()
             if r.code in GATEWAY_CODES:
-                self.device.timed_out(now, f"gateway: target device did not answer (exception {r.code})")
+                self._silent(req, now, f"gateway: target device did not answer (exception {r.code})")
                 return False
             self.device.answered(now)
             if r.code in SPLIT_CODES and len(req.spans) > 1:
@@ -230,17 +259,99 @@ class SourcePoller:
             )
             return True
         # BAD_RESPONSE: the device answered, but not what was asked
-        self.device.answered(now)
+        self.device.answered(now, well=False)
+        self._count_bad(r, req)
         self._mark_bad(req, out)
-        self._decode_errors.labels(self.source, req.label, r.reason or "bad_response").inc()
-        self._rlog.warning(
-            f"bad:{req.label}:{r.reason}",
-            "source %s: bad answer to %s: %s; its points read bad",
-            self.source,
-            req.label,
-            r.detail,
-        )
         return True
+
+    def _count_bad(self, r: ReadResult, req: Request) -> None:
+        reason = r.reason or "bad_response"
+        self._m_bad.labels(self.source, reason).inc()
+        if not r.garbled:  # an answer that decodes but does not fit: also a decode error of the block
+            self._decode_errors.labels(self.source, req.label, reason).inc()
+        self.device.bad_answer(reason, f"{r.detail} (answer to {req.label})")
+
+    # ------------------------------------------------------------------ request size
+    def _silent(self, req: Request, now: float, detail: str, *, quiet: bool = False) -> None:
+        """No usable answer to ``req``: a timeout for the device, unless the request's size
+        is suspected (then its size is halved for the next cycle, without backoff). A garbled
+        answer (``quiet``: logged as a bad answer already) says nothing about the size."""
+        if not quiet:
+            self._strikes[req.label] += 1
+        kind = "bits" if req.table in BIT_TABLES else "registers"
+        if not quiet and self._halvable(req) and not self._halving_spent and (
+            self._probing == kind or (self._probing is None and self._strikes[req.label] >= STRIKES_BEFORE_HALVING)
+        ):
+            self._halve(req, kind, detail)
+            self.device.timed_out(now, detail, count=False, quiet=quiet)
+            return
+        if self._probing is not None:
+            self._probe_failed(req)
+        self.device.timed_out(now, detail, quiet=quiet)
+
+    @staticmethod
+    def _halvable(req: Request) -> bool:
+        return len(req.spans) > 1 and max(s.count for s in req.spans) < req.count
+
+    def _halve(self, req: Request, kind: str, detail: str) -> None:
+        limit = max(req.count // 2, max(s.count for s in req.spans))
+        if self._probing is None:
+            self._probing, self._probe_from = kind, req.count
+            self._plan_before_probe = list(self.requests)
+            log.warning(
+                "source %s: device %s gives no answer to %s (%s) twice in a row; trying reads of at most "
+                "%d %s (the device may not support reads this large)",
+                self.source, self.device.key, req.label, detail, limit, kind,
+            )
+        self._limits[kind] = limit
+        self._replan(kind)
+
+    def _replan(self, kind: str) -> None:
+        """Re-plan the requests of ``kind`` larger than its limit (others, and their
+        illegal-address splits, stay)."""
+        limit = self._limits[kind]
+        out: list[Request] = []
+        for r in self.requests:
+            if (r.table in BIT_TABLES) == (kind == "bits") and r.count > limit:
+                out.extend(self._plan(r.spans, kind, limit))
+            else:
+                out.append(r)
+        self.requests = out
+        self._strikes.clear()
+
+    def _plan(self, spans: tuple[Span, ...], kind: str, limit: int) -> list[Request]:
+        regs = limit if kind == "registers" else self._limits["registers"]
+        bits = limit if kind == "bits" else self._limits["bits"]
+        return plan_requests(spans, max_registers=regs, max_bits=bits, max_gap=self.cfg.max_gap)
+
+    def _probe_done(self, req: Request) -> None:
+        kind = self._probing
+        assert kind is not None
+        if (req.table in BIT_TABLES) != (kind == "bits"):
+            return
+        limit = self._limits[kind]
+        self.learned[kind] = limit
+        self._probing = None
+        key = "max_registers" if kind == "registers" else "max_bits"
+        log.warning(
+            "source %s: device %s answers reads of %d %s but not of %d: reading at most %d per request from "
+            "now on (learned, kept until the source restarts); set %s: %d on the source to make it permanent",
+            self.source, self.device.key, limit, kind, self._probe_from, limit, key, limit,
+        )
+
+    def _probe_failed(self, req: Request) -> None:
+        kind = self._probing
+        assert kind is not None
+        log.warning(
+            "source %s: device %s answers no read, not even %s; not a request size problem: back to the "
+            "configured request sizes",
+            self.source, self.device.key, req.label,
+        )
+        self._probing = None
+        self._halving_spent = True
+        self._limits = {"registers": self.cfg.max_registers, "bits": self.cfg.max_bits}
+        self.requests = self._plan_before_probe
+        self._strikes.clear()
 
     async def _split(self, req: Request, code: int, out: list[Result | None]) -> bool:
         first, second = split_request(req)
@@ -293,4 +404,6 @@ class SourcePoller:
             "requests": [r.label for r in self.requests],
             "splits": self.splits,
             "exceptions": dict(self.exceptions),
+            "learned_limits": dict(self.learned),
+            "probing_request_size": self._probing is not None,
         }

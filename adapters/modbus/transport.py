@@ -13,7 +13,7 @@ server) that would freeze the whole event loop, every other source included.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,6 +21,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.framer import FramerType
 
 from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
+from adapters.modbus.logs import install_log_filter
 
 ModbusSource = ModbusTcpSource | ModbusRtuSource
 
@@ -118,13 +119,19 @@ def group_by_transport(cfgs: Sequence[ModbusSource]) -> dict[str, tuple[Transpor
     return out
 
 
-def make_client(spec: TransportSpec, timeout: float, name: str) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+def make_client(
+    spec: TransportSpec, timeout: float, name: str, trace_packet: Callable[[bool, bytes], bytes] | None = None
+) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
     """A pymodbus 3.16 async client with its own retries and auto-reconnect switched off.
 
     The bus does retries, per-device timeouts and reconnect backoff itself, so pymodbus
     must neither retry (it would multiply a dead device's delay) nor reconnect behind the
     bus' back. ``timeout`` only bounds connecting and is a backstop for responses.
+    ``trace_packet`` sees (and may filter) every byte stream sent and received
+    (:mod:`adapters.modbus.frames`). pymodbus' own log records go to debug level
+    (:mod:`adapters.modbus.logs`).
     """
+    install_log_filter()
     framer = FramerType.RTU if spec.framer == "rtu" else FramerType.SOCKET
     client: AsyncModbusTcpClient | AsyncModbusSerialClient
     if spec.kind == "tcp":
@@ -136,6 +143,7 @@ def make_client(spec: TransportSpec, timeout: float, name: str) -> AsyncModbusTc
             timeout=timeout,
             retries=0,
             reconnect_delay=0,
+            trace_packet=trace_packet,
         )
     else:
         client = AsyncModbusSerialClient(
@@ -149,6 +157,7 @@ def make_client(spec: TransportSpec, timeout: float, name: str) -> AsyncModbusTc
             timeout=timeout,
             retries=0,
             reconnect_delay=0,
+            trace_packet=trace_packet,
         )
     # pymodbus closes the connection after retries+3 unanswered requests in a row; on a
     # shared bus that would punish the healthy devices for a dead one. The bus decides.

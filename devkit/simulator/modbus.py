@@ -47,6 +47,7 @@ from adapters.modbus.encoder import (
     unscale,
     value_to_milliamps,
 )
+from adapters.modbus.logs import install_log_filter
 from adapters.modbus.planner import BIT_TABLES
 from adapters.modbus.transport import TransportSpec, transport_spec
 from devkit.simulator import FaultPoint, SimulatedDevice, SourceTraits
@@ -166,6 +167,7 @@ class ModbusPlantServer:
     async def start(self) -> None:
         if self._running:
             return
+        install_log_filter()  # pymodbus' server records: debug level, one line
         started: list[ModbusTcpServer | ModbusSerialServer] = []
         try:
             for ep in self._endpoints.values():

@@ -12,7 +12,7 @@ sources only through the spec, so it never names a source type.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -72,8 +72,59 @@ class SourceProblem:
     path: Path_ = ()
 
 
+#: The tag-list columns that describe a point (``hazardgw tags``, gateway/taglist): each source
+#: type uses the ones its points need (:attr:`SourceSpec.point_columns`).
+POINT_COLUMNS: tuple[str, ...] = ("address", "type", "byte_order", "scale", "offset", "node", "topic", "path")
+
+
+@dataclass(frozen=True)
+class ColumnProblem:
+    """What is wrong with one cell of a tag-list row (``column`` is a tag-list column name)."""
+
+    column: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PointPlacement:
+    """Where an imported point goes: ``where`` is the path (below the source entry) of the list
+    it belongs in, e.g. ``("points",)`` or ``("subscriptions", 2, "points")``; ``point`` is the
+    complete raw point entry (``tag`` included)."""
+
+    where: Path_
+    point: dict[str, Any]
+
+
 class SourceSpec(ABC):
-    """One source type (or a family sharing an adapter, like Modbus TCP and RTU)."""
+    """One source type (or a family sharing an adapter, like Modbus TCP and RTU).
+
+    **Tag lists** (``hazardgw tags export|import|template``, gateway/taglist). A tag-list row
+    describes one tag and, in the columns of :data:`POINT_COLUMNS`, the point that binds it in
+    the source named by its ``source`` column. The application never interprets those columns;
+    it goes through three hooks, all on *raw* (not yet validated, not ``${ENV}``-interpolated)
+    source entries, as the YAML holds them:
+
+    * :attr:`point_columns`: the columns this type's points use; a row that fills another
+      point column for a source of this type is refused by the application.
+    * :meth:`export_rows`: ``(tag, {column: text})`` per point of a source entry, written as
+      the config says it (a Modbus address in the source's addressing, ``holding:0`` or
+      ``40001``). Only :attr:`point_columns`; empty cells may be left out.
+    * :meth:`import_point`: a row's cells -> the complete raw point entry and the list it
+      goes in (:class:`PointPlacement`), or the problems of the row's cells
+      (:class:`ColumnProblem`, one per wrong cell, all at once). ``row`` holds the stripped
+      cell texts of the point columns ("" = empty; a column the file lacks carries the
+      existing point's cell) and ``id``. ``existing`` is the raw entry of the tag's point in
+      this source before the import (None if it has none): keys no column governs (a Modbus
+      ``fault``, ``current_loop``, an MQTT ``ts_path``) must be carried over, so an export
+      followed by an import changes nothing. When (and only when) it returns a placement, the
+      hook may extend ``source`` with a container the point needs (e.g. a new MQTT
+      subscription for a topic no subscription has yet); it never touches other points. The
+      application removes or replaces ``existing`` itself (in place when ``where`` is its list).
+    * :meth:`example_point`: cells for ``hazardgw tags template`` (one example row per kind).
+
+    Export then import must give an equivalent config; the tests check it for every spec on
+    the demo site.
+    """
 
     #: the config models, one per ``type:`` name (each declares ``type: Literal["..."]``)
     models: ClassVar[tuple[type[SourceConfig], ...]]
@@ -118,3 +169,48 @@ class SourceSpec(ABC):
     def restart_key(self, config: SourceConfig) -> str:
         """Sources with equal keys share a connection and restart together on a reload."""
         return f"source:{config.id}"
+
+    # ------------------------------------------------------------------ tag lists
+    #: the :data:`POINT_COLUMNS` this type's points use (empty: no tag-list support)
+    point_columns: ClassVar[tuple[str, ...]] = ()
+    #: allowed values of some of those columns (offered as drop-down lists in an exported XLSX)
+    column_choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    def export_rows(self, source: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, str]]]:
+        """``(tag, {column: text})`` for each point of a raw source entry (see the class doc)."""
+        return iter(())
+
+    def import_point(
+        self, source: MutableMapping[str, Any], row: Mapping[str, str], existing: Mapping[str, Any] | None
+    ) -> PointPlacement | list[ColumnProblem]:
+        """The point a tag-list row describes, or its problems (see the class doc)."""
+        return [ColumnProblem("source", f"source type {source.get('type')!r} does not take points from a tag list")]
+
+    def example_point(self, kind: str, n: int) -> dict[str, str] | None:
+        """Point cells of the ``n``-th example row (a tag of ``kind``) of a template, or None."""
+        return None
+
+
+def merged_point(existing: Mapping[str, Any] | None, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A point entry from ``existing`` with ``values`` applied (a value None removes the key),
+    keeping the existing key order and every key ``values`` does not name (for
+    :meth:`SourceSpec.import_point`)."""
+    out = dict(existing or {})
+    for k, v in values.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def number_cell(text: str) -> int | float:
+    """A tag-list number: an int when written as one ("40"), else a float ("0.1", "1e-3").
+    Raises ValueError for anything else (NaN and infinities included)."""
+    t = text.strip()
+    if t.lstrip("+-").isdigit():
+        return int(t)
+    v = float(t)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"{text!r} is not a finite number")
+    return v

@@ -86,6 +86,17 @@ def interpolate(
 
 
 RAW_TEXT_KEYS = frozenset({"address"})
+# libyaml's parser when PyYAML has it: the same nodes and marks, ~10x faster (a 2,000-tag site)
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_LEADING_ZERO = re.compile(r"^0\d+$")
+
+
+def _raw_text(node: yaml.Node) -> bool:
+    """A scalar whose YAML reading would change its digits: a float (``40.10``), or an
+    integer with a leading zero, which YAML 1.1 reads as octal (``00010`` -> 8)."""
+    if node.tag == "tag:yaml.org,2002:float":
+        return True
+    return node.tag == "tag:yaml.org,2002:int" and bool(_LEADING_ZERO.match(str(node.value)))
 
 
 def load_yaml(
@@ -97,12 +108,13 @@ def load_yaml(
     """Parse ``text``; return (data, source map, issues found while building it).
 
     Scalars under a key in ``raw_keys`` keep their source text: a Modbus address
-    ``40.10`` (register 40, bit 10) must not become the float 40.1 (bit 1).
+    ``40.10`` (register 40, bit 10) must not become the float 40.1 (bit 1), nor ``00010``
+    (Modicon coil 10, or decimal 10) the octal 8.
     """
     env = os.environ if env is None else env
-    loader: yaml.SafeLoader | None = None
+    loader: Any = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -140,7 +152,7 @@ def load_yaml(
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(v, (*path, i)) for i, v in enumerate(node.value)]
-        if path and path[-1] in raw_keys and node.tag == "tag:yaml.org,2002:float":
+        if path and path[-1] in raw_keys and _raw_text(node):
             return node.value
         value = builder.construct_object(node, deep=True)
         if isinstance(value, str) and "${" in value:
