@@ -7,12 +7,13 @@ file.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.mqtt.jsonpath import compile_path
-from gateway.core.config import Duration, Id, Model, Size, SourceConfig
+from gateway.core.config import CommUnit, Duration, Id, Model, Size, SourceConfig
 
 
 class MqttPoint(Model):
@@ -96,3 +97,9 @@ class MqttSource(SourceConfig):
 
     def point_tags(self) -> Iterator[str]:
         return (p.tag for sub in self.subscriptions for p in sub.points)
+
+    def comm_units(self) -> list[CommUnit]:
+        """One unit: the broker connection; it carries the tags ``native`` payloads name. A
+        lost connection shows only as ``stale`` readings (tags need ``stale_after``)."""
+        native = any(sub.format == "native" for sub in self.subscriptions)
+        return [replace(u, carries_unbound=native) for u in super().comm_units()]
