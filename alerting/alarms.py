@@ -61,15 +61,33 @@ class Gate:
     """A gated alarm's parent: the COMM alarm whose loss explains it (alerting/comm.py).
 
     ``plan`` is the child's tag plan (its ``lost`` flag tells a loss from a device fault);
-    None for a unit's COMM alarm under its link (always a loss).
+    ``members`` (a vote) the member plans with their voted alarms (the vote is explained by
+    the loss while fewer than k members are tripped by anything else); neither for a unit's
+    COMM alarm under its link (always a loss).
     """
 
-    __slots__ = ("hold", "parent", "plan")
+    __slots__ = ("hold", "members", "parent", "plan")
 
-    def __init__(self, parent: AlarmPoint, hold: float, plan: TagPlan | None) -> None:
+    def __init__(
+        self,
+        parent: AlarmPoint,
+        hold: float,
+        plan: TagPlan | None,
+        members: list[tuple[TagPlan, AlarmPoint | None]] | None = None,
+    ) -> None:
         self.parent = parent
         self.hold = hold
         self.plan = plan
+        self.members = members
+
+    def explains(self, a: AlarmPoint) -> bool:
+        """Is ``a``'s active condition a consequence of the loss (not of the process or a fault)?"""
+        if self.plan is not None:
+            return self.plan.lost
+        if self.members is not None:
+            real = sum(1 for p, m in self.members if (m is not None and m.cond.active) or (p.is_bad and not p.lost))
+            return bool(real < a.cond.k)
+        return True
 
 
 class AlarmPoint:

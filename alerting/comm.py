@@ -17,8 +17,8 @@ From that, once, when the engine is built (nothing here runs per reading):
   all gets 2 when one of them belongs to a hazard source (the priority of the implicit gas
   BAD/STALE alarms), else 3. It counts towards the status of every hazard source it covers,
   with the highest priority among that source's covered alarms;
-* the BAD and STALE alarms of the watched tags, and the COMM alarms of the units on a link,
-  are *gated* (:class:`Gate`): when their condition becomes active because of a loss, the
+* the BAD and STALE alarms of the watched tags, the votes over tags of one unit, and the
+  COMM alarms of the units on a link, are *gated* (:class:`~alerting.alarms.Gate`): when their condition becomes active because of a loss, the
   engine does not raise them at once but holds them up to ``hold`` seconds waiting for their
   parent (the unit's, or the link's, COMM alarm). If the parent's condition becomes active
   they are suppressed by design under it (DSUPR, ``data.parent``); if not, they raise on
@@ -220,6 +220,22 @@ def build_comm(
                     info.children.append(child)
         if u.link is not None:
             by_link.setdefault(u.link.id, (u.link, []))[1].append(a)
+
+    # a vote whose members are all watched by one unit: tripped only by lost members, it is
+    # explained by that unit's loss (a vote over units of several sources stays fail-safe)
+    for v in config.votes:
+        vote = alarms.get(f"{v.id}/vote")
+        plans = [plan_of(tag_map[t]) for t in v.tags if t in tag_map]
+        units = {id(p.unit): p.unit for p in plans}
+        if vote is None or len(units) != 1 or len(plans) != len(v.tags):
+            continue
+        unit = next(iter(units.values()))
+        if unit is None or unit.comm is None:
+            continue
+        members = [(p, alarms.get(f"{p.tag}/{v.condition}")) for p in plans]
+        vote.gate = Gate(unit, unit.comm.hold, None, members)
+        vote.source = unit.source
+        unit.comm.children.append(vote)
 
     for link_id, (link, units) in by_link.items():
         key = f"{link_id}/{CONDITION}"

@@ -362,7 +362,10 @@ class AlarmEngine:
                 if child in self._held and child.cond.active and child.supp_by is None:
                     self._held.discard(child)
                     child.hold_until = None
-                    self._suppress_child(child, a)
+                    if child.gate is not None and child.gate.explains(child):
+                        self._suppress_child(child, a)
+                    else:
+                        self._input(child, S.ACTIVATE)
         else:
             for child in c.children:
                 if child.supp_by != a.key:
@@ -380,8 +383,8 @@ class AlarmEngine:
     def _gated(self, a: AlarmPoint, g: Gate) -> bool:
         """Decide a gated alarm's condition change; True when handled here (no plain input)."""
         if a.cond.active:
-            if g.plan is not None and not g.plan.lost:
-                return False  # a device fault (quality bad) while the source is fine: alarms as usual
+            if not g.explains(a):
+                return False  # e.g. a device fault (quality bad) while the source is fine: alarms as usual
             if a.supp_by is not None:
                 return True  # still under its parent (back within the grace after a recovery)
             if g.parent.cond.active:
@@ -409,7 +412,7 @@ class AlarmEngine:
         if not a.cond.active:
             if a.supp_by is not None:
                 self._unsuppress_child(a)
-        elif g.parent.cond.active:
+        elif g.parent.cond.active and g.explains(a):
             if a.supp_by is None:
                 self._suppress_child(a, g.parent)
         elif a.supp_by is not None:

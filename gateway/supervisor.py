@@ -315,6 +315,8 @@ class Gateway:
         if new == old:
             return "no changes"
         changed = [f for f in DOWNSTREAM_SECTIONS if getattr(old, f) != getattr(new, f)]
+        if not changed and _alarm_view_of_sources(old) != _alarm_view_of_sources(new):
+            changed.append("alarm units")  # the engine's COMM units and stale limits come from sources
         restart = _sources_to_restart(old, new)
         done: list[str] = []
         if changed:
@@ -375,6 +377,13 @@ def split_store_bytes(config: Config) -> tuple[int, int]:
     if config.influx is None:
         return 0, total
     return total - total // 4, total // 4
+
+
+def _alarm_view_of_sources(config: Config) -> tuple[object, ...]:
+    """What the alarm engine and the stale watcher take from ``sources``: the units of loss of
+    monitoring (COMM alarms) and each tag's stale limit. A sources-only reload that changes
+    them rebuilds the downstream components like any other alarm change."""
+    return tuple(config.comm_units()), tuple(sorted(stale_limits(config).items()))
 
 
 def _sources_to_restart(old: Config, new: Config) -> set[str]:

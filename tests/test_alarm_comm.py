@@ -302,3 +302,30 @@ def test_comm_on_delay() -> None:
     e.tick()
     assert raised(events) == ["gds-b/comm"]
     assert len([ev for ev in events if ev.event == "suppressed"]) == 36
+
+
+def test_vote_tripped_only_by_lost_detectors_is_explained_by_the_comm_alarm() -> None:
+    votes = [{"id": "VOTE-1", "tags": ["GT-01", "GT-02", "GT-03"], "k": 2, "condition": "h", "priority": 1}]
+    clock = Clock()
+    e, events = engine(gds_site(votes=votes), clock)
+    feed(e, GDS, "good", 1.0)
+    feed(e, GDS, "comm")
+    assert raised(events) == ["gds-b/comm"]
+    assert e.get("VOTE-1/vote").parent == "gds-b/comm"
+    feed(e, GDS, "good", 1.0)
+    assert e.get("VOTE-1/vote").state == S.NORM
+
+    # one detector really in alarm, one lost: still fewer than k real trips -> explained by the loss
+    events.clear()
+    feed(e, ["GT-01"], "good", 30.0)  # H (25)
+    feed(e, GDS, "comm")
+    assert raised(events) == ["GT-01/h", "gds-b/comm"]
+    assert e.get("VOTE-1/vote").state == S.DSUPR and e.get("GT-01/h").state == S.UNACK  # H kept through the loss
+    # two detectors in alarm before the loss: the vote is real, raised, and stays raised through the loss
+    feed(e, GDS, "good", 1.0)
+    e.ack("GT-01/h", "zhao")
+    events.clear()
+    feed(e, ["GT-01", "GT-02"], "good", 30.0)
+    assert "VOTE-1/vote" in raised(events)
+    feed(e, GDS, "comm")
+    assert e.get("VOTE-1/vote").state == S.UNACK

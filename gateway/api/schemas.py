@@ -66,6 +66,16 @@ class TagDetailOut(TagOut):
 # ----------------------------------------------------------------------------- alarms
 
 
+class CommOut(Out):
+    kind: Literal["unit", "link"] = Field(description="unit: a device/connection; link: a bus shared by units")
+    name: str = Field(description="what people read, e.g. GDS-B")
+    source: str | None = Field(description="source id (a link: the sources on it, comma-separated)")
+    tags: int = Field(description="tags covered")
+    detectors: int = Field(description="gas detectors among them")
+    hazard_sources: list[str]
+    units: list[str] = Field(description="a link: the COMM alarm tags of its units")
+
+
 class AlarmOut(Out):
     id: str = Field(description="'TAG/condition', e.g. 'GT-101/hh'")
     tag: str
@@ -89,6 +99,14 @@ class AlarmOut(Out):
     chattering: bool
     suppressible: bool = Field(description="false for gas alarms: they can be neither shelved nor suppressed")
     message: str | None
+    source: str | None = Field(default=None, description="source id the tag's readings come through")
+    parent: str | None = Field(
+        default=None, description="DSUPR under this COMM alarm: the lost source unit explains this alarm"
+    )
+    hazard_sources: list[str] = Field(
+        default_factory=list, description="hazard sources the alarm concerns (a COMM alarm: every one it covers)"
+    )
+    comm: CommOut | None = Field(default=None, description="a COMM alarm (condition comm): what it covers")
 
 
 class AlarmEventOut(Out):
@@ -113,6 +131,7 @@ class AlarmEventOut(Out):
     flood: bool
     message: str | None
     data: dict[str, Any] | None
+    source: str | None = Field(default=None, description="source id (live events; null from the journal)")
 
 
 class OccurrenceOut(Out):
