@@ -18,11 +18,12 @@ From that, once, when the engine is built (nothing here runs per reading):
   BAD/STALE alarms), else 3. It counts towards the status of every hazard source it covers,
   with the highest priority among that source's covered alarms;
 * the BAD and STALE alarms of the watched tags, the votes over tags of one unit, and the
-  COMM alarms of the units on a link, are *gated* (:class:`~alerting.alarms.Gate`): when their condition becomes active because of a loss, the
-  engine does not raise them at once but holds them up to ``hold`` seconds waiting for their
-  parent (the unit's, or the link's, COMM alarm). If the parent's condition becomes active
-  they are suppressed by design under it (DSUPR, ``data.parent``); if not, they raise on
-  their own when the hold ends. When the parent recovers, a suppressed child whose condition
+  COMM alarms of the units on a link, are *gated* (:class:`~alerting.alarms.Gate`): when
+  their condition becomes active because of a loss, the engine does not raise them at once
+  but holds them up to ``hold`` seconds waiting for their parent (the unit's, or the
+  link's, COMM alarm). If the parent's condition becomes active they are suppressed by
+  design under it (DSUPR, ``data.parent``); if not, they raise on their own when the hold
+  ends. When the parent recovers, a suppressed child whose condition
   has returned goes back to NORM; one still lost gets ``hold`` seconds to report and then
   raises its own alarm.
 
@@ -226,10 +227,10 @@ def build_comm(
     for v in config.votes:
         vote = alarms.get(f"{v.id}/vote")
         plans = [plan_of(tag_map[t]) for t in v.tags if t in tag_map]
-        units = {id(p.unit): p.unit for p in plans}
-        if vote is None or len(units) != 1 or len(plans) != len(v.tags):
+        owners = {id(p.unit): p.unit for p in plans}
+        if vote is None or len(owners) != 1 or len(plans) != len(v.tags):
             continue
-        unit = next(iter(units.values()))
+        unit = next(iter(owners.values()))
         if unit is None or unit.comm is None:
             continue
         members = [(p, alarms.get(f"{p.tag}/{v.condition}")) for p in plans]
@@ -339,3 +340,27 @@ def _link_alarm(
     a.source = info.source
     a.hss = hss
     return a
+
+
+def comm_descriptions(config: SiteConfig) -> dict[str, dict[str, Any]]:
+    """COMM alarm tag -> :meth:`CommInfo.data` for every COMM alarm of ``config`` (push texts)."""
+    from alerting.plan import build_plans
+
+    return {a.tag: a.comm.data() for a in build_plans(config).comm if a.comm is not None}
+
+
+def comm_summary(d: dict[str, Any], lang: str) -> str:
+    """What a COMM alarm cut off, in words: "36 个探测器，重大危险源 HS-001、HS-002"."""
+    n, det = int(d.get("tags") or 0), int(d.get("detectors") or 0)
+    hss = list(d.get("hazard_sources") or [])
+    units = list(d.get("units") or [])
+    if lang == "zh":
+        what = f"{det} 个探测器" if det == n else (f"{n} 个位号（其中 {det} 个探测器）" if det else f"{n} 个位号")
+        if units:
+            what = f"{len(units)} 台设备（{'、'.join(units)}），{what}"
+        return what + (f"，重大危险源 {'、'.join(hss)}" if hss else "")
+    dword = "detector" if det == 1 else "detectors"
+    what = f"{det} {dword}" if det == n else (f"{n} tags ({det} {dword})" if det else f"{n} tags")
+    if units:
+        what = f"{len(units)} devices ({', '.join(units)}), {what}"
+    return what + (f", major hazard sources {', '.join(hss)}" if hss else "")

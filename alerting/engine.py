@@ -709,6 +709,35 @@ class AlarmEngine:
         assert ev is not None
         return ev
 
+    def ack_many(
+        self, refs: Sequence[int | str], user: str, comment: str | None = None
+    ) -> tuple[list[AlarmEvent], list[tuple[str, str]]]:
+        """Acknowledge a group (the console's "acknowledge all in this group") as one operator
+        action: one ``acked`` event per alarm, all with the same user and comment, in the
+        order given. An id given twice is acknowledged once; one that cannot be acknowledged
+        (unknown, nothing to acknowledge) is skipped with the reason, the others still are."""
+        user = _user(user)
+        done: list[AlarmEvent] = []
+        skipped: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for ref in refs:
+            try:
+                a = self._resolve(ref)
+            except AlarmNotFound as e:
+                skipped.append((str(ref), str(e)))
+                continue
+            if a.key in seen:
+                continue
+            seen.add(a.key)
+            try:
+                ev = self._input(a, S.ACK, user=user, comment=comment)
+            except S.InvalidTransition as e:
+                skipped.append((a.key, str(e)))
+                continue
+            assert ev is not None
+            done.append(ev)
+        return done, skipped
+
     def shelve(
         self,
         ref: int | str,

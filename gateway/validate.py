@@ -3,10 +3,11 @@ all call :func:`validate_file` / :func:`validate_text`.
 
 YAML + ``${ENV}`` -> schema -> cross-references -> the source types' own checks (through
 the registry) -> the uplink profile's check -> GB/T 50493-2019 set points and GB 18218-2018
-S / R -> notification and duty -> no silent loss of monitoring (:func:`coverage_problems`). Every finding is a :class:`Problem` with its path, line and
-severity, all collected at once so a user fixes a config in one pass. Any error means the
-config does not run: ``run`` exits 2 listing them, a reload keeps the running config.
-``load_config`` raises :class:`ConfigError` carrying the result.
+S / R -> notification and duty -> no silent loss of monitoring (:func:`coverage_problems`).
+Every finding is a :class:`Problem` with its path, line and severity, all collected at
+once so a user fixes a config in one pass. Any error means the config does not run:
+``run`` exits 2 listing them, a reload keeps the running config. ``load_config`` raises
+:class:`ConfigError` carrying the result.
 
 ``offline_secrets=True`` (``hazardgw check --offline-secrets``, a commissioning laptop
 without the site's secrets): an unset ``${ENV}`` is a warning instead of an error, its value
@@ -33,7 +34,7 @@ from adapters.registry import SOURCE_SPECS, SPEC_BY_TYPE
 from alerting.notify import check_notification
 from alerting.standards import check_standards
 from gateway.config import Config
-from gateway.core.config import GAS_KINDS, BadAlarm, StaleAlarm
+from gateway.core.config import GAS_KINDS, BadAlarm, CommUnit, StaleAlarm
 from gateway.core.intervals import stale_limits
 from gateway.core.problems import Problem, format_path
 from gateway.core.yamlsrc import Path_, SourceMap, YamlError, load_yaml, offline_placeholder
@@ -325,10 +326,10 @@ def coverage_problems(config: Config, smap: SourceMap | None = None) -> list[Pro
     line_of = smap.line_of if smap is not None else (lambda _path: None)
     comm_on = config.alarming.comm.enabled
     limits = stale_limits(config)
-    unit_of = {}
-    for u in config.comm_units():
-        for t in u.tags:
-            unit_of.setdefault(t, u)
+    unit_of: dict[str, CommUnit] = {}
+    for unit in config.comm_units():
+        for tid in unit.tags:
+            unit_of.setdefault(tid, unit)
     has_sources = bool(config.sources)
     out: list[Problem] = []
     for i, t in enumerate(config.tags):

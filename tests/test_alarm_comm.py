@@ -248,7 +248,7 @@ def test_mqtt_broker_loss_shows_as_stale_and_raises_one_comm_alarm() -> None:
     clock = Clock()
     e, events = engine(site([src], tags), clock)
     feed(e, [t["id"] for t in tags], "good")
-    for i, t in enumerate(["WT-1", "WT-2", "WT-3", "WT-4"]):  # messages came at different moments
+    for t in ["WT-1", "WT-2", "WT-3", "WT-4"]:  # messages came at different moments
         clock.t += 2.0
         feed(e, [t], "good")
     clock.t += 25.0  # the broker connection is gone: they go stale one after the other
@@ -264,7 +264,7 @@ def test_mqtt_broker_loss_shows_as_stale_and_raises_one_comm_alarm() -> None:
 def test_restart_keeps_the_comm_alarm_and_does_not_clear_it_on_partial_knowledge() -> None:
     clock = Clock()
     cfg = gds_site()
-    e, events = engine(cfg, clock)
+    e, _ = engine(cfg, clock)
     feed(e, GDS, "comm")
     snaps = {a.key: a.persist() for a in e._alarms.values()}
     e2, ev2 = engine(cfg, clock)
