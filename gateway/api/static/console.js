@@ -790,6 +790,13 @@
       if (!cur || a.priority < cur.p) worst.set(a.tag, { p: a.priority, unack: unack || (cur && cur.p === a.priority && cur.unack) });
       else if (a.priority === cur.p && unack) cur.unack = true;
     }
+    // a tag whose alarm is suppressed under an open COMM alarm is shown in that alarm's colour
+    for (const a of S.alarms.values()) {
+      let root = a.parent ? S.alarms.get(a.parent) : null;
+      for (let i = 0; root && root.parent && i < 4; i++) root = S.alarms.get(root.parent) || root;
+      if (!root || !OPEN.has(root.state) || worst.has(a.tag)) continue;
+      worst.set(a.tag, { p: root.priority, unack: root.state === "UNACK" || root.state === "RTNUN" });
+    }
     for (const el of document.querySelectorAll(".tile")) {
       const w = worst.get(el.dataset.tag);
       el.classList.remove("a1", "a2", "a3", "unack");
