@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.reports.cli import add_parser as add_report_parser
 from gateway.validate import validate_file
 
 EXIT_OK = 0
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.grafana.cli import add_parser as add_grafana_parser
 
     add_grafana_parser(sub)  # hazardgw grafana export|push
+    add_report_parser(sub)  # hazardgw report alarms|...
     add_source_commands(sub)
     return p
 

@@ -329,3 +329,26 @@ def test_vote_tripped_only_by_lost_detectors_is_explained_by_the_comm_alarm() ->
     assert "VOTE-1/vote" in raised(events)
     feed(e, GDS, "comm")
     assert e.get("VOTE-1/vote").state == S.UNACK
+
+
+def test_push_texts_summarise_by_root_cause() -> None:
+    from alerting.notify.records import AlarmInfo
+    from alerting.notify.templates import Templates
+
+    cfg = gds_site()
+    t = Templates(cfg)
+    comm = AlarmInfo(7, "gds-b/comm", "gds-b", "comm", 1, "HS-001", 36.0, None, T0)
+    title, body = t.alarm(comm, "zh")
+    assert title == "【一级(紧急)】Tank farm GDS-B 通讯中断"
+    assert "位号：GDS-B gds-b" in body and "报警：通讯中断：36 个探测器，重大危险源 HS-001、HS-002" in body
+    title, body = t.alarm(comm, "en")
+    assert title == "[P1 emergency] Tank farm GDS-B communication lost"
+    assert "Alarm: communication lost: 36 detectors, major hazard sources HS-001, HS-002" in body
+    # a flood summary puts the root cause first, in words
+    h = AlarmInfo(8, "PT-9/h", "PT-9", "h", 2, "HS-001", 5.0, 4.0, T0)
+    _, text = t.summary([(h, "L1"), (comm, "L2")], "zh", "http://gw/", 60)
+    lines = text.splitlines()
+    assert lines[1].endswith("P1 GDS-B 通讯中断：36 个探测器，重大危险源 HS-001、HS-002 L2")
+    assert "PT-9" in lines[2]
+    fields = t.sms_fields(comm, "zh")
+    assert (fields["tag"], fields["condition"], fields["value"]) == ("GDS-B", "通讯中断", "36 个位号无数据")

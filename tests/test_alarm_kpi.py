@@ -61,26 +61,27 @@ class Writer:
                 data={"cause": "leak at flange", "action": "isolated", "handler": "zhao", "result": "closed"})
 
 
-def known_journal(store: Path) -> Journal:
+def known_journal(store: Path, start: int | None = None) -> Journal:
+    t0 = START if start is None else start
     w = Writer()
-    w.raised("S/stale", START - 30 * 3600 * S)
+    w.raised("S/stale", t0 - 30 * 3600 * S)
     occs = {}
     for i in range(1, 13):
-        occs[i] = w.raised(f"A-{i:02d}/h", START + i * 10 * S)
+        occs[i] = w.raised(f"A-{i:02d}/h", t0 + i * 10 * S)
     for i, after in zip(range(1, 5), (60, 120, 180, 240), strict=True):
-        w.acked(f"A-{i:02d}/h", occs[i], START + (i * 10 + after) * S)
-    w.disposed("A-01/h", occs[1], START + 300 * S)
+        w.acked(f"A-{i:02d}/h", occs[i], t0 + (i * 10 + after) * S)
+    w.disposed("A-01/h", occs[1], t0 + 300 * S)
     for j in range(3):  # CH/h: three occurrences within 40 s
-        t = START + (600 + 20 * j) * S
+        t = t0 + (600 + 20 * j) * S
         o = w.raised("CH/h", t)
         w.acked("CH/h", o, t + 20 * S)
         w.ev("cleared", "CH/h", o, t + 21 * S, "ACKED", "NORM")
-    w.ev("realarmed", "A-01/h", occs[1], START + 700 * S, "ACKED", "UNACK")
-    p1 = w.raised("P1/hh", START + 1900 * S, prio=1)
-    w.acked("P1/hh", p1, START + 2020 * S, prio=1)
-    w.disposed("P1/hh", p1, START + 2100 * S, prio=1)
-    f = w.raised("F/h", START + 2410 * S)
-    w.ev("cleared", "F/h", f, START + 2415 * S, "UNACK", "RTNUN", ts=START + 2415 * S)
+    w.ev("realarmed", "A-01/h", occs[1], t0 + 700 * S, "ACKED", "UNACK")
+    p1 = w.raised("P1/hh", t0 + 1900 * S, prio=1)
+    w.acked("P1/hh", p1, t0 + 2020 * S, prio=1)
+    w.disposed("P1/hh", p1, t0 + 2100 * S, prio=1)
+    f = w.raised("F/h", t0 + 2410 * S)
+    w.ev("cleared", "F/h", f, t0 + 2415 * S, "UNACK", "RTNUN", ts=t0 + 2415 * S)
     j = Journal(store)
     j.open()
     for e in w.events:

@@ -77,7 +77,8 @@ async def test_console_groups_filters_and_acknowledges_a_group(tmp_path: Path) -
             # one row for the lost controller, naming it and what it cut off; its 36 detectors folded
             comm = page.locator('#alarm-list [data-alarm="gds-b/comm"]')
             await expect(comm).to_be_visible(timeout=10_000)
-            await expect(comm.locator(".desc")).to_have_text("GDS-B · 36 detectors, major hazard sources HS-001, HS-002")
+            await expect(comm.locator(".desc")).to_have_text(
+                "GDS-B · 36 detectors, major hazard sources HS-001, HS-002")
             await expect(comm.locator(".where")).to_contain_text("HS-001")
             await expect(comm.locator(".where")).to_contain_text("source gds-b")
             await expect(page.locator('#alarm-list [data-alarm="PT-201/h"] .where')).to_contain_text(
