@@ -28,6 +28,7 @@ from alerting.notify import Notifier, NotifyRecord, notify_line
 from gateway.api.ack import AckLinks, ack_router
 from gateway.api.context import ApiSettings
 from gateway.api.facade import GatewayFacade
+from gateway.alarmkpi import AlarmKpiGauges
 from gateway.api.server import ApiServer  # API and duty console (issue 6)
 from gateway.config import Config
 from gateway.core.intervals import stale_limits
@@ -128,6 +129,8 @@ class Gateway:
                 config.site.code, self.metrics, self.influx, interval=self.self_metrics_interval
             )
         self.stale = StaleWatcher(self.live, self.pipeline, stale_limits(config), clock=self.clock)
+        # alarm KPIs (issue 19): 24 h / 30 d gauges from the journal, for /metrics and Grafana
+        self.alarm_kpi = AlarmKpiGauges(config, lambda: self.alarms.journal, self.metrics)
         # --- uplink to the regulator's platform (issue 9): own durable spool {store.path}/spool/uplink
         self.uplink: UplinkService | None = None
         if config.uplink is not None and config.uplink.enabled:
@@ -254,6 +257,7 @@ class Gateway:
             comps.append(self.uplink)  # after the engine (active alarms), stops after the pipeline drained
         comps.append(self.pipeline)
         comps.append(self.stale)
+        comps.append(self.alarm_kpi)  # after the engine opened its journal; before the self-metrics writer
         if self.self_metrics is not None:
             comps.append(self.self_metrics)
         # --- API (issue 6): after the pipeline and the engine, so it starts last and stops

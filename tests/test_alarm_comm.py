@@ -348,7 +348,7 @@ def test_push_texts_summarise_by_root_cause() -> None:
     h = AlarmInfo(8, "PT-9/h", "PT-9", "h", 2, "HS-001", 5.0, 4.0, T0)
     _, text = t.summary([(h, "L1"), (comm, "L2")], "zh", "http://gw/", 60)
     lines = text.splitlines()
-    assert lines[1].endswith("P1 GDS-B 通讯中断：36 个探测器，重大危险源 HS-001、HS-002 L2")
+    assert lines[1].endswith(" 一级 GDS-B 通讯中断：36 个探测器，重大危险源 HS-001、HS-002 L2")
     assert "PT-9" in lines[2]
     fields = t.sms_fields(comm, "zh")
     assert (fields["tag"], fields["condition"], fields["value"]) == ("GDS-B", "通讯中断", "36 个位号无数据")

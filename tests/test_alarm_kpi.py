@@ -158,3 +158,22 @@ async def test_api_kpi_route_serves_the_same_figures(tmp_path: Path) -> None:
             assert last.status_code == 200 and last.json()["annunciations"] == 0
     finally:
         await gw.stop()
+
+
+def test_kpi_gauges_for_metrics_and_grafana(tmp_path: Path) -> None:
+    from gateway.alarmkpi import AlarmKpiGauges
+    from gateway.core.metrics import Metrics
+
+    j = known_journal(tmp_path)
+    metrics = Metrics()
+    g = AlarmKpiGauges(site(tmp_path), lambda: j, metrics, wall=lambda: END)
+    values = g.refresh()
+    assert values["24h"]["annunciations"] == 18 and values["24h"]["peak_10min"] == 12
+    assert values["24h"]["ack_p50_s"] == pytest.approx(90.0)
+    assert values["30d"]["annunciations"] == 19  # the standing alarm was raised 30 h before
+    sample = metrics.registry.get_sample_value("hazardgw_alarm_kpi", {"kpi": "per_10min", "window": "24h"})
+    assert sample == pytest.approx(18 / 144)
+    # no journal: an error in health, nothing raised into the loop
+    none = AlarmKpiGauges(site(tmp_path), lambda: None, Metrics())
+    with pytest.raises(RuntimeError):
+        none.refresh()

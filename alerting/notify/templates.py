@@ -347,7 +347,8 @@ class Templates:
             if info.condition == "comm":
                 sep = "：" if lang == "zh" else ": "
                 what = self.comm_text(info.tag, lang)
-                lines.append(f"{t:%H:%M:%S} P{info.priority} {self.comm_name(info.tag)} {cond}{sep}{what} {link}")
+                prio = PRIORITY_SHORT_ZH.get(info.priority, "") if lang == "zh" else f"P{info.priority}"
+                lines.append(f"{t:%H:%M:%S} {prio} {self.comm_name(info.tag)} {cond}{sep}{what} {link}")
                 continue
             if lang == "zh":
                 prio = PRIORITY_SHORT_ZH.get(info.priority, str(info.priority))
