@@ -25,10 +25,10 @@ from typing import Any, Protocol
 from adapters.registry import build_sources, spec_of
 from alerting import AlarmEngine, AlarmEvent, Journal, alarm_line
 from alerting.notify import Notifier, NotifyRecord, notify_line
+from gateway.alarmkpi import AlarmKpiGauges
 from gateway.api.ack import AckLinks, ack_router
 from gateway.api.context import ApiSettings
 from gateway.api.facade import GatewayFacade
-from gateway.alarmkpi import AlarmKpiGauges
 from gateway.api.server import ApiServer  # API and duty console (issue 6)
 from gateway.config import Config
 from gateway.core.intervals import stale_limits

@@ -59,7 +59,8 @@ async def test_html_report_renders_in_chromium_and_prints_on_a4(journal: Path, t
         assert await page.eval_on_selector("#kpis tbody tr:nth-child(4) td:last-child", "c => c.className") == "bad"
         top = await page.eval_on_selector_all("#top10 tbody tr", "rows => rows.map(r => r.cells[1].innerText)")
         assert top[:2] == ["CH/h", "A-01/h"] and len(top) == 10
-        p1 = await page.eval_on_selector_all("#p1 tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+        cells = "rows => rows.map(r => [...r.cells].map(c => c.innerText))"
+        p1 = await page.eval_on_selector_all("#p1 tbody tr", cells)
         assert len(p1) == 1
         assert p1[0][1] == "P1/hh" and p1[0][5].endswith("由 zhao") and p1[0][6] == "2 分"
         assert p1[0][8] == "leak at flange；isolated；zhao；closed"
