@@ -14,7 +14,7 @@ from alerting.kpi import KpiSettings, compute
 from gateway.api.auth import Viewer
 from gateway.api.context import ApiContext, Ctx
 from gateway.api.errors import ApiError, responses
-from gateway.api.routes_alarms import _ns
+from gateway.api.routes_alarms import _INT64, _ns
 from gateway.api.schemas import KpiOut
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -34,6 +34,8 @@ def _range(ctx: ApiContext, start: dt.datetime | None, end: dt.datetime | None) 
     e0, s0 = _ns(ctx, end), _ns(ctx, start)
     e = e0 if e0 is not None else time.time_ns()
     s = s0 if s0 is not None else e - DAY_NS
+    if s < 0 or e > _INT64:
+        raise ApiError(400, "bad_request", "'from' and 'to' must be between 1970 and 2262")
     if e <= s:
         raise ApiError(400, "bad_request", "'to' must be after 'from'")
     if e - s > MAX_RANGE_NS:
