@@ -333,7 +333,7 @@ class Journal:
             # popleft/appendleft are atomic; iterating the deque while the loop thread
             # appends would not be. On failure the group goes back to the front, in order.
             q = self._queue
-            items = []
+            items: list[tuple[AlarmEvent, dict[str, Any] | None]] = []
             while q and len(items) < limit:
                 items.append(q.popleft())
             if not items:
