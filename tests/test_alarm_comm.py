@@ -170,7 +170,7 @@ def test_partial_comm_waits_for_the_hold_then_alarms_on_its_own() -> None:
 
 def test_comm_alarm_covers_tags_without_alarms_and_takes_their_priority() -> None:
     """DCS tags with no alarm of their own are still covered: losing them is a COMM alarm."""
-    tags = [{"id": "PT-1", "kind": "pressure", "unit": "MPa", "hazard_source": "HS-001"},
+    tags: list[dict[str, Any]] = [{"id": "PT-1", "kind": "pressure", "unit": "MPa", "hazard_source": "HS-001"},
             {"id": "TT-1", "kind": "temperature", "unit": "°C", "hazard_source": "HS-001",
              "alarms": {"h": {"limit": 50, "priority": 3}}},
             {"id": "FT-9", "kind": "flow", "unit": "m3/h"}]
@@ -240,8 +240,9 @@ def test_whole_bus_down_raises_one_alarm_for_the_bus() -> None:
 
 
 def test_mqtt_broker_loss_shows_as_stale_and_raises_one_comm_alarm() -> None:
-    tags = [{"id": f"WT-{i}", "kind": "combustible_gas", "gas": "CH4", "unit": "%LEL", "range": [0, 100],
-             "hazard_source": "HS-002", "stale_after": "30s"} for i in range(1, 5)]
+    tags: list[dict[str, Any]] = [
+        {"id": f"WT-{i}", "kind": "combustible_gas", "gas": "CH4", "unit": "%LEL", "range": [0, 100],
+         "hazard_source": "HS-002", "stale_after": "30s"} for i in range(1, 5)]
     tags.append({"id": "XX-1", "kind": "analog"})  # no stale_after: cannot show a loss, not watched
     src = {"id": "wireless", "type": "mqtt", "url": "mqtt://10.0.0.9",
            "subscriptions": [{"topic": "w/#", "points": [{"tag": t["id"], "path": f"$.{t['id']}"} for t in tags]}]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -74,5 +75,5 @@ async def test_group_ack_filters_and_comm_views(gw: Gateway) -> None:
     # one journal event per alarm
     j = gw.alarms.journal
     assert j is not None
-    rows = await async_wait_for(lambda: asyncio.to_thread(j.events, kinds=["acked"]), timeout=5)
+    rows: list[dict[str, Any]] = await async_wait_for(lambda: asyncio.to_thread(j.events, kinds=["acked"]), timeout=5)
     assert sorted(r["alarm"] for r in rows) == ["AI/7/h", "PT-201/h", "gds-9/comm"]

@@ -137,7 +137,8 @@ async def test_console_groups_filters_and_acknowledges_a_group(tmp_path: Path) -
             # the journal: one acked event per alarm, same user, none for the others
             j = gw.alarms.journal
             assert j is not None
-            rows = await async_wait_for(lambda: asyncio.to_thread(j.events, kinds=["acked"]), timeout=10)
+            rows: list[dict[str, Any]] = await async_wait_for(
+                lambda: asyncio.to_thread(j.events, kinds=["acked"]), timeout=10)
             assert sorted((r["alarm"], r["user"]) for r in rows) == [
                 ("PT-201/h", "zhao"), ("PT-202/h", "zhao"), ("PT-203/h", "zhao")]
 
