@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from alerting import states as S
 
 if TYPE_CHECKING:
+    from alerting.comm import CommInfo
     from alerting.plan import TagPlan
 
 
@@ -50,6 +51,43 @@ class AlarmView:
     chattering: bool
     suppressible: bool
     message: str | None
+    source: str | None = None  # the source (id) the tag's readings come through
+    parent: str | None = None  # DSUPR under this COMM alarm (its loss explains this alarm)
+    hazard_sources: tuple[str, ...] = ()  # every hazard source the alarm concerns (COMM: several)
+    comm: dict[str, Any] | None = None  # a COMM alarm: what it covers (alerting.comm.CommInfo.data)
+
+
+class Gate:
+    """A gated alarm's parent: the COMM alarm whose loss explains it (alerting/comm.py).
+
+    ``plan`` is the child's tag plan (its ``lost`` flag tells a loss from a device fault);
+    ``members`` (a vote) the member plans with their voted alarms (the vote is explained by
+    the loss while fewer than k members are tripped by anything else); neither for a unit's
+    COMM alarm under its link (always a loss).
+    """
+
+    __slots__ = ("hold", "members", "parent", "plan")
+
+    def __init__(
+        self,
+        parent: AlarmPoint,
+        hold: float,
+        plan: TagPlan | None,
+        members: list[tuple[TagPlan, AlarmPoint | None]] | None = None,
+    ) -> None:
+        self.parent = parent
+        self.hold = hold
+        self.plan = plan
+        self.members = members
+
+    def explains(self, a: AlarmPoint) -> bool:
+        """Is ``a``'s active condition a consequence of the loss (not of the process or a fault)?"""
+        if self.plan is not None:
+            return self.plan.lost
+        if self.members is not None:
+            real = sum(1 for p, m in self.members if (m is not None and m.cond.active) or (p.is_bad and not p.lost))
+            return bool(real < a.cond.k)
+        return True
 
 
 class AlarmPoint:
@@ -58,11 +96,15 @@ class AlarmPoint:
         "acked_by",
         "acked_wall",
         "chattering",
+        "comm",
         "cond",
         "condition",
         "counted",
         "enabled",
+        "gate",
+        "hold_until",
         "hs",
+        "hss",
         "key",
         "latch",
         "limit",
@@ -81,7 +123,9 @@ class AlarmPoint:
         "shelve_until",
         "shelve_until_wall",
         "shelved",
+        "source",
         "state",
+        "supp_by",
         "suppress_state",
         "suppress_tag",
         "suppressed",
@@ -121,6 +165,12 @@ class AlarmPoint:
         self.message = message
         self.value_kind = value_kind  # reading | rate | count | none: what ``value`` of an event is
         self.plan: TagPlan | None = None
+        self.source: str | None = None  # source id of the tag's readings
+        self.hss: tuple[tuple[str, int], ...] = ((hs, priority),) if hs else ()  # status: (hazard source, priority)
+        self.comm: CommInfo | None = None  # a COMM alarm's description and counters
+        self.gate: Gate | None = None  # a gated child (BAD/STALE of a watched tag, a unit under its link)
+        self.supp_by: str | None = None  # DSUPR under this COMM alarm (key)
+        self.hold_until: float | None = None  # monotonic: held waiting for its parent, or for its tags to report
         self.suppress_tag: str | None = None
         self.suppress_state = True
         # state
@@ -197,6 +247,10 @@ class AlarmPoint:
             chattering=self.chattering,
             suppressible=self.suppressible,
             message=self.message,
+            source=self.source,
+            parent=self.supp_by,
+            hazard_sources=tuple(h for h, _ in self.hss),
+            comm=self.comm.data() if self.comm is not None else None,
         )
 
     # -- persistence (journal ``alarm_state``)
@@ -216,6 +270,7 @@ class AlarmPoint:
             "suppressed": self.suppressed,
             "oos": self.oos,
             "recent_ts": list(self.recent_ts),
+            "supp_by": self.supp_by,
         }
 
     def restore(self, snap: dict[str, Any], now: float, wall_ns: int) -> None:
@@ -241,6 +296,8 @@ class AlarmPoint:
         )
         self.suppressed = bool(snap.get("suppressed"))
         self.oos = bool(snap.get("oos"))
+        supp_by = snap.get("supp_by")
+        self.supp_by = supp_by if isinstance(supp_by, str) and self.suppressed else None
         self.recent_ts.clear()
         self.recent_ts.extend(int(t) for t in snap.get("recent_ts") or ())
         self.realarm_due = None

@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from alerting import states as S
-from alerting.alarms import AlarmPoint, AlarmView
+from alerting.alarms import AlarmPoint, AlarmView, Gate
+from alerting.comm import LOSS, CommLost
 from alerting.conditions import PENDING
 from alerting.events import AlarmEvent
 from alerting.journal import Journal, Restored
@@ -91,6 +92,8 @@ class AlarmEngine:
         for w in self.warnings:
             log.warning("alarm config: %s", w)
         self._stale_plans = [(p, p.stale_after) for p in self._plans.values() if p.stale_after is not None]
+        self._comm: list[AlarmPoint] = built.comm
+        self._held: set[AlarmPoint] = set()  # gated alarms waiting for their parent or for their tags
 
         al = config.alarming
         self._shelve_max = al.shelve_max
@@ -218,6 +221,8 @@ class AlarmEngine:
         p.quality = q
         p.usable = q in USABLE
         p.is_bad = q in TRIPS_VOTE or p.stale_flag
+        if p.unit is not None:  # before BAD/STALE: a loss that completes the unit's is suppressed at once
+            self._unit_tag(p, p.unit, q in LOSS or p.stale_flag, now)
         b = p.bad
         if b is not None:
             c = b.cond.feed_quality(q, now)
@@ -265,6 +270,12 @@ class AlarmEngine:
                     self._went_stale(p)
                 except Exception:
                     self._error("stale", p.tag)
+        if self._held:
+            for a in [a for a in self._held if a.hold_until is not None and now >= a.hold_until]:
+                try:
+                    self._hold_ended(a)
+                except Exception:
+                    self._error("timer", a.key)
         if self._flood and now - self._flood_times[0] > self._flood_window:
             self._flood = False
             self._m.in_flood.set(0)
@@ -290,6 +301,8 @@ class AlarmEngine:
         p.stale_flag = True
         p.is_bad = True
         p.usable = False
+        if p.unit is not None:
+            self._unit_tag(p, p.unit, True, self._clock())
         st = p.stale
         if st is not None and st.cond.set(True):
             self._cond_changed(st, None)
@@ -300,7 +313,136 @@ class AlarmEngine:
     def _cond_changed(self, a: AlarmPoint, ts: int | None) -> None:
         if not a.enabled:
             return
-        self._input(a, S.ACTIVATE if a.cond.active else S.RETURN, ts=ts)
+        g = a.gate
+        if g is None or not self._gated(a, g):
+            self._input(a, S.ACTIVATE if a.cond.active else S.RETURN, ts=ts)
+        if a.comm is not None:
+            self._comm_changed(a)
+
+    # ================================================================== loss of monitoring (alerting/comm.py)
+    def _unit_tag(self, p: TagPlan, u: AlarmPoint, lost: bool, now: float) -> None:
+        """A watched tag of unit ``u`` changed quality: recount and decide the unit's loss.
+
+        Lost = every watched tag lost; not lost as soon as one heard-from tag is not. Until
+        every tag has been heard from (or gone stale) since start, a loss is not decided:
+        after a restart a restored COMM alarm is not cleared by partial knowledge.
+        """
+        c = u.comm
+        assert c is not None
+        if not p.known:
+            p.known = True
+            c.known += 1
+        if lost != p.lost:
+            p.lost = lost
+            c.lost += 1 if lost else -1
+        if c.lost == c.watch_n:
+            raw = True
+        elif c.known > c.lost:
+            raw = False
+        else:
+            return
+        self._feed_comm(u, raw, now)
+
+    def _feed_comm(self, a: AlarmPoint, raw: bool, now: float) -> None:
+        cond = a.cond
+        assert isinstance(cond, CommLost)
+        r = cond.feed_lost(raw, now)
+        if r == PENDING:
+            self._timed.add(a)
+        elif r:
+            self._cond_changed(a, None)
+
+    def _comm_changed(self, a: AlarmPoint) -> None:
+        """A COMM alarm's condition changed: settle its children, tell its link."""
+        c = a.comm
+        assert c is not None
+        now = self._clock()
+        if a.cond.active:
+            for child in c.children:
+                if child in self._held and child.cond.active and child.supp_by is None:
+                    self._held.discard(child)
+                    child.hold_until = None
+                    if child.gate is not None and child.gate.explains(child):
+                        self._suppress_child(child, a)
+                    else:
+                        self._input(child, S.ACTIVATE)
+        else:
+            for child in c.children:
+                if child.supp_by != a.key:
+                    continue
+                if child.cond.active:  # still lost: give it time to report, then it alarms on its own
+                    child.hold_until = now + c.hold
+                    self._held.add(child)
+                else:
+                    self._held.discard(child)
+                    self._unsuppress_child(child)
+        link = c.link
+        if link is not None and link.comm is not None:
+            self._feed_comm(link, all(m.cond.active for m in link.comm.members), now)
+
+    def _gated(self, a: AlarmPoint, g: Gate) -> bool:
+        """Decide a gated alarm's condition change; True when handled here (no plain input)."""
+        if a.cond.active:
+            if not g.explains(a):
+                return False  # e.g. a device fault (quality bad) while the source is fine: alarms as usual
+            if a.supp_by is not None:
+                return True  # still under its parent (back within the grace after a recovery)
+            if g.parent.cond.active:
+                self._suppress_child(a, g.parent)
+                return True
+            a.hold_until = self._clock() + g.hold
+            self._held.add(a)
+            return True
+        if a.supp_by is not None:
+            self._held.discard(a)
+            a.hold_until = None
+            self._unsuppress_child(a)
+            return True
+        if a in self._held:  # returned before it was ever raised
+            self._held.discard(a)
+            a.hold_until = None
+            return True
+        return False
+
+    def _hold_ended(self, a: AlarmPoint) -> None:
+        self._held.discard(a)
+        a.hold_until = None
+        g = a.gate
+        assert g is not None
+        if not a.cond.active:
+            if a.supp_by is not None:
+                self._unsuppress_child(a)
+        elif g.parent.cond.active and g.explains(a):
+            if a.supp_by is None:
+                self._suppress_child(a, g.parent)
+        elif a.supp_by is not None:
+            self._unsuppress_child(a)  # -> NORM, then raised at once (active when the suppression ended)
+        else:
+            self._input(a, S.ACTIVATE, comment=f"not explained by {g.parent.key} after {g.hold:g} s")
+
+    def _suppress_child(self, a: AlarmPoint, parent: AlarmPoint) -> None:
+        a.supp_by = parent.key
+        self._input(
+            a,
+            S.SUPPRESS,
+            user=SYSTEM,
+            comment=f"{parent.key}: communication lost",
+            data={"parent": parent.key},
+            flags=(a.oos, True, a.shelved),
+        )
+
+    def _unsuppress_child(self, a: AlarmPoint) -> None:
+        parent = a.supp_by
+        a.supp_by = None
+        why = "reports again" if not a.cond.active else f"still {a.condition} after {parent} recovered"
+        self._input(
+            a,
+            S.UNSUPPRESS,
+            user=SYSTEM,
+            comment=f"{a.tag}: {why}",
+            data={"parent": parent},
+            flags=(a.oos, False, a.shelved),
+        )
 
     def _input(
         self,
@@ -410,6 +552,8 @@ class AlarmEngine:
         data: dict[str, Any] | None,
     ) -> AlarmEvent:
         t = ts if ts is not None else wall
+        if data is None and a.comm is not None and name == S.RAISED:
+            data = {"comm": a.comm.data()}
         recent = a.recent_ts
         while t in recent:  # same series and timestamp would overwrite the earlier point in InfluxDB
             t += 1
@@ -437,6 +581,7 @@ class AlarmEngine:
             flood=self._flood,
             message=a.message,
             data=data,
+            source=a.source,
         )
 
     def _emit(self, event: AlarmEvent, a: AlarmPoint) -> None:
@@ -456,15 +601,17 @@ class AlarmEngine:
                 self._rlog.error(f"cb:{id(cb)}", "alarm subscriber %r failed", cb, exc_info=True)
 
     def _recount(self, a: AlarmPoint) -> None:
-        hs = a.hs
-        if hs is None:
+        hss = a.hss
+        if not hss:
             return
         counted = a.enabled and a.cond.active and a.state in _COUNTED
         if counted != a.counted:
             a.counted = counted
-            counts = self._hs_counts.setdefault(hs, [0, 0, 0])
-            counts[a.priority - 1] += 1 if counted else -1
-            self._update_hs(hs)
+            d = 1 if counted else -1
+            for hs, prio in hss:  # a COMM alarm counts in every hazard source it covers
+                counts = self._hs_counts.setdefault(hs, [0, 0, 0])
+                counts[prio - 1] += d
+                self._update_hs(hs)
 
     def _update_hs(self, hs: str) -> None:
         counts = self._hs_counts[hs]
@@ -561,6 +708,35 @@ class AlarmEngine:
         ev = self._input(a, S.ACK, user=_user(user), comment=comment)
         assert ev is not None
         return ev
+
+    def ack_many(
+        self, refs: Sequence[int | str], user: str, comment: str | None = None
+    ) -> tuple[list[AlarmEvent], list[tuple[str, str]]]:
+        """Acknowledge a group (the console's "acknowledge all in this group") as one operator
+        action: one ``acked`` event per alarm, all with the same user and comment, in the
+        order given. An id given twice is acknowledged once; one that cannot be acknowledged
+        (unknown, nothing to acknowledge) is skipped with the reason, the others still are."""
+        user = _user(user)
+        done: list[AlarmEvent] = []
+        skipped: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for ref in refs:
+            try:
+                a = self._resolve(ref)
+            except AlarmNotFound as e:
+                skipped.append((str(ref), str(e)))
+                continue
+            if a.key in seen:
+                continue
+            seen.add(a.key)
+            try:
+                ev = self._input(a, S.ACK, user=user, comment=comment)
+            except S.InvalidTransition as e:
+                skipped.append((a.key, str(e)))
+                continue
+            assert ev is not None
+            done.append(ev)
+        return done, skipped
 
     def shelve(
         self,

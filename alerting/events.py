@@ -45,7 +45,10 @@ class AlarmEvent:
     chattering: bool = False  # the alarm raised >= chatter_cycles times within chatter_window
     flood: bool = False  # the engine is in flood (> flood_count annunciations in flood_window)
     message: str | None = None  # the alarm's configured message (discrete alarms)
-    data: Mapping[str, Any] | None = None  # disposition {cause, action, handler, result}; shelve {until, one_shot}
+    # disposition {cause, action, handler, result}; shelve {until, one_shot}; COMM raised {comm: {...}};
+    # suppressed/unsuppressed under a COMM alarm {parent}
+    data: Mapping[str, Any] | None = None
+    source: str | None = None  # the source (id) the tag's readings come through; COMM: the lost source(s)
 
     @property
     def annunciates(self) -> bool:

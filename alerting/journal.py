@@ -485,6 +485,38 @@ class Journal:
             con.close()
 
 
+    def kpi_rows(self, since_ns: int, until_ns: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What alerting/kpi.py needs for [since, until): the annunciations (raised, realarmed
+        events) made in it, oldest first, and the occurrences overlapping it (raised before
+        ``until``, not closed before ``since``). Blocking; one read transaction."""
+        con = self._reader()
+        try:
+            con.execute("BEGIN")
+            ann = [dict(r) for r in con.execute(
+                "SELECT wall_ns, alarm, tag, condition, hs, priority, event FROM events "
+                "WHERE event IN ('raised', 'realarmed') AND wall_ns >= ? AND wall_ns < ? ORDER BY seq",
+                (since_ns, until_ns),
+            )]
+            occ = [dict(r) for r in con.execute(
+                "SELECT * FROM occurrences WHERE raised_wall < ? AND (closed_wall IS NULL OR closed_wall >= ?) "
+                "ORDER BY id",
+                (until_ns, since_ns),
+            )]
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        return ann, occ
+
+    def oldest_event_wall(self) -> int | None:
+        """Wall time (ns) of the oldest event kept (retention prunes older ones). Blocking."""
+        con = self._reader()
+        try:
+            row = con.execute("SELECT min(wall_ns) FROM events").fetchone()
+        finally:
+            con.close()
+        return int(row[0]) if row and row[0] is not None else None
+
+
 def _write_event(con: sqlite3.Connection, ev: AlarmEvent, snap: dict[str, Any] | None) -> None:
     data = json.dumps(dict(ev.data), ensure_ascii=False, default=str) if ev.data is not None else None
     con.execute(

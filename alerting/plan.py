@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from alerting.alarms import AlarmPoint
+from alerting.comm import build_comm
 from alerting.conditions import (
     BadQuality,
     Discrete,
@@ -52,14 +53,17 @@ class TagPlan:
         "extra",
         "hs",
         "is_bad",
+        "known",
         "last_seen",
         "last_value",
+        "lost",
         "quality",
         "stale",
         "stale_after",
         "stale_flag",
         "suppresses",
         "tag",
+        "unit",
         "usable",
         "value_alarms",
         "vote_links",
@@ -75,6 +79,7 @@ class TagPlan:
         self.vote_links: list[VoteLink] = []
         self.suppresses: list[AlarmPoint] = []  # alarms suppressed by design by this (discrete) tag
         self.extra = False  # has vote links or suppresses: post-reading work
+        self.unit: AlarmPoint | None = None  # the COMM alarm of the source unit watching this tag
         # live
         self.last_seen = 0.0  # monotonic
         self.last_value: float | None = None
@@ -82,6 +87,8 @@ class TagPlan:
         self.usable = False
         self.stale_flag = False  # no reading within stale_after (engine scan)
         self.is_bad = False  # quality bad/comm/stale or stale_flag
+        self.lost = False  # quality comm/stale or stale_flag: nothing arrives (counted in its unit)
+        self.known = False  # heard from (or gone stale) since start (counted in its unit)
 
     @property
     def alarms(self) -> list[AlarmPoint]:
@@ -102,6 +109,7 @@ class Plans:
     tags: dict[str, TagPlan] = field(default_factory=dict)
     alarms: dict[str, AlarmPoint] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    comm: list[AlarmPoint] = field(default_factory=list)  # COMM alarms (alerting/comm.py)
 
 
 def default_deadband(tag: Tag) -> float:
@@ -287,6 +295,11 @@ def build_plans(config: SiteConfig) -> Plans:
             p.extra = True
 
     _link_suppressors(plans, tags, plan_of)
+    source_of = {t: u.source for u in config.comm_units() for t in u.tags}
+    for a in plans.alarms.values():
+        if a.plan is not None:
+            a.source = source_of.get(a.tag)
+    plans.comm = build_comm(config, plans.alarms, plan_of, plans.warnings)
     return plans
 
 

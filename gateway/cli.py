@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.reports.cli import add_parser as add_report_parser
 from gateway.validate import validate_file
 
 EXIT_OK = 0
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.taglist.cli import add_parser as add_tags_parser
 
     add_tags_parser(sub)  # hazardgw tags export|import|template
+    add_report_parser(sub)  # hazardgw report alarms|...
     add_source_commands(sub)
     return p
 

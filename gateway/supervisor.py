@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from adapters.registry import build_sources, spec_of
 from alerting import AlarmEngine, AlarmEvent, Journal, alarm_line
 from alerting.notify import Notifier, NotifyRecord, notify_line
+from gateway.alarmkpi import AlarmKpiGauges
 from gateway.api.ack import AckLinks, ack_router
 from gateway.api.context import ApiSettings
 from gateway.api.facade import GatewayFacade
@@ -128,6 +129,8 @@ class Gateway:
                 config.site.code, self.metrics, self.influx, interval=self.self_metrics_interval
             )
         self.stale = StaleWatcher(self.live, self.pipeline, stale_limits(config), clock=self.clock)
+        # alarm KPIs (issue 19): 24 h / 30 d gauges from the journal, for /metrics and Grafana
+        self.alarm_kpi = AlarmKpiGauges(config, lambda: self.alarms.journal, self.metrics)
         # --- uplink to the regulator's platform (issue 9): own durable spool {store.path}/spool/uplink
         self.uplink: UplinkService | None = None
         if config.uplink is not None and config.uplink.enabled:
@@ -259,6 +262,7 @@ class Gateway:
             comps.append(self.uplink)  # after the engine (active alarms), stops after the pipeline drained
         comps.append(self.pipeline)
         comps.append(self.stale)
+        comps.append(self.alarm_kpi)  # after the engine opened its journal; before the self-metrics writer
         if self.self_metrics is not None:
             comps.append(self.self_metrics)
         # --- API (issue 6): after the pipeline and the engine, so it starts last and stops
@@ -320,6 +324,8 @@ class Gateway:
         if new == old:
             return "no changes"
         changed = [f for f in DOWNSTREAM_SECTIONS if getattr(old, f) != getattr(new, f)]
+        if not changed and _alarm_view_of_sources(old) != _alarm_view_of_sources(new):
+            changed.append("alarm units")  # the engine's COMM units and stale limits come from sources
         restart = _sources_to_restart(old, new)
         done: list[str] = []
         if changed:
@@ -380,6 +386,13 @@ def split_store_bytes(config: Config) -> tuple[int, int]:
     if config.influx is None:
         return 0, total
     return total - total // 4, total // 4
+
+
+def _alarm_view_of_sources(config: Config) -> tuple[object, ...]:
+    """What the alarm engine and the stale watcher take from ``sources``: the units of loss of
+    monitoring (COMM alarms) and each tag's stale limit. A sources-only reload that changes
+    them rebuilds the downstream components like any other alarm change."""
+    return tuple(config.comm_units()), tuple(sorted(stale_limits(config).items()))
 
 
 def _sources_to_restart(old: Config, new: Config) -> set[str]:

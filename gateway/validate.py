@@ -2,8 +2,9 @@
 all call :func:`validate_file` / :func:`validate_text`.
 
 YAML + ``${ENV}`` -> schema -> cross-references -> the source types' own checks (through
-the registry) -> the uplink profile's checks (and its mapping file) -> GB/T 50493-2019 set points and GB 18218-2018
-S / R -> notification and duty. Every finding is a :class:`Problem` with its path, line and
+the registry) -> the uplink profile's checks (and its mapping file) -> GB/T 50493-2019 set
+points and GB 18218-2018 S / R -> notification and duty -> no silent loss of monitoring
+(:func:`coverage_problems`). Every finding is a :class:`Problem` with its path, line and
 severity, all collected at once so a user fixes a config in one pass. Any error means the
 config does not run: ``run`` exits 2 listing them, a reload keeps the running config.
 ``load_config`` raises :class:`ConfigError` carrying the result.
@@ -33,7 +34,8 @@ from adapters.registry import SOURCE_SPECS, SPEC_BY_TYPE
 from alerting.notify import check_notification
 from alerting.standards import check_standards
 from gateway.config import Config
-from gateway.core.config import GAS_KINDS
+from gateway.core.config import GAS_KINDS, BadAlarm, CommUnit, StaleAlarm
+from gateway.core.intervals import stale_limits
 from gateway.core.problems import Problem, format_path
 from gateway.core.yamlsrc import Path_, SourceMap, YamlError, load_yaml, offline_placeholder
 from gateway.uplink.profile import ProfileError, resolve_profile
@@ -319,6 +321,54 @@ def _uplink_problems(config: Config, smap: SourceMap) -> list[Problem]:
     return out
 
 
+def coverage_problems(config: Config, smap: SourceMap | None = None) -> list[Problem]:
+    """No silent loss of monitoring: every tag of a hazard source must be covered by its
+    source unit's COMM alarm (alerting/comm.py) or by a BAD/STALE alarm of its own that can
+    see the loss. Each error names the tag and the fix (docs/alarms.md, "Loss of monitoring")."""
+    line_of = smap.line_of if smap is not None else (lambda _path: None)
+    comm_on = config.alarming.comm.enabled
+    limits = stale_limits(config)
+    unit_of: dict[str, CommUnit] = {}
+    for unit in config.comm_units():
+        for tid in unit.tags:
+            unit_of.setdefault(tid, unit)
+    has_sources = bool(config.sources)
+    out: list[Problem] = []
+    for i, t in enumerate(config.tags):
+        if t.hazard_source is None:
+            continue
+        u = unit_of.get(t.id)
+        if u is None and not has_sources:
+            continue  # nothing is read at all (a config being drafted): the binding warning says so
+        stale_limit = t.id in limits
+        seen = u is not None and (u.reports_comm or stale_limit)
+        if comm_on and seen:
+            continue  # the unit's COMM alarm covers it
+        gas = t.kind in GAS_KINDS
+        st = t.alarms.stale if t.alarms.stale is not None else (StaleAlarm() if gas else None)
+        bad = t.alarms.bad if t.alarms.bad is not None else (BadAlarm() if gas else None)
+        own_stale = st is not None and st.enabled and stale_limit
+        own_bad = bad is not None and bad.enabled and "comm" in bad.qualities and u is not None and u.reports_comm
+        if own_stale or own_bad:
+            continue
+        where = f"tag {t.id!r} of hazard source {t.hazard_source}"
+        if u is None:
+            why = ("is bound to no source point (and no single MQTT native feed carries it), so no COMM alarm "
+                   "covers it")
+            fix = "bind it to a source point, or give it stale_after and alarms: {stale: {}}"
+        elif not seen:
+            why = (f"comes from {u.label} ({u.source}), which shows a lost connection only as stale data, and the "
+                   "tag has no stale_after")
+            fix = "set stale_after on the tag (e.g. 3 x its publish interval)"
+        else:
+            why = "has no BAD or STALE alarm and COMM alarms are off (alarming.comm.enabled: false)"
+            fix = ("enable alarming.comm, or give the tag alarms: {stale: {}}" if stale_limit
+                   else "enable alarming.comm, or give the tag stale_after and alarms: {stale: {}}")
+        path: Path_ = ("tags", i)
+        out.append(Problem(path, line_of(path), f"{where} can lose monitoring without an alarm: it {why}. Fix: {fix}"))
+    return out
+
+
 def _model_problems(config: Config, smap: SourceMap) -> list[Problem]:
     """Checks on the validated model: GB/T 50493 set points and GB 18218 (S, R), notification."""
     rep = check_standards(config, smap.line_of)
@@ -412,6 +462,7 @@ def validate_text(
     if config is not None:
         problems.extend(_source_problems(config, smap))
         problems.extend(_uplink_problems(config, smap))
+        problems.extend(coverage_problems(config, smap))
         if not result.errors:  # set points and notification judged on a config that is otherwise sound
             # (not downgraded: the placeholders are made to pass the notify URL checks, so a
             # broken URL is still an error with its secrets unset)

@@ -335,6 +335,7 @@ def test_stale_default_three_poll_intervals() -> None:
     cfg = make_config(
         [{"id": "GT-1", "kind": "toxic_gas", "gas": "H2S", "unit": "mg/m3", "alarms": {"h": {"limit": 10}}}],
         sources=[modbus_source(["GT-1"], poll="2s")],
+        alarming={"comm": {"enabled": False}},  # the tag's own STALE alarm, not its source's COMM alarm
     )
     h = Harness(cfg)
     h.at(0, "GT-1", 1.0)

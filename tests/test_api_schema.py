@@ -92,7 +92,7 @@ def test_openapi_schema_is_valid_and_complete(api_schema: schemathesis.BaseSchem
     assert {
         "/api/health", "/api/tags", "/api/tags/{tag}", "/api/alarms", "/api/alarms/history",
         "/api/alarms/{id}/ack", "/api/alarms/{id}/shelve", "/api/alarms/{id}/unshelve", "/api/alarms/{id}/dispose",
-        "/api/events", "/api/online", "/metrics", "/",
+        "/api/events", "/api/online", "/metrics", "/", "/api/alarms/ack", "/api/kpi",
     } <= paths
     assert raw["components"]["securitySchemes"]["token"] == {
         "type": "http", "scheme": "bearer", "description": raw["components"]["securitySchemes"]["token"]["description"],
@@ -105,7 +105,7 @@ OPERATIONS = [
     ("GET", "/api/health"), ("GET", "/api/tags"), ("GET", "/api/tags/{tag}"), ("GET", "/api/alarms"),
     ("GET", "/api/alarms/history"), ("POST", "/api/alarms/{id}/ack"), ("POST", "/api/alarms/{id}/shelve"),
     ("POST", "/api/alarms/{id}/unshelve"), ("POST", "/api/alarms/{id}/dispose"), ("GET", "/api/online"),
-    ("GET", "/metrics"), ("GET", "/"),
+    ("GET", "/metrics"), ("GET", "/"), ("POST", "/api/alarms/ack"), ("GET", "/api/kpi"),
 ]
 
 

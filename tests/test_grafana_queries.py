@@ -158,6 +158,10 @@ def test_query_results_match_the_demo_data(
     assert {(r["tag"], r["condition"]): r["annunciations"] for r in counts} == {
         ("GT-101", "h"): 1, ("GT-102", "hh"): 1, ("GT-201", "hh"): 2}
 
+    # alarm KPIs (gateway.alarmkpi gauges via the self metrics): per_10min is KPIS[1] -> 1.0 in both windows
+    kpi = _panel(dashboards, "alarms", T("kpi_per_10min"))
+    assert [run(kpi, i)[0][w] for i, w in enumerate(("24h", "30d"))] == [1.0, 1.0]
+
     # data online rate: HS-002 all tags good; HS-001 loses one of 21 tags for the last 6 min
     online = _panel(dashboards, "overview", T("online"))
     hs_index = {hs.code: i for i, hs in enumerate(config.hazard_sources)}

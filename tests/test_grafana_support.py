@@ -90,6 +90,12 @@ def gateway_lines(config: Config, ts_ns: int, *, status: dict[str, int], active:
         alarm_metrics.active_children[prio].set(n)
     for source, up in connected.items():
         metrics.source_connected.labels(source).set(up)
+    from gateway.alarmkpi import KPIS, WINDOWS, KpiMetrics
+
+    kpi = KpiMetrics(metrics.registry)  # the alarm KPI gauges (gateway.alarmkpi), with a value each
+    for window in WINDOWS:
+        for i, name in enumerate(KPIS):
+            kpi.kpi.labels(name, window).set(float(i))
     writer = SelfMetricsWriter(config.site.code, metrics, sink=None, wall=lambda: ts_ns)  # type: ignore[arg-type]
     return writer.snapshot()
 

@@ -145,7 +145,7 @@ ALARM = _envelope(
         "occurrence": {"type": ["integer", "null"]},
         "seq": {"type": "integer", "minimum": 1},
         "event": {"type": "string"},
-        "alarmType": {"enum": ["HH", "H", "L", "LL", "ROC", "STALE", "BAD", "FROZEN", "DISCRETE", "VOTE"]},
+        "alarmType": {"enum": ["HH", "H", "L", "LL", "ROC", "STALE", "BAD", "FROZEN", "DISCRETE", "VOTE", "COMM"]},
         "alarmStatus": STATUS,
         "priority": {"enum": [1, 2, 3]},
         "state": {"enum": ["NORM", "UNACK", "ACKED", "RTNUN", "SHLVD", "DSUPR", "OOSRV"]},

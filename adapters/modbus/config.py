@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from adapters.modbus.addressing import modicon_suggestion, parse_modicon
-from gateway.core.config import Duration, Id, Model, SourceConfig
+from gateway.core.config import CommLink, CommUnit, Duration, Id, Model, SourceConfig
 
 BYTE_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
@@ -211,12 +212,24 @@ class ModbusCommon(SourceConfig):
     def expected_interval(self) -> float:
         return float(self.poll_interval)
 
+    def bus(self) -> CommLink:
+        """The connection this device shares with the other entries naming the same endpoint."""
+        raise NotImplementedError
+
+    def comm_units(self) -> list[CommUnit]:
+        """One unit per entry (one device), linked to its bus: a device that stops answering
+        raises its own COMM alarm, a bus that goes down (every device on it) raises one."""
+        return [replace(u, link=self.bus()) for u in super().comm_units()]
+
 
 class ModbusTcpSource(ModbusCommon):
     type: Literal["modbus_tcp"]
     host: str
     port: int = Field(default=502, ge=1, le=65535)
     framer: Literal["socket", "rtu"] = Field(default="socket", description="rtu = RTU over TCP")
+
+    def bus(self) -> CommLink:
+        return CommLink(f"modbus:{self.host}:{self.port}", f"Modbus {self.host}:{self.port}")
 
 
 class ModbusRtuSource(ModbusCommon):
@@ -247,3 +260,7 @@ class ModbusRtuSource(ModbusCommon):
         if not v.strip():
             raise ValueError("port must name a serial device or socket://host:port")
         return v
+
+    def bus(self) -> CommLink:
+        where = self.port.removeprefix("socket://").rstrip("/")
+        return CommLink(f"modbus:{where}", f"Modbus RTU {where}")

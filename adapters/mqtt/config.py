@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cached_property
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,8 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from adapters.mqtt.jsonpath import compile_path
-from gateway.core.config import Duration, Id, Model, Size, SourceConfig
-from gateway.core.models import Quality
+from gateway.core.config import CommLink, CommUnit, Duration, Id, Model, Size, SourceConfig
 
 Format = Literal["json", "native", "records", "sparkplug_b"]
 _BINDING = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -299,18 +299,41 @@ class MqttSource(SourceConfig):
     def point_tags(self) -> Iterator[str]:
         return (p.tag for sub in self.subscriptions for p in sub.points)
 
-    def comm_units(self) -> dict[str, str]:
-        """``{tag: comm unit}``: the publisher each bound tag depends on, for per-publisher
-        communication alarms. Sparkplug B: ``spBv1.0/{group}/{edge_node}[/{device}]`` (NDEATH /
-        DDEATH turn exactly these to ``comm``); json/records points: the subscription's topic
-        with the point's ``match`` filled in (``plant/gds7/telemetry``), or the topic filter
-        itself for an exact topic or a ``single_publisher`` subscription. Tags named only by
-        payloads (``native``, ``records`` without points) are not listed."""
+    def publishers(self) -> dict[str, str]:
+        """``{tag: publisher}``: the publisher each bound tag depends on. Sparkplug B:
+        ``spBv1.0/{group}/{edge_node}[/{device}]`` (NDEATH / DDEATH turn exactly these to
+        ``comm``); json/records points: the subscription's topic with the point's ``match``
+        filled in (``plant/gds7/telemetry``), or the topic filter itself for an exact topic or a
+        ``single_publisher`` subscription. Tags named only by payloads (``native``, ``records``
+        without points) are not listed."""
         out: dict[str, str] = {}
         for sub in self.subscriptions:
             for p in sub.points:
                 out.setdefault(p.tag, sub.comm_unit(p))
         return out
 
-
-QUALITY_WORDS = frozenset(Quality.ALL)
+    def comm_units(self) -> list[CommUnit]:
+        """One unit per publisher (:meth:`publishers`), sharing the broker connection as their
+        :class:`CommLink`: a lost broker reads as one COMM alarm for the source, a silent device
+        as one for that device. With one publisher the unit is the source itself. Sparkplug
+        units report ``comm`` (deaths); json/records units show a loss only as ``stale``
+        readings (their tags need ``stale_after``). The tags ``native`` payloads name go to the
+        broker connection."""
+        native = any(sub.format == "native" for sub in self.subscriptions)
+        by_pub: dict[str, list[str]] = {}
+        for tag, pub in self.publishers().items():
+            by_pub.setdefault(pub, []).append(tag)
+        if len(by_pub) <= 1:
+            unit = super().comm_units()[0]
+            sparkplug = any(pub.startswith(SPARKPLUG_NAMESPACE + "/") for pub in by_pub)
+            return [replace(unit, carries_unbound=native, reports_comm=sparkplug)]
+        link = CommLink(id=self.id, name=self.name or self.id)
+        units = [
+            CommUnit(id=f"{self.id}.{pub.replace('/', '.')}", source=self.id, tags=tuple(tags), name=pub,
+                     link=link, reports_comm=pub.startswith(SPARKPLUG_NAMESPACE + "/"))
+            for pub, tags in by_pub.items()
+        ]
+        if native:
+            units.append(CommUnit(id=f"{self.id}.native", source=self.id, tags=(), name=f"{self.name or self.id} "
+                                  "(native)", link=link, reports_comm=False, carries_unbound=True))
+        return units

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 from zoneinfo import ZoneInfo
 
+from alerting.comm import comm_descriptions, comm_summary
 from alerting.notify.providers import FIELDS as SMS_FIELDS
 from alerting.notify.records import AlarmInfo
 from gateway.core.config import TEMPLATE_FIELDS, SiteConfig
@@ -36,6 +37,7 @@ CONDITION_TEXT: Final = {
         "frozen": "数据冻结",
         "discrete": "开关量报警",
         "vote": "表决报警",
+        "comm": "通讯中断",
     },
     "en": {
         "hh": "HIGH-HIGH",
@@ -48,6 +50,7 @@ CONDITION_TEXT: Final = {
         "frozen": "frozen value",
         "discrete": "discrete alarm",
         "vote": "voting alarm",
+        "comm": "communication lost",
     },
 }
 PRIORITY_TEXT: Final = {
@@ -134,6 +137,7 @@ class Templates:
         for v in config.votes:
             self.tags[v.id] = TagText(v.name, "", None, len(v.tags))
         self.custom = {lang: tpl for lang, tpl in config.notification.templates.items()}
+        self.comm = comm_descriptions(config)  # COMM alarm tag -> what it covers
 
     # ------------------------------------------------------------------ fields
     def time_text(self, ns: int) -> str:
@@ -160,9 +164,23 @@ class Templates:
             return ("无数据" if lang == "zh" else "no data"), f"{fmt_number(info.limit)}{sec}"
         if c == "bad":
             return ("故障" if lang == "zh" else "fault"), "—"
+        if c == "comm":
+            count = int(self.comm.get(info.tag, {}).get("tags") or 0)
+            return (f"{count} 个位号无数据" if lang == "zh" else f"{count} tags without data"), "—"
         if c == "discrete":
             return fmt_number(info.value), "—"
         return fmt_number(info.value) + unit, fmt_number(info.limit) + unit
+
+    def comm_name(self, tag: str) -> str:
+        """The name people know a lost source by (GDS-B), else its id."""
+        d = self.comm.get(tag)
+        return str(d.get("name") or tag) if d else tag
+
+    def comm_text(self, tag: str, lang: str) -> str:
+        d = self.comm.get(tag)
+        if d is None:
+            return "—"
+        return comm_summary(d, lang)
 
     def fields(
         self,
@@ -185,13 +203,19 @@ class Templates:
         if realarm:
             escalation = REALARM_TEXT[lang] + escalation
         st = state or "UNACK"
+        message = info.message
+        tag_text, tag_name = info.tag, tt.name if tt is not None else ""
+        if info.condition == "comm":  # root cause: "GDS-B 通讯中断：36 个探测器，重大危险源 HS-001、HS-002"
+            tag_text = self.comm_name(info.tag)
+            tag_name = "" if tag_text == info.tag else info.tag
+            message = self.comm_text(info.tag, lang)
         f = {
             "site": self.site,
             "site_code": self.site_code,
             "hs": info.hs or "—",
             "hs_name": self.hs_names.get(info.hs or "", info.hs or ""),
-            "tag": info.tag,
-            "tag_name": tt.name if tt is not None else "",
+            "tag": tag_text,
+            "tag_name": tag_name,
             "condition": info.condition,
             "condition_text": CONDITION_TEXT[lang].get(info.condition, info.condition),
             "priority": str(info.priority),
@@ -206,7 +230,7 @@ class Templates:
             "step": str(step),
             "escalation": escalation,
             "person": person,
-            "message": (("：" if lang == "zh" else ": ") + info.message) if info.message else "",
+            "message": (("：" if lang == "zh" else ": ") + message) if message else "",
         }
         assert set(f) == set(TEMPLATE_FIELDS)
         return f
@@ -310,7 +334,9 @@ class Templates:
             head = f"{self.site} alarm flood (summary of {mins} min): P2 {counts[2]}, P3 {counts[3]}"
             more = "{k} more, see the duty console: {console}"
         lines = [head]
-        for i, (info, link) in enumerate(items):
+        # root causes first: a lost source reads as one line naming what it cut off
+        ordered = sorted(enumerate(items), key=lambda ix: (ix[1][0].condition != "comm", ix[0]))
+        for i, (_, (info, link)) in enumerate(ordered):
             if i >= SUMMARY_MAX_LINKS:
                 lines.append(more.format(k=n - SUMMARY_MAX_LINKS, console=console))
                 break
@@ -318,6 +344,12 @@ class Templates:
             t = dt.datetime.fromtimestamp(info.ts / 1e9, self.tz)
             cond = CONDITION_TEXT[lang].get(info.condition, info.condition)
             hs = self.hs_names.get(info.hs or "", info.hs or "")
+            if info.condition == "comm":
+                sep = "：" if lang == "zh" else ": "
+                what = self.comm_text(info.tag, lang)
+                prio = PRIORITY_SHORT_ZH.get(info.priority, "") if lang == "zh" else f"P{info.priority}"
+                lines.append(f"{t:%H:%M:%S} {prio} {self.comm_name(info.tag)} {cond}{sep}{what} {link}")
+                continue
             if lang == "zh":
                 prio = PRIORITY_SHORT_ZH.get(info.priority, str(info.priority))
                 lines.append(f"{t:%H:%M:%S} {prio} {hs} {info.tag} {cond} {value}（报警值 {limit}） {link}")

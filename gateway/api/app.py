@@ -1,8 +1,8 @@
 """``build_app(gw)``: the FastAPI application of one gateway (docs/api.md).
 
 Routes: ``/api/health`` (open), ``/api/tags``, ``/api/tags/{tag}``, ``/api/alarms``,
-``/api/alarms/history``, ``POST /api/alarms/{id}/ack|shelve|unshelve|dispose``,
-``/api/online``, ``/api/events`` (SSE), ``/metrics`` (open), ``/`` and ``/static/`` (the duty console),
+``/api/alarms/history``, ``POST /api/alarms/ack`` (a group), ``POST /api/alarms/{id}/ack|shelve|unshelve|dispose``,
+``/api/online``, ``/api/kpi``, ``/api/events`` (SSE), ``/metrics`` (open), ``/`` and ``/static/`` (the duty console),
 ``/openapi.json``. Extra routers (e.g. the one-tap ``/ack/{token}`` page) are passed in
 ``extra_routers`` or added later with ``app.include_router``.
 
@@ -29,7 +29,15 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from gateway.api import errors, routes_alarms, routes_events, routes_online, routes_system, routes_tags
+from gateway.api import (
+    errors,
+    routes_alarms,
+    routes_events,
+    routes_kpi,
+    routes_online,
+    routes_system,
+    routes_tags,
+)
 from gateway.api.context import ApiContext, ApiSettings
 from gateway.api.facade import GatewayFacade
 from gateway.api.middleware import AccessLog, SecurityHeaders
@@ -87,6 +95,7 @@ def build_app(
     app.include_router(routes_alarms.router())
     app.include_router(routes_events.router())
     app.include_router(routes_online.router())
+    app.include_router(routes_kpi.router())
     for r in extra_routers:
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

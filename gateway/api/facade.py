@@ -9,8 +9,9 @@ rebuilds them, since the API is rebuilt with them) and hands it to ``build_app``
   changes anything but ``sources`` rebuilds the API with a new facade; the API never
   reads ``sources``.
 * ``latest``: the live state's latest reading per tag (the live dict, updated in place).
-* ``alarms``: the alarm engine's read side (:class:`AlarmReads`, journal included);
-  ``actions``: the operator actions the routes offer (:class:`AlarmActions`).
+* ``alarms``: the alarm engine's read side (:class:`AlarmReads`, journal included: its
+  queries, and the KPI rows of ``GET /api/kpi``); ``actions``: the operator actions the
+  routes offer (:class:`AlarmActions`, group acknowledge included).
 * ``health``, ``online_rates``, ``sources``: callables, so they always answer for the
   current state (``sources`` changes on a sources-only reload without an API rebuild).
 * ``registry``: the gateway's Prometheus registry (served by ``GET /metrics``).
@@ -58,6 +59,10 @@ class JournalReads(Protocol):
         limit: int = 1000,
     ) -> list[dict[str, Any]]: ...
 
+    def kpi_rows(self, since_ns: int, until_ns: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Annunciations made in [since, until) and the occurrences overlapping it (alerting/kpi.py)."""
+        ...
+
 
 class AlarmReads(Protocol):
     """The alarm engine's read side (event-loop thread only: the engine is not thread-safe)."""
@@ -91,6 +96,13 @@ class AlarmActions(Protocol):
         one_shot: bool = False,
         comment: str | None = None,
     ) -> AlarmEvent: ...
+
+    def ack_many(
+        self, refs: Sequence[int | str], user: str, comment: str | None = None
+    ) -> tuple[list[AlarmEvent], list[tuple[str, str]]]:
+        """Acknowledge a group as one operator action: one event per alarm (same user and
+        comment); the ones that cannot be acknowledged come back as (id, reason)."""
+        ...
 
     def unshelve(self, ref: int | str, user: str, comment: str | None = None) -> AlarmEvent: ...
 

@@ -1,4 +1,5 @@
-"""Alarm routes: the current list, the journal, and the operator actions.
+"""Alarm routes: the current list (with the console's filters), the journal, and the
+operator actions, one alarm at a time or a group (``POST /api/alarms/ack``).
 
 Operator actions need the ``operator`` role; the token's *name* is the ``user`` recorded
 in the alarm journal. Alarm ids contain a slash (``GT-101/hh``): send it as is
@@ -16,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query
 
-from alerting import AlarmEvent, AlarmNotFound
+from alerting import AlarmEvent, AlarmNotFound, AlarmView
 from gateway.api import views
 from gateway.api.auth import Operator, Viewer
 from gateway.api.context import ApiContext, Ctx
@@ -24,13 +25,17 @@ from gateway.api.errors import ApiError, engine_error, responses
 from gateway.api.schemas import (
     AckIn,
     ActionOut,
+    AlarmFilterIn,
     AlarmOut,
     DisposeIn,
     EventName,
+    GroupAckIn,
+    GroupAckOut,
     HistoryOut,
     ShelveIn,
     UnshelveIn,
 )
+from gateway.core.config import Tag
 from gateway.core.units import parse_duration
 
 _INT64 = 2**63 - 1
@@ -53,6 +58,26 @@ def _ns(ctx: ApiContext, t: dt.datetime | None) -> int | None:
         t = t.replace(tzinfo=zoneinfo.ZoneInfo(ctx.gw.config.site.timezone))
     ns = (t - _EPOCH) // dt.timedelta(microseconds=1) * 1000
     return max(-_INT64, min(_INT64, ns))
+
+
+def matches(v: AlarmView, f: AlarmFilterIn, tags: dict[str, Tag]) -> bool:
+    """The console's filter, on the server: hazard source (any the alarm concerns), source,
+    condition, priority, and text in the id, tag name, message or COMM source name."""
+    if f.hs is not None and f.hs != v.hs and f.hs not in v.hazard_sources:
+        return False
+    if f.source is not None and (v.source is None or f.source not in v.source.split(",")):
+        return False
+    if f.condition is not None and f.condition != v.condition:
+        return False
+    if f.priority is not None and f.priority != v.priority:
+        return False
+    if f.q:
+        t = tags.get(v.tag)
+        text = " ".join(x for x in (v.id, t.name if t else "", v.message or "", (v.comm or {}).get("name") or "",
+                                     v.source or "") if x)
+        if f.q.casefold() not in text.casefold():
+            return False
+    return True
 
 
 def _result(ctx: ApiContext, ev: AlarmEvent) -> dict[str, Any]:
@@ -108,10 +133,18 @@ def router() -> APIRouter:
             Query(description="active: open alarms (UNACK, ACKED, RTNUN) by priority then raise time; "
                   "suppressed: shelved/suppressed/out of service; all: every alarm point; or one state"),
         ] = "active",
-        hs: Annotated[str | None, Query(max_length=128)] = None,
+        hs: Annotated[str | None, Query(max_length=128, description="hazard source (any the alarm concerns)")] = None,
         priority: Annotated[int | None, Query(ge=1, le=3)] = None,
+        source: Annotated[str | None, Query(max_length=128, description="source id")] = None,
+        condition: Annotated[str | None, Query(max_length=32, description="hh, h, ..., bad, stale, comm")] = None,
+        parent: Annotated[
+            str | None, Query(max_length=300, description="alarms suppressed under this COMM alarm")
+        ] = None,
+        q: Annotated[str | None, Query(max_length=200, description="text in id, tag name, message")] = None,
     ) -> list[dict[str, Any]]:
         engine = ctx.gw.alarms
+        f = AlarmFilterIn(hs=hs, source=source, condition=condition, priority=priority, q=q)
+        tags = ctx.gw.config.tag_map()
         if state == "active":
             vs = engine.active()
         elif state == "suppressed":
@@ -120,8 +153,7 @@ def router() -> APIRouter:
             vs = engine.alarms()
         else:
             vs = [v for v in engine.alarms() if v.state == state]
-        return [views.alarm(v) for v in vs
-                if (hs is None or v.hs == hs) and (priority is None or v.priority == priority)]
+        return [views.alarm(v) for v in vs if matches(v, f, tags) and (parent is None or v.parent == parent)]
 
     @r.get(
         "/history",
@@ -169,6 +201,38 @@ def router() -> APIRouter:
         return {"source": "journal", "events": [views.journal_event(row) for row in rows]}
 
     actions = responses(400, 404, 409)
+
+    @r.post(
+        "/ack",
+        response_model=GroupAckOut,
+        summary="Acknowledge a group (operator): one journal event per alarm, same user",
+        description="`ids`: the alarms the operator saw (the console sends the ids of the group's rows); or "
+        "`filter`: every open alarm matching it. Alarms that cannot be acknowledged are listed in `skipped`.",
+        responses=responses(400),
+    )
+    async def ack_group(ctx: Ctx, who: Operator, body: GroupAckIn) -> dict[str, Any]:
+        engine = ctx.gw.alarms
+        if body.ids is not None:
+            refs: list[int | str] = list(body.ids)
+        else:
+            assert body.filter is not None
+            tags = ctx.gw.config.tag_map()
+            refs = [v.id for v in engine.active() if matches(v, body.filter, tags)]
+        try:
+            done, skipped = ctx.gw.actions.ack_many(refs, who.name, comment=body.comment)
+        except Exception as e:
+            raise engine_error(e) from None
+        out = []
+        for ev in done:
+            try:
+                out.append(views.alarm(engine.get(ev.alarm)))
+            except AlarmNotFound:  # pragma: no cover - just acknowledged
+                continue
+        return {
+            "acked": [views.event(ev) for ev in done],
+            "skipped": [{"id": i, "reason": why} for i, why in skipped],
+            "alarms": out,
+        }
 
     @r.post("/{id:path}/ack", response_model=ActionOut, summary="Acknowledge (operator)", responses=actions)
     async def ack(ctx: Ctx, who: Operator, id: AlarmId, body: Annotated[AckIn | None, Body()] = None) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Quality = Literal["good", "bad", "uncertain", "stale", "comm"]
 State = Literal["NORM", "UNACK", "ACKED", "RTNUN", "SHLVD", "DSUPR", "OOSRV"]
@@ -66,6 +66,16 @@ class TagDetailOut(TagOut):
 # ----------------------------------------------------------------------------- alarms
 
 
+class CommOut(Out):
+    kind: Literal["unit", "link"] = Field(description="unit: a device/connection; link: a bus shared by units")
+    name: str = Field(description="what people read, e.g. GDS-B")
+    source: str | None = Field(description="source id (a link: the sources on it, comma-separated)")
+    tags: int = Field(description="tags covered")
+    detectors: int = Field(description="gas detectors among them")
+    hazard_sources: list[str]
+    units: list[str] = Field(description="a link: the COMM alarm tags of its units")
+
+
 class AlarmOut(Out):
     id: str = Field(description="'TAG/condition', e.g. 'GT-101/hh'")
     tag: str
@@ -89,6 +99,14 @@ class AlarmOut(Out):
     chattering: bool
     suppressible: bool = Field(description="false for gas alarms: they can be neither shelved nor suppressed")
     message: str | None
+    source: str | None = Field(default=None, description="source id the tag's readings come through")
+    parent: str | None = Field(
+        default=None, description="DSUPR under this COMM alarm: the lost source unit explains this alarm"
+    )
+    hazard_sources: list[str] = Field(
+        default_factory=list, description="hazard sources the alarm concerns (a COMM alarm: every one it covers)"
+    )
+    comm: CommOut | None = Field(default=None, description="a COMM alarm (condition comm): what it covers")
 
 
 class AlarmEventOut(Out):
@@ -113,6 +131,7 @@ class AlarmEventOut(Out):
     flood: bool
     message: str | None
     data: dict[str, Any] | None
+    source: str | None = Field(default=None, description="source id (live events; null from the journal)")
 
 
 class OccurrenceOut(Out):
@@ -206,6 +225,43 @@ class UnshelveIn(In):
     comment: str | None = Comment
 
 
+class AlarmFilterIn(In):
+    """Which open alarms a group action applies to (all given conditions must hold)."""
+
+    hs: str | None = Field(default=None, max_length=128, description="hazard source code (any it concerns)")
+    source: str | None = Field(default=None, max_length=128, description="source id")
+    condition: str | None = Field(default=None, max_length=32, description="hh, h, l, ll, roc, bad, stale, comm ...")
+    priority: int | None = Field(default=None, ge=1, le=3)
+    q: str | None = Field(default=None, max_length=200, description="text in the id, tag name, message or source name")
+
+
+class GroupAckIn(In):
+    ids: list[Annotated[str, Field(max_length=300)]] | None = Field(
+        default=None, max_length=5000, description="alarm ids or open occurrence numbers, as shown to the operator"
+    )
+    filter: AlarmFilterIn | None = Field(
+        default=None, description="instead of ids: every open alarm matching it (prefer ids: ack what was seen)"
+    )
+    comment: str | None = Comment
+
+    @model_validator(mode="after")
+    def _one(self) -> GroupAckIn:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give either ids or filter")
+        return self
+
+
+class SkippedOut(Out):
+    id: str
+    reason: str
+
+
+class GroupAckOut(Out):
+    acked: list[AlarmEventOut] = Field(description="one acked event per alarm, in the order given")
+    skipped: list[SkippedOut] = Field(description="alarms that could not be acknowledged, with the reason")
+    alarms: list[AlarmOut] = Field(description="the acknowledged alarms as they are now")
+
+
 class DisposeIn(In):
     cause: str = Field(min_length=1, max_length=2000, description="原因")
     action: str = Field(min_length=1, max_length=2000, description="处置措施")
@@ -215,3 +271,76 @@ class DisposeIn(In):
 
 
 TagDetailOut.model_rebuild()
+
+
+# ----------------------------------------------------------------------------- alarm KPIs
+
+
+class KpiAlarmCountOut(Out):
+    alarm: str
+    tag: str
+    condition: str
+    hs: str | None
+    priority: int
+    count: int
+    pct: float = Field(description="share of all annunciations, %")
+
+
+class KpiSettingsOut(Out):
+    window: float = Field(description="s, the rate period (alarming.flood_window)")
+    flood_count: int
+    chatter_cycles: int
+    chatter_window: float
+    fleeting: float
+    standing: float
+    stale_ack: float
+
+
+class KpiBenchmarkOut(Out):
+    kpi: str
+    value: float | None
+    target: float | None
+    limit: float | None
+    source: str
+    higher_is_better: bool
+    status: Literal["ok", "warn", "bad", "none"]
+
+
+class KpiOut(Out):
+    """Alarm KPIs of [start, end) (alerting/kpi.py; docs/alarms.md "Alarm KPIs")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: int = Field(description="ns")
+    end: int = Field(description="ns")
+    settings: KpiSettingsOut
+    periods: int = Field(description="rate periods (10 min) in the range")
+    annunciations: int
+    by_priority: dict[str, int]
+    per_10min: float
+    peak_10min: int
+    peak_at: int | None
+    flood_periods: int
+    flood_pct: float
+    rate: list[list[int]] = Field(description="[period start ns, annunciations] per period")
+    top10: list[KpiAlarmCountOut]
+    top10_pct: float
+    chattering: list[KpiAlarmCountOut]
+    fleeting: list[KpiAlarmCountOut]
+    standing: list[dict[str, Any]]
+    standing_at_end: int
+    stale_acks: list[dict[str, Any]]
+    occurrences: int
+    acked: int
+    ack_p50: float | None = Field(description="s, time to acknowledge")
+    ack_p90: float | None
+    ack_p1_p50: float | None
+    ack_p1_p90: float | None
+    disposed: int
+    disposition_pct: float | None = Field(description="处置闭环率, %")
+    p1_occurrences: int
+    p1_disposed: int
+    p1: list[dict[str, Any]] = Field(description="every priority-1 occurrence raised in the range")
+    values: dict[str, float | None]
+    benchmarks: list[KpiBenchmarkOut]
+    source: Literal["journal"] = "journal"

@@ -67,6 +67,10 @@ def alarm(v: AlarmView) -> dict[str, Any]:
         "chattering": v.chattering,
         "suppressible": v.suppressible,
         "message": v.message,
+        "source": v.source,
+        "parent": v.parent,
+        "hazard_sources": list(v.hazard_sources),
+        "comm": v.comm,
     }
 
 
@@ -101,6 +105,7 @@ def journal_event(row: Mapping[str, Any]) -> dict[str, Any]:
         "flood": bool(row["flood"]),
         "message": row["message"],
         "data": row["data"] if isinstance(row["data"], dict) else None,
+        "source": None,  # not journaled: the config knows it
     }
 
 

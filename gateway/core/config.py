@@ -19,6 +19,7 @@ import re
 import zoneinfo
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -213,13 +214,68 @@ class Duty(Model):
 # --------------------------------------------------------------------------- sources
 
 
+@dataclass(frozen=True)
+class CommLink:
+    """A connection several :class:`CommUnit` s share (a Modbus TCP gateway or serial line
+    carrying several devices): when every unit on it is lost at once, the link's loss is
+    the root cause and gets the one COMM alarm (``<id>/comm``) instead of one per unit."""
+
+    id: str  # alarm tag of the link's COMM alarm; unique in the site, e.g. "modbus:10.0.0.5:502"
+    name: str  # what people read, e.g. "Modbus 10.0.0.5:502"
+
+
+@dataclass(frozen=True)
+class CommUnit:
+    """One thing whose loss cuts a set of tags off at once: the unit of the COMM alarm.
+
+    The alarm engine raises one COMM alarm (``<id>/comm``) when *every* tag of the unit that
+    can show a loss reads ``comm`` or ``stale``, and suppresses the BAD/STALE alarms of those
+    tags under it (docs/alarms.md, "Loss of monitoring"). ``check`` requires every tag of a
+    hazard source to be covered by its unit's COMM alarm or by a BAD/STALE alarm of its own.
+    """
+
+    id: str  # alarm tag of the unit's COMM alarm; unique in the site (a source id, or "<source>.<node>")
+    source: str  # the source id it belongs to
+    tags: tuple[str, ...]  # the tags whose readings travel through it
+    name: str = ""  # what people read ("GDS-B"); default: the id
+    link: CommLink | None = None  # a connection shared with other units (see CommLink)
+    #: the adapter sends ``comm`` readings for these tags when the unit is lost (a polled
+    #: source). False: only ``stale`` shows a loss, so only tags with a stale limit
+    #: (``stale_after``, or a polled source) can be watched.
+    reports_comm: bool = True
+    #: the unit also carries tags no point binds (MQTT ``native`` payloads name their tags);
+    #: when exactly one unit of the site does, those tags belong to it.
+    carries_unbound: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.name or self.id
+
+
 class SourceConfig(Model, ABC):
     """What the core knows of any source: its id, its type name, whether it runs, which
     tags it binds and how often it expects to hear from them. Each source type's model
-    extends it (``type: Literal["..."]``) in its adapter package."""
+    extends it (``type: Literal["..."]``) in its adapter package.
+
+    **Loss of monitoring** (:meth:`comm_units`): a source type tells the alarm engine what
+    fails as one unit, so that one lost controller reads as one COMM alarm and not as one
+    BAD/STALE alarm per detector. The default is one unit per source entry holding all its
+    point tags. A type overrides it when its losses come in other shapes:
+
+    * Modbus: one unit per source entry (one device), with a :class:`CommLink` for the bus
+      (TCP endpoint or serial line) the device shares with other entries;
+    * MQTT: one unit per broker connection (the default), carrying the ``native`` tags;
+    * OPC UA: one unit per session (the default, one session per source entry);
+    * Sparkplug B: one unit per edge node and per device (``<source>.<node>`` and
+      ``<source>.<node>.<device>``, the devices linked to their node with a CommLink).
+
+    Unit ids become alarm tags (``<unit id>/comm``): keep them unique in the site and free of
+    spaces, commas, ``=``, quotes and backslashes.
+    """
 
     id: Id
     type: str
+    name: str = Field(default="", description="what people read in alarms (e.g. GDS-B); default: the id")
     enabled: bool = True
 
     @abstractmethod
@@ -232,6 +288,19 @@ class SourceConfig(Model, ABC):
         source that reports when it likes (MQTT, subscriptions): its tags then need their
         own ``stale_after`` for a stale check."""
         return None
+
+    def comm_units(self) -> list[CommUnit]:
+        """What of this source fails as one unit (see the class docstring). Default: one
+        unit, the whole source entry; it reports ``comm`` when the source is polled."""
+        return [
+            CommUnit(
+                id=self.id,
+                source=self.id,
+                tags=tuple(self.point_tags()),
+                name=self.name,
+                reports_comm=self.expected_interval is not None,
+            )
+        ]
 
 
 # --------------------------------------------------------------------------- tags and alarms
@@ -407,8 +476,38 @@ class StatusRule(Model):
         return v
 
 
+class CommAlarms(Model):
+    """COMM alarms: one per lost source unit (docs/alarms.md, "Loss of monitoring")."""
+
+    enabled: bool = True
+    on_delay: Duration = Field(default=0.0, description="the unit must stay lost this long")
+    off_delay: Duration = Field(default=0.0, description="the unit must stay back this long")
+    hold: Duration | None = Field(
+        default=None,
+        description="how long a tag's loss waits for its unit's (or a unit's for its link's) before it alarms "
+        "on its own, and how long tags get to report after a recovery; default per unit: the spread of its "
+        "tags' stale limits plus one expected interval",
+    )
+
+    @field_validator("on_delay", "off_delay")
+    @classmethod
+    def _delay(cls, v: float) -> float:
+        if not 0 <= v <= 3600:
+            raise ValueError("must be 0s..1h")
+        return v
+
+    @field_validator("hold")
+    @classmethod
+    def _hold(cls, v: float | None) -> float | None:
+        if v is not None and not 0 <= v <= 3600:
+            raise ValueError("hold must be 0s..1h")
+        return v
+
+
 class Alarming(Model):
     """Engine-wide alarm settings."""
+
+    comm: CommAlarms = CommAlarms()
 
     flood_count: int = Field(default=10, ge=1)
     flood_window: Duration = 600.0
@@ -602,3 +701,18 @@ class SiteConfig(Model):
     def source_of_tag(self) -> dict[str, str]:
         """tag id -> source id, for every tag bound to a source."""
         return {tag: s.id for s in self.sources for tag in s.point_tags()}
+
+    def comm_units(self) -> list[CommUnit]:
+        """The units of loss of monitoring of every source (:meth:`SourceConfig.comm_units`),
+        in config order. When exactly one unit carries unbound tags (MQTT ``native``), the
+        tags no point binds are added to it; with several, nobody can tell which one lost
+        them, so they are in no unit (they need their own STALE alarm)."""
+        units = [u for s in self.sources for u in s.comm_units()]
+        open_units = [i for i, u in enumerate(units) if u.carries_unbound]
+        if len(open_units) == 1:
+            bound = {t for s in self.sources for t in s.point_tags()}
+            extra = tuple(t.id for t in self.tags if t.id not in bound)
+            if extra:
+                i = open_units[0]
+                units[i] = replace(units[i], tags=units[i].tags + extra)
+        return units

@@ -584,7 +584,79 @@ def alarm_history(ctx: SiteContext) -> dash_b.Dashboard:
     )
     _columns(ctx, counts, ("Time", "hs", "tag", "condition", "priority", "annunciations"))
     d.with_panel(_gridded(counts, 12, 8))
+    kpi_panels(ctx, ids, d)
     return d
+
+
+# (KPI, title key, thresholds [(from, colour)], unit, decimals): benchmarks of alerting/kpi.py
+_KPI_STATS: tuple[tuple[str, str, list[tuple[float | None, str]], str | None, int], ...] = (
+    ("per_10min", "kpi_per_10min", [(None, "green"), (1.0001, "yellow"), (2.0001, "red")], None, 2),
+    ("peak_10min", "kpi_peak_10min", [(None, "green"), (11, "red")], None, 0),
+    ("flood_pct", "kpi_flood_pct", [(None, "green"), (1.0, "red")], "percent", 1),
+    ("top10_pct", "kpi_top10_pct", [(None, "green"), (5.0001, "red")], "percent", 1),
+    ("chattering", "kpi_chattering", [(None, "green"), (1, "red")], None, 0),
+    ("fleeting", "kpi_fleeting", [(None, "green"), (1, "red")], None, 0),
+    ("standing", "kpi_standing", [(None, "green"), (5, "red")], None, 0),
+    ("stale_acks", "kpi_stale_acks", [(None, "green"), (1, "red")], None, 0),
+    ("disposition_pct", "kpi_disposition", [(None, "red"), (100, "green")], "percent", 1),
+)
+
+
+def kpi_panels(ctx: SiteContext, ids: _Panels, d: dash_b.Dashboard) -> None:
+    """The alarm system KPIs (24 h and 30 d) against the EEMUA 191 / ISA-18.2 benchmarks."""
+    d.with_row(_row(ids, ctx.t("row_kpi")))
+    windows = (("24h", ctx.t("kpi_24h")), ("30d", ctx.t("kpi_30d")))
+    for kpi, title, steps, unit, decimals in _KPI_STATS:
+        p = (
+            stat_b.Panel()
+            .id(ids.id())
+            .title(ctx.t(title))
+            .description(ctx.t("kpi_desc"))
+            .datasource(ctx.ds)
+            .color_mode(common.BigValueColorMode.BACKGROUND)
+            .graph_mode(common.BigValueGraphMode.NONE)
+            .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+            .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
+            .thresholds(_thresholds(steps))
+            .decimals(decimals)
+            .no_value(ctx.t("no_data"))
+        )
+        if unit is not None:
+            p.unit(unit)
+        for ref, (window, alias) in zip(ref_ids(), windows, strict=False):
+            p.with_target(_target(ctx, ctx.q.alarm_kpi(kpi, window), ref, alias=alias))
+        d.with_panel(_gridded(p, 6, 5))
+    ack = (
+        stat_b.Panel()
+        .id(ids.id())
+        .title(ctx.t("kpi_ack"))
+        .description(ctx.t("kpi_desc"))
+        .datasource(ctx.ds)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
+        .unit("s")
+        .no_value(ctx.t("no_data"))
+    )
+    refs = iter(ref_ids())
+    for window, wname in windows:
+        for kpi, kname in (("ack_p50_s", "kpi_ack_p50"), ("ack_p90_s", "kpi_ack_p90")):
+            ack.with_target(_target(ctx, ctx.q.alarm_kpi(kpi, window), next(refs),
+                                    alias=f"{ctx.t(kname)} {wname}"))
+    d.with_panel(_gridded(ack, 12, 5))
+    trend = (
+        ts_b.Panel()
+        .id(ids.id())
+        .title(ctx.t("kpi_trend"))
+        .description(ctx.t("kpi_desc"))
+        .datasource(ctx.ds)
+        .min(0)
+    )
+    trend.with_target(_target(ctx, ctx.q.alarm_kpi("per_10min", "24h", series=True), "A",
+                              alias=ctx.t("kpi_per_10min")))
+    trend.with_target(_target(ctx, ctx.q.alarm_kpi("flood_pct", "24h", series=True), "B",
+                              alias=ctx.t("kpi_flood_pct")))
+    d.with_panel(_gridded(trend, 12, 5))
 
 
 def all_dashboards(config: Config) -> list[dm.Dashboard]:

@@ -208,6 +208,15 @@ class Queries:
             f"GROUP BY time($__interval), {ident('component')} fill(null)"
         )
 
+    def alarm_kpi(self, kpi: str, window: str, *, series: bool = False) -> str:
+        """An alarm KPI over a rolling ``window`` (24h, 30d), written by gateway.alarmkpi via the
+        self metrics (``component=alarm``, field ``alarm_kpi_<kpi>_<window>``)."""
+        field = ident(f"alarm_kpi_{kpi}_{window}")
+        base = f"FROM {self.m('gateway')} WHERE {where(self._site(), eq('component', 'alarm'))} AND $timeFilter"
+        if series:
+            return f"SELECT last({field}) AS {ident(kpi)} {base} GROUP BY time($__interval) fill(previous)"
+        return f"SELECT last({field}) AS {ident(window)} {base}"
+
     # -- alarms
     def alarm_history(self, hs: str | None = None, limit: int = 1000) -> str:
         cond = where(self._site(), eq("hs", hs) if hs is not None else "")

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 GRADE_NAMES = {1: "一级", 2: "二级", 3: "三级", 4: "四级"}
 ALARM_TYPES = {**LIMIT_STATUS, "roc": "ROC", "stale": "STALE", "bad": "BAD", "frozen": "FROZEN",
-               "discrete": "DISCRETE", "vote": "VOTE"}
+               "discrete": "DISCRETE", "vote": "VOTE", "comm": "COMM"}
 DEFAULT_MAX_ITEMS = 1000
 SCHEMA_VERSION = 1
 

@@ -29,6 +29,10 @@
     abort: null,
     retry: 1000,
     streamToken: null,
+    // flood handling (issue 19): filters and grouping of the alarm list, kept in this browser
+    view: Object.assign({ group: "", prio: [1, 2, 3], state: "", hs: "", q: "" },
+      JSON.parse(LS.getItem("hazardgw.view") || "{}")),
+    expanded: new Set(), // COMM alarm ids whose suppressed children are shown
   };
   window.hazardgw = { horns: 0, state: S };
 
@@ -87,6 +91,7 @@
   function applyLang() {
     document.documentElement.lang = S.lang === "zh" ? "zh-CN" : "en";
     for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
     for (const opt of $("shelve-duration").options) {
       const m = /^(\d+)([mh])$/.exec(opt.value);
       opt.textContent = m[1] + " " + (m[2] === "m" ? t("minutes") : t("hours"));
@@ -245,6 +250,34 @@
     if (r.status === 403 && r.data && r.data.error === "forbidden") return askToken("needOperator", () => action(kind, id, body));
     toast(`${t("failed")}${S.lang === "zh" ? "：" : ": "}${errorText(r.status, r.data, null)}`, "error");
   }
+  // Acknowledge a group: the ids of the rows the operator sees (never a server-side filter:
+  // what is acknowledged is what was on the screen). One journal event per alarm, same user.
+  async function groupAck(ids) {
+    if (!ids.length) return;
+    let r;
+    try {
+      r = await api("POST", "/api/alarms/ack", { ids });
+    } catch (e) {
+      toast(`${t("failed")}${S.lang === "zh" ? "：" : ": "}${errorText(0, null, e)}`, "error");
+      return;
+    }
+    if (r.status === 200) {
+      for (const v of r.data.alarms || []) applyView(v);
+      const n = (r.data.acked || []).length;
+      const skipped = (r.data.skipped || []).length;
+      toast(t("doneGroup").replace("{n}", n) + (skipped ? " · " + t("skippedN").replace("{n}", skipped) : ""));
+      renderAlarms();
+      renderTileAlarms();
+      renderSummary();
+      if (hornTimer && !hornStillNeeded()) stopHorn();
+      return;
+    }
+    if (r.status === 401) return askToken("invalidToken", () => groupAck(ids));
+    if (r.status === 403 && r.data && r.data.error === "forbidden") return askToken("needOperator", () => groupAck(ids));
+    toast(`${t("failed")}${S.lang === "zh" ? "：" : ": "}${errorText(r.status, r.data, null)}`, "error");
+  }
+  window.hazardgw.groupAck = groupAck;
+
   let shelveId = null;
   function askShelve(id) {
     shelveId = id;
@@ -408,8 +441,12 @@
     const a = S.alarms.get(ev.alarm) || {
       id: ev.alarm, tag: ev.tag, condition: ev.condition, hs: ev.hs, latch: !!pt.latch,
       suppressible: !!pt.suppressible, message: pt.message || null, shelved: false, suppressed: false,
-      out_of_service: false, raised_ts: null, acked_by: null,
+      out_of_service: false, raised_ts: null, acked_by: null, source: ev.source || null, parent: null,
+      hazard_sources: ev.hs ? [ev.hs] : [], comm: null,
     };
+    if (ev.source) a.source = ev.source;
+    const comm = ev.data && ev.data.comm;
+    if (comm) { a.comm = comm; a.hazard_sources = comm.hazard_sources || a.hazard_sources; }
     a.priority = ev.priority;
     a.state = ev.state;
     a.active = ev.active;
@@ -422,8 +459,8 @@
       case "acked": a.acked_by = ev.user; a.acked_wall = ev.wall; break;
       case "shelved": a.shelved = true; a.shelved_until = ev.data && ev.data.until; break;
       case "unshelved": a.shelved = false; a.shelved_until = null; break;
-      case "suppressed": a.suppressed = true; break;
-      case "unsuppressed": a.suppressed = false; break;
+      case "suppressed": a.suppressed = true; a.parent = (ev.data && ev.data.parent) || null; break;
+      case "unsuppressed": a.suppressed = false; a.parent = null; break;
       case "out_of_service": a.out_of_service = true; break;
       case "in_service": a.out_of_service = false; break;
       default: break;
@@ -439,6 +476,7 @@
   // ------------------------------------------------------------------ rendering
   function renderAll() {
     if (!S.site) return;
+    renderFilters();
     renderSummary();
     renderAlarms();
     renderSources(true);
@@ -461,7 +499,57 @@
     return list.sort((a, b) => a.priority - b.priority || (b.raised_ts || 0) - (a.raised_ts || 0) || (a.id < b.id ? -1 : 1));
   }
 
-  function alarmRow(a, suppressedList) {
+  // ------------------------------------------------------------------ alarm list: filters, groups
+  const ACKABLE = (a) => a.state === "UNACK" || a.state === "RTNUN" || (a.state === "ACKED" && !a.active && a.latch);
+  function hsName(code) {
+    const s = S.hs.find((x) => x.code === code);
+    return s ? s.name : code;
+  }
+  function commText(c) {
+    if (!c) return "";
+    const zh = S.lang === "zh";
+    const det = c.detectors, n = c.tags;
+    let what = det === n ? t("nDetectors").replace("{n}", det)
+      : det ? t("nTagsDet").replace("{n}", n).replace("{d}", det) : t("nTags").replace("{n}", n);
+    if (c.units && c.units.length) what = t("nDevices").replace("{n}", c.units.length) + (zh ? "，" : ", ") + what;
+    const hss = (c.hazard_sources || []).join(zh ? "、" : ", ");
+    return hss ? what + (zh ? "，" : ", ") + t("hsList").replace("{h}", hss) : what;
+  }
+  function saveView() { LS.setItem("hazardgw.view", JSON.stringify(S.view)); }
+  function passes(a) {
+    const v = S.view;
+    if (!v.prio.includes(a.priority)) return false;
+    if (v.hs && a.hs !== v.hs && !(a.hazard_sources || []).includes(v.hs)) return false;
+    if (v.state === "unack" && !(a.state === "UNACK" || a.state === "RTNUN")) return false;
+    if (v.state === "acked" && a.state !== "ACKED") return false;
+    if (v.q) {
+      const tag = S.tags.get(a.tag);
+      const text = [a.id, tag && tag.name, a.message, a.comm && a.comm.name, a.source, a.hs].filter(Boolean).join(" ");
+      if (!text.toLowerCase().includes(v.q.toLowerCase())) return false;
+    }
+    return true;
+  }
+  function groupKey(a) {
+    const g = S.view.group;
+    if (g === "hs") return a.hs || "";
+    if (g === "source") return a.source || "";
+    if (g === "condition") return a.condition;
+    return "";
+  }
+  function groupName(key) {
+    const g = S.view.group;
+    if (!key) return g === "hs" ? t("otherTags") : "—";
+    if (g === "hs") return `${key} ${hsName(key)}`;
+    if (g === "condition") return `${key.toUpperCase()} ${tt("cond", key)}`;
+    return key;
+  }
+  // every alarm suppressed under ``id`` (a COMM alarm), children of children included
+  function descendants(id, kids, out) {
+    for (const c of kids.get(id) || []) { out.push(c); descendants(c.id, kids, out); }
+    return out;
+  }
+
+  function alarmRow(a, suppressedList, kids) {
     const tag = S.tags.get(a.tag);
     const unit = tag ? tag.unit : "";
     const st = a.state;
@@ -479,11 +567,17 @@
       actions.append(h("button", { class: "btn", type: "button", "data-action": "unshelve", onclick: () => action("unshelve", a.id) }, t("unshelve")));
     }
     const cond = a.condition;
-    const desc = [tag && tag.name, a.message].filter(Boolean).join(" · ");
+    const desc = a.comm ? [a.comm.name !== a.tag ? a.comm.name : null, commText(a.comm)].filter(Boolean).join(" · ")
+      : [tag && tag.name, a.message].filter(Boolean).join(" · ");
+    const where = h("div", { class: "where" },
+      a.hs ? h("span", { title: hsName(a.hs) }, h("b", {}, a.hs), " ", hsName(a.hs)) : null,
+      a.hs && a.source ? " · " : null,
+      a.source ? h("span", { class: "src" }, `${t("source")} ${a.source}`) : null);
+    const under = kids ? descendants(a.id, kids, []) : [];
     let value = "";
     if (cond === "vote") {
       if (a.value !== null && a.value !== undefined) value = `${Math.round(a.value)} ${t("tripped")} (k=${a.limit})`;
-    } else if (a.value !== null && a.value !== undefined && cond !== "stale" && cond !== "bad") {
+    } else if (a.value !== null && a.value !== undefined && cond !== "stale" && cond !== "bad" && cond !== "comm") {
       value = `${fmtValue(tag, a.value)} ${unit}`;
       if (a.limit !== null && a.limit !== undefined && ["hh", "h", "l", "ll", "roc"].includes(cond)) {
         value += ` / ${t("limit")} ${fmtValue(tag, a.limit)}`;
@@ -491,9 +585,9 @@
     }
     let stateText = tt("state", st);
     if (a.shelved && a.shelved_until) stateText += ` ${t("until")} ${fmtTime(a.shelved_until)}`;
-    return h(
+    const row = h(
       "div",
-      { class: cls, role: "listitem", "data-alarm": a.id, "data-state": st },
+      { class: cls + (cond === "comm" ? " comm" : ""), role: "listitem", "data-alarm": a.id, "data-state": st },
       h("div", { class: "prio" }, h("b", {}, `P${a.priority}`), h("span", {}, tt("priority", a.priority))),
       h("div", { class: "body" },
         h("div", { class: "l1" },
@@ -502,29 +596,103 @@
           a.chattering ? h("span", { class: "chip" }, t("chattering")) : null,
           h("span", { class: "time" }, fmtTime(a.raised_ts))),
         desc ? h("div", { class: "desc", title: desc }, desc) : null,
+        (a.hs || a.source) ? where : null,
         h("div", { class: "l3" },
           h("span", { class: "state" }, stateText),
           value ? h("span", { class: "value" }, value) : null,
-          a.acked_by ? h("span", { class: "by" }, `${t("ackedBy")} ${a.acked_by}`) : null)),
+          a.acked_by ? h("span", { class: "by" }, `${t("ackedBy")} ${a.acked_by}`) : null,
+          under.length ? h("button", {
+            class: "kids-toggle", type: "button", "data-kids": a.id, "aria-expanded": S.expanded.has(a.id) ? "true" : "false",
+            onclick: () => { if (S.expanded.has(a.id)) S.expanded.delete(a.id); else S.expanded.add(a.id); renderAlarms(); },
+          }, `${t("suppressedN").replace("{n}", under.length)} ${S.expanded.has(a.id) ? "▾" : "▸"}`) : null)),
       actions,
     );
+    if (!under.length || !S.expanded.has(a.id)) return row;
+    const box = h("div", { class: "kids", "data-kids-of": a.id }, sortAlarms(under).map((c) => alarmRow(c, true, null)));
+    return h("div", { class: "with-kids" }, row, box);
   }
 
   function renderAlarms() {
     const all = [...S.alarms.values()];
-    const open = sortAlarms(all.filter((a) => OPEN.has(a.state)));
-    const sup = sortAlarms(all.filter((a) => !OPEN.has(a.state)));
-    $("alarm-list").replaceChildren(...open.map((a) => alarmRow(a, false)));
+    // alarms suppressed under a COMM alarm are collapsed under it (the lost source explains them)
+    const kids = new Map();
+    for (const a of all) {
+      if (a.parent && !OPEN.has(a.state) && S.alarms.has(a.parent)) {
+        if (!kids.has(a.parent)) kids.set(a.parent, []);
+        kids.get(a.parent).push(a);
+      }
+    }
+    const allOpen = all.filter((a) => OPEN.has(a.state));
+    const open = sortAlarms(allOpen.filter(passes));
+    const collapsed = new Set();
+    for (const a of allOpen) for (const c of descendants(a.id, kids, [])) collapsed.add(c.id);
+    const sup = sortAlarms(all.filter((a) => !OPEN.has(a.state) && !collapsed.has(a.id) && passes(a)));
+    const list = $("alarm-list");
+    if (!S.view.group) {
+      list.replaceChildren(...open.map((a) => alarmRow(a, false, kids)));
+    } else {
+      const groups = new Map();
+      for (const a of open) {
+        const k = groupKey(a);
+        if (!groups.has(k)) groups.set(k, []);
+        groups.get(k).push(a);
+      }
+      const ordered = [...groups.entries()].sort((x, y) =>
+        Math.min(...x[1].map((a) => a.priority)) - Math.min(...y[1].map((a) => a.priority)) ||
+        y[1].length - x[1].length || (x[0] < y[0] ? -1 : 1));
+      list.replaceChildren(...ordered.map(([k, rows]) => groupBox(k, rows, kids)));
+    }
     $("alarm-empty").classList.toggle("hidden", open.length > 0);
-    $("alarm-count").textContent = String(open.length);
-    $("suppressed-list").replaceChildren(...sup.map((a) => alarmRow(a, true)));
+    $("alarm-count").textContent = String(allOpen.length);
+    $("alarm-shown").textContent = open.length === allOpen.length ? "" : t("shownOf").replace("{n}", open.length).replace("{m}", allOpen.length);
+    $("suppressed-list").replaceChildren(...sup.map((a) => alarmRow(a, true, null)));
     $("sup-count").textContent = String(sup.length);
     $("suppressed-box").classList.toggle("hidden", sup.length === 0);
+  }
+
+  function groupBox(key, rows, kids) {
+    const unack = rows.filter((a) => a.state === "UNACK" || a.state === "RTNUN").length;
+    const ackable = rows.filter(ACKABLE).map((a) => a.id);
+    const prios = [1, 2, 3].map((p) => [p, rows.filter((a) => a.priority === p).length]).filter(([, n]) => n);
+    const head = h("div", { class: "group-head" },
+      h("span", { class: "g-name", title: groupName(key) }, groupName(key)),
+      h("span", { class: "g-count" }, t("groupCount").replace("{n}", rows.length).replace("{u}", unack)),
+      ...prios.map(([p, n]) => h("span", { class: `chip p${p}` }, `P${p} ${n}`)),
+      h("div", { class: "actions" }, ackable.length ? h("button", {
+        class: "btn ack", type: "button", "data-action": "ack-group",
+        onclick: () => groupAck(ackable),
+      }, t("ackGroup").replace("{n}", ackable.length)) : null));
+    return h("section", { class: "group", "data-group": key, role: "group" }, head,
+      h("div", { class: "alarm-list" }, rows.map((a) => alarmRow(a, false, kids))));
+  }
+
+  function renderFilters() {
+    const sel = $("f-hs");
+    const cur = S.view.hs;
+    sel.replaceChildren(h("option", { value: "" }, t("allHs")),
+      ...S.hs.map((s) => h("option", { value: s.code }, `${s.code} ${s.name}`)));
+    sel.value = S.hs.some((s) => s.code === cur) ? cur : "";
+    $("f-state").value = S.view.state;
+    $("f-group").value = S.view.group;
+    $("f-text").value = S.view.q;
+    for (const b of document.querySelectorAll("[data-prio]")) {
+      b.setAttribute("aria-pressed", S.view.prio.includes(Number(b.dataset.prio)) ? "true" : "false");
+    }
+  }
+
+  // the hazard-source status strip in the sticky top bar (stays in view on a phone)
+  function renderHsStrip() {
+    $("hs-strip").replaceChildren(...S.hs.map((s) => {
+      const n = s.counts.reduce((x, y) => x + y, 0);
+      return h("span", { class: `hs-chip ${s.status}`, "data-hs-chip": s.code, title: `${s.name} · ${tt("statusLong", s.status)}` },
+        s.code, h("span", {}, tt("status", s.status)), n ? h("span", { class: "n" }, String(n)) : null);
+    }));
   }
 
   function tileId(tag) { return "tile-" + tag.id; }
 
   function renderSources(rebuild) {
+    renderHsStrip();
     const box = $("sources");
     const byCode = new Map(S.hs.map((s) => [s.code, s]));
     if (rebuild) {
@@ -622,6 +790,13 @@
       if (!cur || a.priority < cur.p) worst.set(a.tag, { p: a.priority, unack: unack || (cur && cur.p === a.priority && cur.unack) });
       else if (a.priority === cur.p && unack) cur.unack = true;
     }
+    // a tag whose alarm is suppressed under an open COMM alarm is shown in that alarm's colour
+    for (const a of S.alarms.values()) {
+      let root = a.parent ? S.alarms.get(a.parent) : null;
+      for (let i = 0; root && root.parent && i < 4; i++) root = S.alarms.get(root.parent) || root;
+      if (!root || !OPEN.has(root.state) || worst.has(a.tag)) continue;
+      worst.set(a.tag, { p: root.priority, unack: root.state === "UNACK" || root.state === "RTNUN" });
+    }
     for (const el of document.querySelectorAll(".tile")) {
       const w = worst.get(el.dataset.tag);
       el.classList.remove("a1", "a2", "a3", "unack");
@@ -660,6 +835,21 @@
     $("btn-token").addEventListener("click", () => askToken("needToken"));
     $("dlg-token").addEventListener("close", onTokenClose);
     $("dlg-shelve").addEventListener("close", onShelveClose);
+    const setView = (k, v) => { S.view[k] = v; saveView(); renderAlarms(); };
+    $("f-text").addEventListener("input", (e) => setView("q", e.target.value.trim()));
+    $("f-hs").addEventListener("change", (e) => setView("hs", e.target.value));
+    $("f-state").addEventListener("change", (e) => setView("state", e.target.value));
+    $("f-group").addEventListener("change", (e) => setView("group", e.target.value));
+    for (const b of document.querySelectorAll("[data-prio]")) {
+      b.addEventListener("click", () => {
+        const p = Number(b.dataset.prio);
+        const on = S.view.prio.includes(p);
+        S.view.prio = on ? S.view.prio.filter((x) => x !== p) : [...S.view.prio, p].sort();
+        b.setAttribute("aria-pressed", on ? "false" : "true");
+        saveView();
+        renderAlarms();
+      });
+    }
     document.addEventListener("pointerdown", ensureAudio);
     document.addEventListener("keydown", ensureAudio);
     $("banner").addEventListener("click", ensureAudio);
