@@ -18,6 +18,7 @@ sources:
     url: mqtt://10.0.0.9
     subscriptions:
       - topic: "w/#"
+        single_publisher: true
         points:
           - {tag: PT-1, path: "$.p"}
           - {tag: PT-2, path: "$.p2"}
@@ -40,10 +41,10 @@ tags:
 """)
     assert len(errors) == 2, errors
     pt1, gt1 = errors
-    assert pt1.startswith("14: ") and "tag 'PT-1' of hazard source HS-001 can lose monitoring without an alarm" in pt1
+    assert pt1.startswith("15: ") and "tag 'PT-1' of hazard source HS-001 can lose monitoring without an alarm" in pt1
     assert "wireless" in pt1 and "Fix: set stale_after on the tag" in pt1
     # a gas detector's implicit STALE alarm cannot see the loss either without a stale limit
-    assert gt1.startswith("16: ") and "'GT-1'" in gt1
+    assert gt1.startswith("17: ") and "'GT-1'" in gt1
 
 
 def test_comm_alarms_off_need_own_bad_or_stale_alarms() -> None:

@@ -466,10 +466,17 @@ def test_comm_units_group_tags_by_publisher() -> None:
         {"topic": "plant/{device}/telemetry", "points": [{"tag": "GT-207", "path": "$.a", "match": {"device": "d1"}}]},
         {"topic": "plant/x", "points": [{"tag": "GT-208", "path": "$.a"}]},
     ]})
-    assert src.comm_units() == {
+    assert src.publishers() == {
         "PT-201": "spBv1.0/plant1/edge1", "TT-101": "spBv1.0/plant1/edge1",
         "GT-301": "spBv1.0/plant1/edge1/gds1", "GT-302": "spBv1.0/plant1/edge1/gds1",
         "GT-207": "plant/d1/telemetry", "GT-208": "plant/x",
     }
+    # the alarm engine's units: one per publisher, the broker connection as their shared link
+    units = {u.name: u for u in src.comm_units()}
+    assert set(units) == {"spBv1.0/plant1/edge1", "spBv1.0/plant1/edge1/gds1", "plant/d1/telemetry", "plant/x"}
+    assert units["spBv1.0/plant1/edge1/gds1"].tags == ("GT-301", "GT-302")
+    assert units["spBv1.0/plant1/edge1"].reports_comm and not units["plant/x"].reports_comm
+    assert {u.link.id for u in units.values() if u.link is not None} == {"m"}
+    assert len({u.id for u in units.values()}) == 4 and "/" not in "".join(u.id for u in units.values())
 
 
