@@ -447,14 +447,13 @@ class Notifier:
             pl = plan(per_step, esc.steps, self.people)
             for step, pid, lacking in pl.fallbacks:
                 self._m.fallbacks.inc()
-                self._log_limited(
+                self._rlog.warning(
                     f"groups:{pid}:{lacking}",
                     "notify %s step %d: %s has no %s channel; sent on notify",
                     esc.alarm,
                     step,
                     pid,
                     "/".join(lacking),
-                    level=logging.WARNING,
                 )
             pushes = [
                 self._alarm_push(esc, info, step, pid, group, batch, view, now, wall)
@@ -704,7 +703,7 @@ class Notifier:
                 AlarmInfo.from_dict(push.info), lang, step=push.step or 0, state=state, person=name, link=link
             )
         except Exception:
-            self._log_limited("params", "notify: cannot build SMS/voice parameters", exc_info=True)
+            self._rlog.error("params", "notify: cannot build SMS/voice parameters", exc_info=True)
             return None
 
     def _check_push(self, p: PushRow) -> str | None:
