@@ -459,11 +459,11 @@ class _State:
             # so nothing of this commit may stay on disk (it would be sent twice)
             P.rollback(marks[0])
             R.rollback(marks[1])
-            for k, n in dropped.items():  # the drops did happen: reported with the next commit
-                self.dropped_unreported[k] += n
+            for kind, n in dropped.items():  # the drops did happen: reported with the next commit
+                self.dropped_unreported[kind] += n
             raise
-        for k, n in self.dropped_unreported.items():
-            dropped[k] += n
+        for kind, n in self.dropped_unreported.items():
+            dropped[kind] += n
         self.dropped_unreported = {"priority": 0, "reading": 0}
         self.save_acks()
         return CommitResult(blocks, dropped, inv_p + inv_r, time.perf_counter() - t0, self.stats())
