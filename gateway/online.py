@@ -30,7 +30,7 @@ supervisor uses ``{store.path}/online.json``, mode 0600) once a minute and on st
 start, the time between the last save and now (at most a day) is added as expected with
 nothing received, using the current config's tags. A file that cannot be read is logged
 once and ignored. A save that fails (disk full) keeps everything in memory, makes health
-not ok and is retried with backoff (1 s doubling to 30 s, gateway/core/backoff.py), not
+not ok and is retried with backoff (1 s doubling to 5 s, gateway/core/backoff.py), not
 only at the next minute: health is ok again within seconds of space returning.
 Sources and hazard sources no longer in the config are dropped, on load and on
 :meth:`OnlineRate.configure` (hot reload); the history of the others is kept.
@@ -85,7 +85,7 @@ HOUR_MINUTES = 60
 FILE_VERSION = 1
 DEFAULT_INTERVAL = 10.0
 RETRY_INITIAL = 1.0  # s, first retry after a failed save; doubles up to RETRY_MAX
-RETRY_MAX = 30.0
+RETRY_MAX = 5.0
 
 _COMM: str = Quality.COMM
 _STALE: str = Quality.STALE
