@@ -438,12 +438,12 @@ class GatewayProcess:
         doc: dict[str, Any] = r.json()
         return doc
 
-    async def wait(self, pred: Callable[[dict[str, Any]], bool], desc: str, timeout: float = 30.0) -> dict[str, Any]:
+    async def wait(self, pred: Callable[[dict[str, Any]], bool], desc: str, within: float = 30.0) -> dict[str, Any]:
         async def check() -> dict[str, Any] | None:
             h = await self.health()
             return h if pred(h) else None
 
-        return await async_wait_for(check, timeout=timeout, interval=0.05, desc=desc,
+        return await async_wait_for(check, timeout=within, interval=0.05, desc=desc,
                                     retry_on=(httpx.HTTPError, OSError))
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
