@@ -631,3 +631,99 @@ async def test_every_file_under_store_path_is_private_and_old_ones_are_tightened
         assert_private(store)
     finally:
         await platform.stop()
+
+
+# ----------------------------------------------------------------------------- store by store
+
+
+def leave_free(disk: SmallDisk, pages: int) -> None:
+    """Fill the disk so that exactly ``pages`` pages stay free (a gap file freed after the fill)."""
+    gap = disk.path / "gap"
+    gap.write_bytes(b"\xff" * (pages * 4096))
+    disk._fill_once()
+    gap.unlink()
+    assert disk.free() == pages * 4096
+
+
+async def test_a_spool_commit_failing_half_way_is_rolled_back_whole(small_disk: SmallDisk) -> None:
+    """The priority block fits, the readings after it do not: nothing of that commit may stay
+    on disk, or the retry writes the priority record a second time."""
+    from gateway.core.metrics import Metrics
+    from gateway.spool import Spool
+
+    s = Spool(small_disk.path / "spool", name="t", metrics=Metrics(), max_bytes=10**8, block_records=1000,
+              commit_interval=0.05)
+    await s.open()
+    try:
+        s.append("priority", ["p0"])
+        s.append("reading", ["r0"])
+        await s.flush()  # both segment files exist, each with one block
+        leave_free(small_disk, 2)
+        s.append("priority", ["p1"])
+        s.append("reading", [f"r{i}-" + "x" * 100 for i in range(1, 1001)])  # ~100 KiB: cannot fit
+        await s.flush()
+        assert s.health()["ok"] is False and "No space left" in str(s.last_error)
+        assert s.pending == 1001
+        small_disk.release()
+        await async_wait_for(lambda: s.pending == 0 and s.health()["ok"], timeout=10)
+        out: list[str] = []
+        while (b := await s.next_batch(5000)) is not None:
+            out.extend(b.records())
+            await s.ack(b)
+        assert out.count("p1") == 1 and [r for r in out if r.startswith("p")] == ["p0", "p1"]
+        assert len(out) == 1003 and len(set(out)) == 1003
+    finally:
+        await s.close()
+
+
+async def test_an_acknowledgement_state_that_cannot_be_saved_is_kept_and_retried(small_disk: SmallDisk) -> None:
+    from gateway.core.metrics import Metrics
+    from gateway.spool import Spool
+
+    s = Spool(small_disk.path / "spool", name="t", metrics=Metrics(), max_bytes=10**8, block_records=10,
+              commit_interval=0.05)
+    await s.open()
+    try:
+        s.append("reading", [f"r{i}" for i in range(100)])
+        await s.flush()
+        b = await s.next_batch(10)
+        assert b is not None
+        small_disk.full()
+        await s.ack(b)  # used to raise (and end the sink's task for good)
+        h = s.health()
+        assert h["ok"] is False and "acked.json" in str(h["acks_error"])
+        small_disk.release()
+        t0 = time.monotonic()
+        await async_wait_for(lambda: s.health()["ok"], timeout=10, desc="acked.json saved by the retry")
+        assert time.monotonic() - t0 < 6  # backoff capped at 5 s
+        acked = json.loads((small_disk.path / "spool" / "reading" / "acked.json").read_text())["acked"]
+        assert acked  # the block acknowledged while the disk was full
+    finally:
+        await s.close()
+
+
+async def test_an_outbox_that_could_not_be_opened_at_start_is_opened_later(tmp_path: Path) -> None:
+    """The store path is unusable at start: pushes go out from memory and their writes wait;
+    once the path is usable the outbox opens on its own and the push is on record as sent."""
+    from test_notify_support import Clock, Harness, Receiver, site_config
+
+    rx = await Receiver().start()
+    blocker = tmp_path / "store"
+    blocker.write_text("not a directory")
+    h = await Harness(site_config(rx, blocker), Clock("2026-03-02 10:00")).start()
+    try:
+        h.feed("GT-101", 2.6)
+        await rx.wait("/zhao", 2)  # 2.6 ppm raises HH (priority 1) and H (priority 2): a push each
+        health = h.notifier.health()
+        assert health["durable"] is False and health["ok"] is False and health["db_backlog"] >= 1
+        blocker.unlink()
+        await async_wait_for(lambda: h.notifier.health()["durable"] and h.notifier.health()["db_error"] is None,
+                             timeout=15, desc="the outbox opened and the kept writes stored")
+        rows = await h.notifier.db.run(h.notifier.store.pushes)
+        assert [r["status"] for r in rows if r["person"] == "zhao"] == ["sent", "sent"]
+        esc = await h.notifier.db.run(h.notifier.store.escalations)
+        assert sorted(e["alarm"] for e in esc) == ["GT-101/h", "GT-101/hh"]
+        assert (blocker / "notify-outbox.sqlite3").stat().st_mode & 0o777 == 0o600
+    finally:
+        await h.stop()
+        await rx.stop()
