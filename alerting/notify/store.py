@@ -709,15 +709,28 @@ class DbThread:
         n = 0
         while self.backlog:
             op = self.backlog[0]
-            await self.run(op.fn, *op.args)
-            if self.backlog and self.backlog[0] is op:  # (it may have been dropped meanwhile)
-                self.backlog.popleft()
+            job = asyncio.ensure_future(self.run(op.fn, *op.args))
+            try:
+                # shielded: a stop() cancelling the retry task must not leave a write that
+                # ran in the thread in the backlog (stop's last flush would run it twice)
+                await asyncio.shield(job)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await job
+                if job.done() and not job.cancelled() and job.exception() is None:
+                    self._done(op)
+                raise
+            self._done(op)
             n += 1
-            self._gauge()
         if n or self.write_error is not None:
             log.warning("notify outbox: %d delayed write(s) stored; the outbox is durable again", n)
         self.write_error = None
         return n
+
+    def _done(self, op: _Write) -> None:
+        if self.backlog and self.backlog[0] is op:  # (it may have been dropped meanwhile)
+            self.backlog.popleft()
+        self._gauge()
 
     def sent_marks_waiting(self) -> int:
         """Delayed writes that mark a push as sent (lost if the process stops now)."""
