@@ -727,3 +727,44 @@ async def test_an_outbox_that_could_not_be_opened_at_start_is_opened_later(tmp_p
     finally:
         await h.stop()
         await rx.stop()
+
+
+def test_private_file_helpers(small_disk: SmallDisk, tmp_path: Path) -> None:
+    from gateway.core.files import private_dir, tighten, write_private
+
+    with umask(0o022):
+        d = private_dir(tmp_path / "a" / "b" / "c")
+        assert [stat.S_IMODE((tmp_path / p).stat().st_mode) for p in ("a", "a/b", "a/b/c")] == [0o700] * 3
+        wide = tmp_path / "wide"
+        wide.mkdir(mode=0o755)
+        private_dir(wide)
+        assert stat.S_IMODE(wide.stat().st_mode) == 0o700
+        write_private(d / "f.json", b"{}")
+        assert stat.S_IMODE((d / "f.json").stat().st_mode) == 0o600
+
+    # a failed write (disk full) leaves the old file and no temporary debris
+    target = small_disk.path / "online.json"
+    write_private(target, b"old")
+    small_disk.full()
+    with pytest.raises(OSError):
+        write_private(target, b"x" * 100_000)
+    small_disk.release()
+    assert target.read_bytes() == b"old" and sorted(p.name for p in small_disk.path.iterdir()) == ["online.json"]
+
+    # tighten: files and directories lose group/other bits; a symlink (and what it points to) is left alone
+    outside = tmp_path / "outside.txt"
+    outside.write_text("x")
+    os.chmod(outside, 0o644)
+    root = tmp_path / "store"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "f").write_text("x")
+    os.chmod(root / "sub" / "f", 0o644)
+    os.chmod(root / "sub", 0o755)
+    os.chmod(root, 0o750)
+    (root / "link").symlink_to(outside)
+    t = tighten(root)
+    assert sorted((Path(p).name, oct(m)) for p, m in t.changed) == [
+        ("f", "0o644"), ("store", "0o750"), ("sub", "0o755")]
+    assert stat.S_IMODE((root / "sub" / "f").stat().st_mode) == 0o600
+    assert stat.S_IMODE((root / "sub").stat().st_mode) == 0o700
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o644 and not t.failed

@@ -48,7 +48,7 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
         with contextlib.suppress(FileExistsError):  # created meanwhile by another thread
             d.mkdir(mode=DIR_MODE)
         _chmod_if_open(d, DIR_MODE)  # mkdir's mode is masked by the umask: only ever narrower
-    if not missing:
+    if not missing and p.is_dir():  # (a file in the way is left alone: the caller's open fails)
         _chmod_if_open(p, DIR_MODE)
     return p
 
