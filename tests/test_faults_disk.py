@@ -16,6 +16,10 @@
 (c) File modes: a gateway with every store enabled, under umask 022, creates only 0600
     files and 0700 directories (SQLite -wal/-shm, spool segments, acked.json, lock,
     online.json, ack key); files left 0644/0755 are tightened at the next start, logged once.
+(d) Store by store: a spool commit that fails half way (real ENOSPC, two pages free) leaves
+    no duplicate; an acked.json that cannot be saved is kept and retried; an outbox that
+    could not be opened at start opens later with what was sent on record; the private file
+    helpers (gateway/core/files.py).
 
 The tmpfs needs root (CI runs as root): without it these tests FAIL, they never skip.
 Measured numbers are printed (``-s``) and attached to the report as user properties.
