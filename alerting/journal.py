@@ -12,11 +12,15 @@ so alarm evaluation) stalls for the duration of those commits instead of losing 
 This only happens when the disk is much slower than the alarm rate; it is counted in
 ``hazardgw_alarm_journal_sync_flushes``.
 
-Only if the disk itself fails (writes raise) do events stay queued and get retried with
-backoff; past ``hard_max`` queued events (a disk that has been failing for a long time)
-the oldest journal records are dropped, counted in ``hazardgw_alarm_journal_dropped`` and
-logged as critical. Annunciation does not depend on the journal: subscribers (pushes,
-InfluxDB, uplink, console) got every event before it was queued here.
+Only if the disk itself fails (writes raise: disk full, I/O error) do events stay queued
+and get retried with backoff (0.5 s doubling to 5 s): health is not ok meanwhile and ok
+again with the first commit after the disk recovers, without a restart. Past ``hard_max``
+queued events (a disk that has been failing for a long time) the oldest journal records
+are dropped, counted in ``hazardgw_alarm_journal_dropped`` and logged as critical.
+Annunciation does not depend on the journal: subscribers (pushes, InfluxDB, uplink,
+console) got every event before it was queued here. A process that stops (or dies) while
+events are still queued loses those journal records (logged critical at a clean stop).
+The file (and SQLite's ``-wal``/``-shm``) is created 0600 (gateway/core/sqlite.py).
 
 Tables: ``events`` (one row per event, the regulator's record), ``occurrences`` (one row
 per alarm occurrence: raise, first ack, last clear, close, disposition 处置) and
@@ -56,7 +60,7 @@ log = logging.getLogger(__name__)
 FILENAME: Final = "alarm-journal.sqlite3"
 DAY: Final = 86400.0
 RETRY_INITIAL: Final = 0.5  # s, first wait after a failed write; doubles up to RETRY_MAX
-RETRY_MAX: Final = 30.0
+RETRY_MAX: Final = 5.0  # a failed transaction costs nothing: retry often, recover soon after space returns
 
 # Schema migrations (gateway/core/sqlite.py): script i takes a file from user_version i to
 # i + 1. Script 0 is the original schema; files written before user_version was used carry it
@@ -194,6 +198,7 @@ class Journal:
         self._last_prune = 0.0
         self._ratelog = RateLimitedLog(log, 30.0)
         self.last_error: str | None = None
+        self.prune_error: str | None = None  # retention not applied (disk full): retried at the next prune
         self.sync_flushes = 0
 
     @classmethod
@@ -206,7 +211,7 @@ class Journal:
         with self._lock:
             con = self._connect()
             restored = self._load(con)
-        self.prune()
+        self._prune_logged()
         return restored
 
     async def start(self) -> None:
@@ -257,6 +262,7 @@ class Journal:
             "queued": len(self._queue),
             "sync_flushes": self.sync_flushes,
             "error": self.last_error,
+            "prune_error": self.prune_error,
         }
 
     @property
@@ -309,10 +315,19 @@ class Journal:
                 return
             if time.monotonic() - self._last_prune >= self.prune_interval:
                 self._last_prune = time.monotonic()
-                try:
-                    await loop.run_in_executor(self._executor, self.prune)
-                except Exception as e:
-                    self._failed(e)
+                await loop.run_in_executor(self._executor, self._prune_logged)
+
+    def _prune_logged(self) -> None:
+        """:meth:`prune`; a failure (a DELETE needs space too) is logged and retried at the
+        next prune, and does not make the journal unhealthy: no record waits for it."""
+        try:
+            self.prune()
+        except Exception as e:
+            self.prune_error = f"{type(e).__name__}: {e}"
+            self._m.errors.inc()
+            self._ratelog.log(logging.WARNING, "prune", "alarm journal retention not applied (%s); retried later", e)
+        else:
+            self.prune_error = None
 
     def _failed(self, e: BaseException) -> None:
         self.last_error = f"{type(e).__name__}: {e}"

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Collection, Sequence
@@ -69,6 +70,9 @@ def _load_or_exit(path: str) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.runner import run_gateway
 
+    # Defence in depth: every file under store.path is created private by gateway/core/files.py
+    # anyway; a umask of 077 also covers files created by libraries and anything forgotten.
+    os.umask(0o077)
     return asyncio.run(run_gateway(Path(args.config)))
 
 

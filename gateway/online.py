@@ -26,9 +26,12 @@ seconds), clamped to [0, 1] and rounded to 4 decimals; ``None`` while nothing wa
 expected yet. A hazard source sums the tags of all its sources.
 
 **Gateway downtime counts as offline.** The buckets are saved as JSON (``path``, the
-supervisor uses ``{store.path}/online.json``) once a minute and on stop; on start, the time
-between the last save and now (at most a day) is added as expected with nothing received,
-using the current config's tags. A file that cannot be read is logged once and ignored.
+supervisor uses ``{store.path}/online.json``, mode 0600) once a minute and on stop; on
+start, the time between the last save and now (at most a day) is added as expected with
+nothing received, using the current config's tags. A file that cannot be read is logged
+once and ignored. A save that fails (disk full) keeps everything in memory, makes health
+not ok and is retried with backoff (1 s doubling to 5 s, gateway/core/backoff.py), not
+only at the next minute: health is ok again within seconds of space returning.
 Sources and hazard sources no longer in the config are dropped, on load and on
 :meth:`OnlineRate.configure` (hot reload); the history of the others is kept.
 
@@ -56,7 +59,6 @@ import logging
 import math
 import os
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -68,6 +70,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.config import Config
+from gateway.core.backoff import Backoff
+from gateway.core.files import private_dir, write_private
 from gateway.core.intervals import expected_intervals
 from gateway.core.metrics import Metrics
 from gateway.core.models import Quality, Reading
@@ -80,6 +84,8 @@ RING_MINUTES = 1440  # one day of one-minute buckets
 HOUR_MINUTES = 60
 FILE_VERSION = 1
 DEFAULT_INTERVAL = 10.0
+RETRY_INITIAL = 1.0  # s, first retry after a failed save; doubles up to RETRY_MAX
+RETRY_MAX = 5.0
 
 _COMM: str = Quality.COMM
 _STALE: str = Quality.STALE
@@ -125,6 +131,8 @@ class OnlineRate(TaskComponent):
         self._write_lock = threading.Lock()
         self.saves = 0
         self.save_error: str | None = None
+        self._retry = Backoff(RETRY_INITIAL, RETRY_MAX)
+        self._save_failed_event: asyncio.Event | None = None
         self.load_error: str | None = None
         # per-tag state (rebuilt by configure)
         self._index: dict[str, int] = {}
@@ -333,18 +341,8 @@ class OnlineRate(TaskComponent):
         with self._write_lock:
             if seq <= self._written_seq:  # a newer snapshot is already on disk
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            private_dir(self.path.parent)
+            write_private(self.path, data)  # temp file + fsync + rename; no debris on ENOSPC
             self._written_seq = seq
 
     def save(self) -> None:
@@ -376,13 +374,16 @@ class OnlineRate(TaskComponent):
         self._dirty = True
         msg = f"{type(e).__name__}: {e}"
         if self.save_error is None:
-            log.warning("cannot save the online rate history to %s: %s (retrying every minute)", self.path, msg)
+            log.warning("cannot save the online rate history to %s: %s (kept in memory, retrying)", self.path, msg)
         self.save_error = msg
+        if self._save_failed_event is not None:
+            self._save_failed_event.set()  # the task retries with backoff, not at the next minute
 
     def _save_ok(self) -> None:
         if self.save_error is not None:
             log.info("online rate history saved to %s again", self.path)
         self.save_error = None
+        self._retry.reset()
         self.saves += 1
 
     def load(self) -> None:
@@ -440,6 +441,7 @@ class OnlineRate(TaskComponent):
 
     # ------------------------------------------------------------------ component
     async def start(self) -> None:
+        self._save_failed_event = asyncio.Event()
         if not self._loaded:
             self._loaded = True
             self._apply_loaded(await asyncio.to_thread(self._read))
@@ -469,11 +471,20 @@ class OnlineRate(TaskComponent):
         return h
 
     async def _run(self) -> None:
+        failed = self._save_failed_event
+        assert failed is not None
         while True:
             delay = MINUTE - (self.clock() % MINUTE) + 0.05  # just after the minute boundary
-            await asyncio.sleep(min(max(delay, 0.05), MINUTE + 0.05))
+            delay = min(max(delay, 0.05), MINUTE + 0.05)
+            if self.save_error is not None:  # the last save failed: retry sooner, with backoff
+                delay = min(delay, self._retry.next_delay())
+            failed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await failed.wait()  # a save failed meanwhile (e.g. stop/start): plan the retry
+                continue
             self.roll()
-            if self._dirty:
+            if self._dirty or self.save_error is not None:
                 await self._save_async()
 
 

@@ -31,6 +31,7 @@ from gateway.api.context import ApiSettings
 from gateway.api.facade import GatewayFacade
 from gateway.api.server import ApiServer  # API and duty console (issue 6)
 from gateway.config import Config
+from gateway.core.files import private_dir, tighten
 from gateway.core.intervals import stale_limits
 from gateway.core.metrics import Metrics
 from gateway.core.sources import SourceAdapter, SourceContext
@@ -275,7 +276,7 @@ class Gateway:
     async def start(self) -> None:
         if self._running:
             return
-        self.store_path.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(secure_store, self.store_path)
         self._running = True
         try:
             await self.online.start()  # before the downstream components; not in _downstream (survives reloads)
@@ -374,6 +375,19 @@ class Gateway:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def secure_store(path: Path) -> None:
+    """Create ``store.path`` (0700) and tighten whatever in it is readable by others (files
+    0600, directories 0700; gateway/core/files.py), logged once. Blocking."""
+    private_dir(path)
+    t = tighten(path)
+    if t.changed:
+        log.warning("store.path %s: %d file(s)/directories were readable by other users; tightened to 0600/0700: %s",
+                    path, len(t.changed), t.summary())
+    if t.failed:
+        log.error("store.path %s: cannot make %d file(s) private (%s)", path, len(t.failed),
+                  "; ".join(f"{p}: {e}" for p, e in t.failed[:5]))
 
 
 def split_store_bytes(config: Config) -> tuple[int, int]:

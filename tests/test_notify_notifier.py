@@ -471,6 +471,24 @@ async def test_without_a_usable_store_pushes_still_go_out(rx: Receiver, tmp_path
         await h.stop()
 
 
+async def test_a_step_on_a_channel_group_the_person_lacks_goes_out_on_notify(rx: Receiver, tmp_path: Path) -> None:
+    """The fallback path of plan() inside the notifier (it once called a helper that no longer
+    existed: the step failed on every tick and the priority-1 push never left)."""
+    duty = {
+        "shifts": [{"name": "day", "start": "08:00", "end": "20:00", "people": ["zhao"]},
+                   {"name": "night", "start": "20:00", "end": "08:00", "people": ["sun"]}],
+        "escalation": [{"after": "0s", "notify": ["on_duty"], "channels": ["sms"]}],
+        "escalation_p1": [{"after": "0s", "notify": ["on_duty"], "channels": ["sms"]}],
+    }
+    h = await Harness(site_config(rx, tmp_path, duty=duty), Clock("2026-03-02 10:00")).start()
+    try:
+        h.feed("GT-101", 2.6)
+        await rx.wait("/zhao", 1)
+        assert h.metric("hazardgw_notify_fallbacks_total") >= 1
+    finally:
+        await h.stop()
+
+
 def test_a_rebuilt_notifier_shares_the_collectors(tmp_path: Path) -> None:
     """A hot reload builds a new engine and notifier on the same metrics registry."""
     from alerting import AlarmEngine

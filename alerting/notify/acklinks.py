@@ -27,6 +27,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.files import private_dir, write_private
+
 log = logging.getLogger(__name__)
 
 KEY_FILE = "notify-ack.key"
@@ -121,19 +123,13 @@ def load_key(secret: str | None, store_path: str | Path) -> bytes:
     if secret:
         return secret.encode("utf-8")
     path = Path(store_path) / KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     if path.exists() and path.stat().st_size > 0:
         return _read_key(path)
     # new (or empty: a crash before the first write, so no link was ever signed with it):
     # write a temporary file with mode 0600, then rename it into place
     key = secrets.token_bytes(32)
-    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, (key.hex() + "\n").encode())
     log.info("generated the ack link key %s", path)
     return key
 

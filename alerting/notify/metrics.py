@@ -53,6 +53,17 @@ class NotifyMetrics:
             registry=r,
         )
         self.db_errors = Counter("hazardgw_notify_db_errors", "Outbox database operations that failed", registry=r)
+        self.db_backlog = Gauge(
+            "hazardgw_notify_db_backlog",
+            "Outbox writes that failed (disk full) and wait in memory to be retried, in order",
+            registry=r,
+        )
+        self.db_backlog_dropped = Counter(
+            "hazardgw_notify_db_backlog_dropped",
+            "Delayed outbox writes dropped because the backlog bound was reached (the push went out; "
+            "a restart may send it again)",
+            registry=r,
+        )
         self.latency = Histogram(
             "hazardgw_notify_latency_seconds",
             "From the alarm event to the channel accepting the push (first successful delivery)",

@@ -130,7 +130,7 @@ class Notifier:
         self.templates = Templates(config)
         self.store_path = Path(store_path if store_path is not None else config.store.path)
         self.store = NotifyStore(self.store_path)
-        self.db = DbThread(self.store)
+        self.db = DbThread(self.store, metrics=self._m, reopen=self._reopen)
         api = config.api
         self.base_url = (api.public_url or f"http://{api.listen}").rstrip("/")
         self.outbox = Outbox(
@@ -161,7 +161,6 @@ class Notifier:
         self._used_mem: dict[str, int] = {}  # nonce -> expiry s, only while the database is down
         self._signer: AckSigner | None = None
         self._key_source = "none"
-        self._durable = False
         self._db_error: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -244,14 +243,17 @@ class Notifier:
         rows: list[EscalationRow] = []
         pushes: list[PushRow] = []
         try:
-            await self.db.run(self.store.open)
-            rows = await self.db.run(self.store.open_escalations)
-            pushes = await self.db.run(self.store.open_pushes)
-            self._durable = True
+            rows, pushes = await self._open_store()
+            self.db.opened = True
         except Exception as e:
             self._db_error = f"{type(e).__name__}: {e}"
-            log.critical("notify outbox %s unusable (%s): pushes are NOT durable", self.store.file, e)
-        await self._restore(rows, pushes)
+            log.critical(
+                "notify outbox %s unusable (%s): pushes are NOT durable until it opens (retrying)", self.store.file, e
+            )
+        async with self._lock:
+            await self._restore(rows, pushes)
+        if not self.db.opened:
+            self.db.wake()  # keep trying to open it; writes wait in memory meanwhile
         await self.outbox.start()
         self._task = asyncio.create_task(self._run(), name="notifier")
         self._poke()
@@ -272,16 +274,39 @@ class Notifier:
                 logging.getLogger(name).removeFilter(self._filter)
             self._filter = None
 
+    @property
+    def _durable(self) -> bool:
+        """The outbox file is open (writes may still wait in the backlog: ``db.error``)."""
+        return self.db.opened
+
+    async def _open_store(self) -> tuple[list[EscalationRow], list[PushRow]]:
+        await self.db.run(self.store.open)
+        rows = await self.db.run(self.store.open_escalations)
+        pushes = await self.db.run(self.store.open_pushes)
+        return rows, pushes
+
+    async def _reopen(self) -> None:
+        """The outbox could not be opened at start and now can (the DbThread's retry task
+        calls this): continue what the file holds that memory does not know, then the
+        writes kept meanwhile are replayed."""
+        rows, pushes = await self._open_store()
+        async with self._lock:
+            self.db.opened = True
+            self._db_error = None
+            await self._restore(rows, pushes)
+        log.warning("notify outbox %s opened: pushes are durable again", self.store.file)
+
     def health(self) -> dict[str, Any]:
         ob = self.outbox.health()
         running = self._task is not None and not self._task.done()
-        db_error = self.db.last_error or self._db_error
+        db_error = self.db.error if self._durable else (self._db_error or self.db.error)
         ok = running and self._durable and db_error is None and ob["failing"] == 0 and not self.invalid_urls
         return {
             "ok": ok,
             "running": running,
             "durable": self._durable,
             "db_error": db_error,
+            "db_backlog": len(self.db.backlog),
             "ack_key": self._key_source,
             "intake": len(self._intake) + len(self._overflow),
             "escalations_open": len(self._escalations),
@@ -374,7 +399,7 @@ class Notifier:
         # escalations whose first step is not due now are saved here; due ones with their pushes
         waiting = [e for e in new.values() if not e.due(now)]
         if waiting:
-            await self._db_try(self.store.save_escalations, [_row(e) for e in waiting])
+            await self._db_write(self.store.save_escalations, [_row(e) for e in waiting])
 
     async def _stop(self, occ: int, reason: str) -> None:
         self._escalations.pop(occ, None)
@@ -389,7 +414,7 @@ class Notifier:
             else:
                 del self._batches[person]
         self._m.cancelled.inc(len(keys) + dropped)
-        await self._db_try(self.store.stop_escalation, occ, reason, self._wall(), f"cancelled: {reason}")
+        await self._db_write(self.store.stop_escalation, occ, reason, self._wall(), f"cancelled: {reason}")
 
     async def _cancel_open_pushes(self, occ: int, reason: str) -> None:
         pend = [p for p in self.outbox.pending() if p.occurrence == occ and p.kind == "alarm"]
@@ -397,9 +422,9 @@ class Notifier:
         for b in self._batches.values():
             b.items = [p for p in b.items if p.occurrence != occ]
         self.outbox.forget(p.key for p in pend)
-        ids = [p.id for p in pend + batched if p.id is not None and p.id > 0]
-        if ids:
-            await self._db_try(self.store.cancel_pushes, ids, reason, self._wall())
+        keys = [p.key for p in pend + batched]
+        if keys:
+            await self._db_write(self.store.cancel_pushes, keys, reason, self._wall())
 
     # ================================================================== escalation steps
     def _closed_reason(self, occ: int, alarm: str | None = None) -> tuple[str | None, AlarmView | None]:
@@ -461,8 +486,8 @@ class Notifier:
                 if pid in self.people
             ]
             esc.next_step = due[-1] + 1
-            inserted = await self._db_try(self.store.fire, _row(esc), pushes)
-            if inserted is None:  # database broken: deliver from memory
+            inserted = await self._db_write(self.store.fire, _row(esc), pushes)
+            if inserted is None:  # not written (yet): deliver from memory
                 inserted = [p for p in pushes if p.key not in {q.key for q in self.outbox.pending()}]
             self._m.pushes.labels("alarm").inc(len(inserted))
             self._hand_over(inserted, now)
@@ -551,9 +576,9 @@ class Notifier:
                 (drop if self._closed_reason(p.occurrence, p.alarm)[0] else keep).append(p)
             if drop:
                 self._m.cancelled.inc(len(drop))
-                ids = [p.id for p in drop if p.id is not None and p.id > 0]
-                if ids:
-                    await self._db_try(self.store.cancel_pushes, ids, "cancelled: acknowledged or closed", wall)
+                await self._db_write(
+                    self.store.cancel_pushes, [p.key for p in drop], "cancelled: acknowledged or closed", wall
+                )
             if not keep:
                 continue
             person = self.people.get(pid)
@@ -580,8 +605,9 @@ class Notifier:
                 | ({} if via == DEFAULT_CHANNEL else {"via": via}),
                 event_wall=min(p.event_wall or wall for p in keep),
                 items=[p.id for p in keep if p.id is not None and p.id > 0],
+                item_keys=[p.key for p in keep],
             )
-            inserted = await self._db_try(self.store.fire, None, [s])
+            inserted = await self._db_write(self.store.fire, None, [s])
             if inserted is None:
                 inserted = [s]
             self._m.pushes.labels("summary").inc(len(inserted))
@@ -598,7 +624,7 @@ class Notifier:
     async def _prune(self) -> None:
         wall = self._wall()
         keep_ns = int(self.config.alarming.journal_retention * 1e9)
-        await self._db_try(self.store.prune, wall - keep_ns, wall)
+        await self._db_write(self.store.prune, wall - keep_ns, wall)
         now_s = wall / 1e9
         for nonce, exp in list(self._used_mem.items()):
             if exp < now_s:
@@ -606,14 +632,18 @@ class Notifier:
 
     # ================================================================== restart
     async def _restore(self, rows: list[EscalationRow], pushes: list[PushRow]) -> None:
+        """Continue the escalations and pushes of the file (at start, or when a file that
+        could not be opened at start opens later: what memory has already is kept)."""
         now = self._clock()
         wall = self._wall()
         stopped = 0
         for r in rows:
+            if r.occurrence in self._escalations:  # (late open) escalated from memory meanwhile
+                continue
             reason, _ = self._closed_reason(r.occurrence, r.alarm)
             if reason is not None:
                 stopped += 1
-                await self._db_try(
+                await self._db_write(
                     self.store.stop_escalation, r.occurrence, f"{reason} (found at start)", wall, f"cancelled: {reason}"
                 )
                 continue
@@ -633,7 +663,7 @@ class Notifier:
         active = [v for v in self.engine.active() if v.occurrence is not None and v.state in UNACKED]
         known: set[int] = set()
         if self._durable and active:
-            known = await self._db_try(self.store.known_occurrences, [v.occurrence for v in active]) or set()
+            known = await self._db_read(self.store.known_occurrences, [v.occurrence for v in active]) or set()
         caught = []
         for v in active:
             assert v.occurrence is not None
@@ -656,10 +686,13 @@ class Notifier:
             caught.append(esc)
         if caught:
             log.warning("notify: %d unacknowledged occurrence(s) had no escalation record; escalating now", len(caught))
-            await self._db_try(self.store.save_escalations, [_row(e) for e in caught])
+            await self._db_write(self.store.save_escalations, [_row(e) for e in caught])
         ready = []
+        batched = {p.key for b in self._batches.values() for p in b.items}
         for p in pushes:
             if p.status == "batched":
+                if p.key in batched:
+                    continue
                 b = self._batches.setdefault((p.person, _via(p)), _Batch(now))
                 b.items.append(p)
             else:
@@ -839,10 +872,12 @@ class Notifier:
         return self.templates.fields(info, lang, state=view.state if view is not None else "NORM")
 
     async def _token_used(self, nonce: str) -> tuple[str, int] | None:
+        if nonce in self._used_mem:  # used while the database could not record it
+            return ("?", 0)
         if self._durable:
             with contextlib.suppress(Exception):
                 return await self.db.run(self.store.token_used, nonce)
-        return ("?", 0) if nonce in self._used_mem else None
+        return None
 
     async def acknowledge(self, token: str, comment: str | None = None) -> AckView:
         """``POST /ack/{token}``: acknowledge the occurrence as the token's person, once."""
@@ -888,30 +923,29 @@ class Notifier:
         return AckView("acked", v.lang, person, claims, fields, by=person.id, at=ev.wall)
 
     async def _consume(self, claims: AckClaims, wall: int) -> bool:
-        if self._durable:
+        """Record the token as used; False when it was used before. When the database cannot
+        record it, memory does (single use holds in this process) and the write is kept to
+        be stored once the disk takes it (single use across a later restart)."""
+        if claims.nonce in self._used_mem:
+            return False
+        args = (claims.nonce, claims.occurrence, claims.person, wall, claims.expires * 10**9)
+        if self._durable and not self.db.backlog:
             try:
-                return bool(
-                    await self.db.run(
-                        self.store.consume_token,
-                        claims.nonce,
-                        claims.occurrence,
-                        claims.person,
-                        wall,
-                        claims.expires * 10**9,
-                    )
-                )
+                return bool(await self.db.run(self.store.consume_token, *args))
             except Exception as e:
                 self._m.db_errors.inc()
                 log.critical("notify: cannot record a used ack link (%s); remembering it in memory", e)
-        if claims.nonce in self._used_mem:
-            return False
+        elif self._durable:
+            with contextlib.suppress(Exception):  # earlier writes wait: the token table may still answer
+                if await self.db.run(self.store.token_used, claims.nonce) is not None:
+                    return False
+        self.db.defer(self.store.consume_token, *args)
         self._used_mem[claims.nonce] = claims.expires
         return True
 
     async def _release(self, nonce: str) -> None:
         self._used_mem.pop(nonce, None)
-        if self._durable:
-            await self._db_try(self.store.release_token, nonce)
+        await self._db_write(self.store.release_token, nonce)
 
     # ================================================================== queries (API)
     async def deliveries(self, occurrence: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
@@ -919,15 +953,20 @@ class Notifier:
         return await self.db.run(self.store.deliveries, occurrence, limit)
 
     # ================================================================== helpers
-    async def _db_try(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a store call; on failure log critical, count and return None (delivery goes on)."""
+    async def _db_write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A store write: its result, or None when it could not be written now (it is kept
+        in memory and retried in order, see DbThread; delivery goes on from memory)."""
+        return await self.db.write(fn, *args)
+
+    async def _db_read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A store read; None when the store is not open or the read fails (logged)."""
         if not self._durable:
             return None
         try:
             return await self.db.run(fn, *args)
         except Exception as e:
             self._m.db_errors.inc()
-            self._rlog.log(logging.CRITICAL, "db", "notify outbox write failed (%s); delivering from memory", e)
+            self._rlog.log(logging.CRITICAL, "db", "notify outbox read failed (%s)", e)
             return None
 
 

@@ -22,6 +22,11 @@ Contract:
   lifetime) is marked failed (``gave_up``) and logged critical.
 * At-least-once: a crash between a channel accepting a push and the commit of that result
   re-sends that one push after the restart. Nothing else is ever sent twice.
+* A result that cannot be committed (disk full) is not lost: the push is finished in
+  memory (never sent again by this process) and the write waits in the store's backlog
+  (store.py ``DbThread``), retried in order until it commits. Once it has, a restart does
+  not send the push again; a process that dies before that sends it once more after the
+  restart (the at-least-once case above, stretched over the time the disk is full).
 
 Bounds: at most ``max_in_flight`` concurrent attempts (default 16); the schedule holds
 every pending push (never dropped), whose number is bounded by the open occurrences times
@@ -342,15 +347,13 @@ class Outbox:
         )
 
     async def _record(self, item: _Item, a: Attempt) -> None:
-        """Commit the attempt (before anyone hears of it), then report it."""
+        """Commit the attempt (before anyone hears of it), then report it. A write the disk
+        refuses waits in the store's backlog (retried in order); delivery continues."""
         p = item.push
         p.status = a.status
-        if self.db is not None and a.push_id > 0:
-            try:
-                await self.db.run(self.db.store.record, a)
-            except Exception as e:
-                self._m.db_errors.inc()
-                log.critical("notify: could not record a delivery attempt (%s); delivery continues", e)
+        a.key = p.key  # a push delivered from memory (no stored id yet) is found by key
+        if self.db is not None:
+            await self.db.write(self.db.store.record, a)
         try:
             self._on_attempt(p, a)
         except Exception:

@@ -15,6 +15,11 @@ Tables:
 
 All methods are blocking and run on the notifier's single database thread. Each write is
 one transaction. The file is created with mode 0600 (push bodies carry ack links).
+
+Writes that fail (disk full, I/O error) are not lost: :class:`DbThread` keeps them in
+memory, in order, and retries them with backoff until they commit (see its docstring), so
+a push that went out while its "sent" mark could not be written is marked sent once space
+returns and a later restart does not send it again.
 """
 
 from __future__ import annotations
@@ -23,15 +28,22 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
+from alerting.notify.metrics import NotifyMetrics
 from gateway.core import sqlite
+from gateway.core.backoff import Backoff
+from gateway.core.ratelog import RateLimitedLog
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -110,6 +122,9 @@ CREATE TABLE IF NOT EXISTS ack_tokens_used (
 MIGRATIONS = (_SCHEMA_1,)
 
 OPEN_PUSH = ("pending", "batched")
+MAX_BACKLOG: Final = 10_000  # delayed writes kept in memory while the disk refuses them
+RETRY_INITIAL: Final = 0.5  # s, first retry of the delayed writes; doubles up to RETRY_MAX
+RETRY_MAX: Final = 5.0
 
 
 @dataclass(slots=True)
@@ -133,6 +148,7 @@ class PushRow:
     attempts: int = 0
     id: int | None = None
     items: list[int] = field(default_factory=list)  # summary: ids of the batched pushes it carries
+    item_keys: list[str] = field(default_factory=list)  # ... and their keys (pushes not stored yet have no id)
 
 
 @dataclass(slots=True)
@@ -163,6 +179,7 @@ class Attempt:
     elapsed: float | None
     status: str  # the push's status after this attempt
     next_wall: int
+    key: str | None = None  # the push's key: finds its row when push_id is not a stored id (written later)
 
 
 class NotifyStore:
@@ -281,9 +298,10 @@ class NotifyStore:
         """Save the escalation's new position and insert its pushes, in one transaction.
 
         Returns the pushes actually inserted (with ids); a push whose key exists already is
-        left out: it was queued before (and perhaps sent), so it must not go again.
+        left out: it was queued before (and perhaps sent), so it must not go again. Ids are
+        set on the rows only after the commit (a rowid of a rolled-back insert is reused).
         """
-        inserted: list[PushRow] = []
+        inserted: list[tuple[PushRow, int]] = []
         with self._tx() as con:
             if escalation is not None:
                 _upsert_escalation(con, escalation)
@@ -312,15 +330,24 @@ class NotifyStore:
                     ),
                 )
                 if cur.rowcount == 1:
-                    p.id = cur.lastrowid
-                    if p.items:
+                    rowid = cur.lastrowid
+                    assert rowid is not None
+                    if p.item_keys:
+                        con.executemany(
+                            "UPDATE pushes SET status = 'summarized', summary_id = ? "
+                            "WHERE key = ? AND status = 'batched'",
+                            [(rowid, k) for k in p.item_keys],
+                        )
+                    elif p.items:
                         con.executemany(
                             "UPDATE pushes SET status = 'summarized', summary_id = ? "
                             "WHERE id = ? AND status = 'batched'",
-                            [(p.id, i) for i in p.items],
+                            [(rowid, i) for i in p.items],
                         )
-                    inserted.append(p)
-        return inserted
+                    inserted.append((p, rowid))
+        for p, rowid in inserted:
+            p.id = rowid
+        return [p for p, _ in inserted]
 
     def stop_escalation(self, occurrence: int, reason: str, wall: int, cancel_reason: str | None = None) -> int:
         """Mark the escalation stopped and cancel its pushes not yet sent. Returns pushes cancelled."""
@@ -336,22 +363,35 @@ class NotifyStore:
                 (cancel_reason or reason, wall, occurrence),
             ).rowcount
 
-    def cancel_pushes(self, ids: Sequence[int], reason: str, wall: int) -> None:
+    def cancel_pushes(self, keys: Sequence[str], reason: str, wall: int) -> None:
+        """Cancel pushes not sent yet, by key (a push delivered from memory has no stored id)."""
         with self._tx() as con:
             con.executemany(
                 "UPDATE pushes SET status = 'cancelled', error = ?, done_wall = ? "
-                "WHERE id = ? AND status IN ('pending', 'batched')",
-                [(reason, wall, i) for i in ids],
+                "WHERE key = ? AND status IN ('pending', 'batched')",
+                [(reason, wall, k) for k in keys],
             )
 
     def record(self, a: Attempt) -> None:
-        """One attempt's outcome and the push's new status, in one transaction."""
+        """One attempt's outcome and the push's new status, in one transaction.
+
+        ``a.push_id`` <= 0 (a push handed to the outbox from memory because its row could not
+        be written then) is looked up by ``a.key``: the row was written since (the delayed
+        writes are replayed in order). A push never stored is not recorded."""
         with self._tx() as con:
+            push_id = a.push_id
+            if push_id <= 0:
+                row = None if a.key is None else con.execute(
+                    "SELECT id FROM pushes WHERE key = ?", (a.key,)
+                ).fetchone()
+                if row is None:
+                    return
+                push_id = row[0]
             con.execute(
                 "INSERT INTO deliveries (push_id, wall, person, occurrence, step, attempt, channel, outcome, error, "
                 "elapsed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    a.push_id,
+                    push_id,
                     a.wall,
                     a.person,
                     a.occurrence,
@@ -367,7 +407,7 @@ class NotifyStore:
             con.execute(
                 "UPDATE pushes SET status = ?, attempts = ?, next_wall = ?, channel = ?, error = ?, done_wall = ? "
                 "WHERE id = ?",
-                (a.status, a.attempt, a.next_wall, a.channel, a.error, done, a.push_id),
+                (a.status, a.attempt, a.next_wall, a.channel, a.error, done, push_id),
             )
 
     def consume_token(self, nonce: str, occurrence: int, person: str, wall: int, expires_wall: int) -> bool:
@@ -503,37 +543,220 @@ def _upsert_escalation(con: sqlite3.Connection, e: EscalationRow) -> None:
     )
 
 
-class DbThread:
-    """Runs the store's blocking calls on one dedicated thread, in submission order.
+@dataclass(slots=True)
+class _Write:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
 
-    ``last_error`` keeps the latest failure for health; callers decide what a failure means
-    (the notifier keeps delivering from memory: a push is never held back by a broken disk).
+
+class DbThread:
+    """Runs the store's blocking calls on one dedicated thread, in submission order, and
+    keeps the writes the disk refused.
+
+    * :meth:`run`: a call whose failure the caller handles (reads, a token check); raises.
+    * :meth:`write`: a write that must reach the file sooner or later. Tried at once when
+      nothing is waiting; when it fails (disk full, I/O error), or earlier writes still
+      wait, it joins the **backlog**: kept in memory, in order, and replayed by a retry
+      task with backoff (0.5 s doubling to 5 s) until each commits. ``None`` then tells
+      the caller the write did not happen yet (the notifier delivers from memory: a push
+      is never held back by a broken disk). While the store could not be opened at all
+      (``opened`` False), writes wait in the backlog too and the retry task first calls
+      ``reopen`` (the notifier opens the file and merges what it finds).
+    * :attr:`error`: why writes wait (health is not ok while it is set); None again as
+      soon as the backlog is written, without a restart.
+
+    Bound: at most ``max_backlog`` delayed writes (10,000: hours of alarm traffic); past
+    it the oldest is dropped, counted (``hazardgw_notify_db_backlog_dropped``) and logged
+    critical. What a lost write costs: the push went out already; after a restart it may
+    be sent again (a lost "sent" mark) or be missing from the delivery history.
+
+    If the process stops while writes still wait, they are lost; a clean stop tries them
+    once more and logs how many "sent" marks were lost (those pushes are sent again after
+    the restart: at-least-once, never silently dropped).
     """
 
-    def __init__(self, store: NotifyStore) -> None:
+    def __init__(
+        self,
+        store: NotifyStore,
+        *,
+        metrics: NotifyMetrics | None = None,
+        reopen: Callable[[], Awaitable[None]] | None = None,
+        max_backlog: int = MAX_BACKLOG,
+        retry_initial: float = RETRY_INITIAL,
+        retry_max: float = RETRY_MAX,
+    ) -> None:
         self.store = store
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # the latest failure of any call (reads included)
+        self.write_error: str | None = None  # why the backlog waits
+        self.opened = False  # the owner sets it once the store is open (or reopen() does)
+        self.backlog: deque[_Write] = deque()
+        self.dropped = 0
+        self.max_backlog = max(1, max_backlog)
+        self._m = metrics
+        self._reopen = reopen
+        self._backoff = Backoff(retry_initial, retry_max)
+        self._rlog = RateLimitedLog(log, 30.0)
         self._executor: ThreadPoolExecutor | None = None
+        self._wake: asyncio.Event | None = None
+        self._retry: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        """Start the thread and (with a running event loop) the retry task."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notify-db")
+        with contextlib.suppress(RuntimeError):  # no running loop: no retry task
+            asyncio.get_running_loop()
+            if self._retry is None:
+                self._wake = asyncio.Event()
+                self._retry = asyncio.create_task(self._retry_loop(), name="notify-db-retry")
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    def wake(self) -> None:
+        """Have the retry task work now (the owner's first open failed: keep trying)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    @property
+    def error(self) -> str | None:
+        """Why outbox writes wait (None when everything is written)."""
+        if not self.opened:
+            return self.write_error or "outbox database not open"
+        if self.backlog:
+            return self.write_error or f"{len(self.backlog)} outbox write(s) waiting"
+        return None
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise RuntimeError("notify database thread is not running")
         loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
-            out = await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+            out = await self._call(fn, *args)
         except Exception as e:
             self.last_error = f"{type(e).__name__}: {e}"
             raise
         self.last_error = None
         return out
 
+    async def write(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """Write now, or keep it for later (see the class docstring); None when kept."""
+        if self.backlog or not self.opened:
+            self.defer(fn, *args)
+            return None
+        try:
+            return await self.run(fn, *args)
+        except Exception as e:
+            self._failed(e)
+            self.defer(fn, *args)
+            return None
+
+    def defer(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue a write for the retry task (after every write already waiting)."""
+        self.backlog.append(_Write(fn, args))
+        if len(self.backlog) > self.max_backlog:
+            self.backlog.popleft()
+            self.dropped += 1
+            if self._m is not None:
+                self._m.db_backlog_dropped.inc()
+            self._rlog.log(
+                logging.CRITICAL,
+                "dropped",
+                "notify outbox: %d delayed writes waiting (disk still failing): the oldest dropped; pushes are "
+                "delivered, but after a restart some may be sent again",
+                self.max_backlog,
+            )
+        self._gauge()
+        if self._wake is not None:
+            self._wake.set()
+
+    def _failed(self, e: Exception) -> None:
+        self.write_error = f"{type(e).__name__}: {e}"
+        if self._m is not None:
+            self._m.db_errors.inc()
+        self._rlog.log(
+            logging.CRITICAL,
+            "write",
+            "notify outbox write failed (%s): kept in memory and retried; pushes are delivered from memory",
+            e,
+        )
+
+    def _gauge(self) -> None:
+        if self._m is not None:
+            self._m.db_backlog.set(len(self.backlog))
+
+    async def _retry_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            while self.backlog or not self.opened:
+                await asyncio.sleep(self._backoff.next_delay())
+                try:
+                    await self.flush()
+                except Exception as e:
+                    self._failed(e)
+                    continue
+            self._backoff.reset()
+            self._wake.clear()
+
+    async def flush(self) -> int:
+        """Open the store if needed, then write the backlog in order; raises at the first
+        failure (what is left stays queued). Returns the writes done."""
+        if not self.opened:
+            if self._reopen is None:
+                raise RuntimeError("outbox database not open")
+            await self._reopen()
+            self.opened = True
+        n = 0
+        while self.backlog:
+            op = self.backlog[0]
+            job = asyncio.ensure_future(self.run(op.fn, *op.args))
+            try:
+                # shielded: a stop() cancelling the retry task must not leave a write that
+                # ran in the thread in the backlog (stop's last flush would run it twice)
+                await asyncio.shield(job)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await job
+                if job.done() and not job.cancelled() and job.exception() is None:
+                    self._done(op)
+                raise
+            self._done(op)
+            n += 1
+        if n or self.write_error is not None:
+            log.warning("notify outbox: %d delayed write(s) stored; the outbox is durable again", n)
+        self.write_error = None
+        return n
+
+    def _done(self, op: _Write) -> None:
+        if self.backlog and self.backlog[0] is op:  # (it may have been dropped meanwhile)
+            self.backlog.popleft()
+        self._gauge()
+
+    def sent_marks_waiting(self) -> int:
+        """Delayed writes that mark a push as sent (lost if the process stops now)."""
+        return sum(1 for w in self.backlog if w.args and isinstance(w.args[0], Attempt) and w.args[0].status == "sent")
+
     async def stop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+            self._retry = None
         ex = self._executor
+        if ex is None:
+            return
+        if self.backlog and self.opened:
+            with contextlib.suppress(Exception):
+                await self.flush()  # the disk may be back: one last try
+        if self.backlog:
+            log.critical(
+                "notify outbox: %d write(s) could not be stored before stopping (%s); %d push(es) already sent "
+                "may be sent again after the restart",
+                len(self.backlog),
+                self.error,
+                self.sent_marks_waiting(),
+            )
         self._executor = None
-        if ex is not None:
-            await asyncio.get_running_loop().run_in_executor(ex, self.store.close)
-            ex.shutdown(wait=True)
+        await asyncio.get_running_loop().run_in_executor(ex, self.store.close)
+        ex.shutdown(wait=True)

@@ -29,6 +29,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
+from gateway.core.files import FILE_MODE, private_dir
+
 BUSY_TIMEOUT: Final = 30.0  # s a connection waits for another one's write lock
 
 
@@ -41,20 +43,21 @@ def connect(
     migrations: Sequence[str],
     *,
     foreign_keys: bool = False,
-    file_mode: int | None = None,
+    file_mode: int = FILE_MODE,
     timeout: float = BUSY_TIMEOUT,
 ) -> sqlite3.Connection:
     """Open ``path`` for writing (creating it and its directory), WAL + ``synchronous=FULL``,
     schema brought up to ``len(migrations)``. Blocking.
 
-    ``file_mode`` (e.g. ``0o600``) is applied when the file is created here; SQLite gives
-    the ``-wal`` and ``-shm`` files the same mode. Raises :class:`SchemaError` or
-    ``sqlite3.Error``; nothing stays open on failure.
+    A new file is created with ``file_mode`` (default 0600, gateway/core/files.py) and a new
+    directory with 0700; SQLite gives the ``-wal`` and ``-shm`` files the mode of the
+    database file. Raises :class:`SchemaError` or ``sqlite3.Error``; nothing stays open
+    on failure.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if file_mode is not None and not p.exists():
-        os.close(os.open(p, os.O_WRONLY | os.O_CREAT, file_mode))
+    private_dir(p.parent)
+    if not p.exists():
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, file_mode))
     con = sqlite3.connect(p, isolation_level=None, check_same_thread=False, timeout=timeout)
     try:
         mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]

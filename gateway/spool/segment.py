@@ -37,6 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.core.files import private_dir, private_open
+
 MAGIC = b"HZS1"
 _HEADER = struct.Struct("<4sIIIQQ")  # magic, crc32, length, count, id, wall ns
 _REST = struct.Struct("<IIQQ")  # the part the CRC covers
@@ -80,6 +82,15 @@ class Segment:
     @property
     def empty(self) -> bool:
         return self.last_id < self.first_id
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """The end of a :class:`SegmentLog` at one moment (see :meth:`SegmentLog.mark`)."""
+
+    next_id: int
+    segments: int
+    last: tuple[Segment, int, int] | None  # the last segment, its size and last block id then
 
 
 @dataclass(slots=True)
@@ -136,7 +147,7 @@ class SegmentLog:
     # ------------------------------------------------------------------ recovery
     def recover(self, on_block: Callable[[BlockRef], None], min_next_id: int = 0) -> Recovery:
         """Load the segments, truncating a torn tail; ``on_block`` sees every valid block."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         rep = Recovery(problems=[])
         paths = []
         for p in self.dir.iterdir():
@@ -222,14 +233,22 @@ class SegmentLog:
         an OSError (disk full) the files and the state are rolled back and the error raised."""
         if not blocks:
             return []
-        saved_next = self.next_id
-        saved_n = len(self.segments)
-        saved_last = (self.segments[-1], self.segments[-1].size, self.segments[-1].last_id) if self.segments else None
+        saved = self.mark()
         try:
             return self._append(blocks, wall_ns)
         except OSError:
-            self._rollback(saved_next, saved_n, saved_last)
+            self.rollback(saved)
             raise
+
+    def mark(self) -> Mark:
+        """Where the log ends now; :meth:`rollback` returns to it (a commit that wrote one
+        stream but failed on the next, or whose fdatasync failed, is undone whole)."""
+        last = (self.segments[-1], self.segments[-1].size, self.segments[-1].last_id) if self.segments else None
+        return Mark(self.next_id, len(self.segments), last)
+
+    def rollback(self, mark: Mark) -> None:
+        """Forget (truncate, delete) every block written after ``mark``."""
+        self._rollback(mark.next_id, mark.segments, mark.last)
 
     def _append(self, blocks: Sequence[tuple[builtins.bytes, int]], wall_ns: int) -> list[BlockRef]:
         refs: list[BlockRef] = []
@@ -300,7 +319,7 @@ class SegmentLog:
             seg = Segment(self.next_id, self.dir / f"{self.next_id:020d}{SUFFIX}", 0, self.next_id - 1)
             self.segments.append(seg)
             self._dir_dirty = True
-        self._active_fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._active_fd = private_open(seg.path, os.O_WRONLY | os.O_APPEND)
         if seg.size:
             os.ftruncate(self._active_fd, seg.size)
         return seg

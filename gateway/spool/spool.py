@@ -33,6 +33,17 @@ Crash safety: a commit is one ``writev`` and one ``fdatasync`` per kind. After k
 power loss, recovery drops a torn last block and replays every block not recorded as
 acknowledged. ``acked.json`` is replaced without fsync: losing it only re-sends
 acknowledged blocks, which InfluxDB deduplicates (same series and timestamp).
+
+Disk full (ENOSPC) or another write error: a commit is all or nothing. When a write or an
+``fdatasync`` of either kind fails, both kinds are rolled back to where they were before
+the commit (truncated, new segments deleted) and the records go back to the front of the
+pending lists, retried every ``commit_interval`` (1 s) until the disk takes them again;
+health shows ``last_error`` meanwhile. An ``acked.json`` that cannot be written is kept
+dirty in memory and retried with backoff (gateway/core/backoff.py, at most every 5 s) and
+at every commit and acknowledgement; it never fails a commit or an acknowledgement.
+Nothing needs a restart: health is ok again with the first commit and acknowledgement
+state written after space returns. All files are created 0600 and directories 0700
+(gateway/core/files.py).
 """
 
 from __future__ import annotations
@@ -51,17 +62,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.core.backoff import Backoff
+from gateway.core.files import private_dir, private_open, write_private
 from gateway.core.metrics import Metrics
 from gateway.core.ratelog import RateLimitedLog
 from gateway.spool.base import KINDS, Batch, GroupCommit, Kind
 from gateway.spool.metrics import SpoolMetrics
 from gateway.spool.ranges import RangeSet
-from gateway.spool.segment import HEADER_SIZE, BlockRef, CorruptBlockError, Recovery, SegmentLog
+from gateway.spool.segment import HEADER_SIZE, BlockRef, CorruptBlockError, Mark, Recovery, SegmentLog
 
 log = logging.getLogger(__name__)
 
 RECENT_BLOCKS = 4096  # newest blocks remembered for the "newest first" half of a backlog drain
 MiB = 1024 * 1024
+ACKS_RETRY_INITIAL = 0.5  # s, first retry of an acked.json that could not be written
+ACKS_RETRY_MAX = 5.0
 
 
 def default_segment_bytes(max_bytes: int) -> int:
@@ -76,6 +91,7 @@ class Stats:
     unsent: int = 0  # committed, not acknowledged, not in the batch being sent
     oldest_wall_ns: int | None = None  # commit time of the oldest unacknowledged reading block seen
     corrupt: dict[str, int] = field(default_factory=lambda: {"priority": 0, "reading": 0})
+    acks_error: str | None = None  # an acked.json that could not be written (kept in memory, retried)
 
 
 @dataclass(slots=True)
@@ -128,16 +144,17 @@ class _Stream:
             return RangeSet()
 
     def save_acks(self) -> None:
+        """Write ``acked.json`` if it changed; raises OSError (disk full) and stays dirty."""
         if not self.acks_dirty:
             return
-        tmp = self._acks_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"acked": self.acked.to_list()}))
-        os.replace(tmp, self._acks_path)
+        write_private(self._acks_path, json.dumps({"acked": self.acked.to_list()}).encode(), fsync=False)
         self.acks_dirty = False
 
     # ------------------------------------------------------------------ lifecycle
     def recover(self) -> Recovery:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
+        with contextlib.suppress(OSError):  # left by a version that wrote acked.tmp
+            (self.dir / "acked.tmp").unlink()
         self.acked = self._load_acks()
         top = self.acked.max()
 
@@ -165,6 +182,17 @@ class _Stream:
         n = sum(r.count for r in refs)
         self.unacked += n
         return len(refs)
+
+    def mark(self) -> tuple[Mark, int, int]:
+        return self.log.mark(), self.unacked, self.log.next_id
+
+    def rollback(self, mark: tuple[Mark, int, int]) -> None:
+        """Undo the appends since ``mark`` (a commit that failed half way)."""
+        log_mark, unacked, next_id = mark
+        self.log.rollback(log_mark)
+        self.unacked = unacked
+        while self.recent and self.recent[-1].id >= next_id:
+            self.recent.pop()
 
     def drop_oldest(self) -> tuple[int, int]:
         """Delete the oldest segment; (unsent records lost, bytes freed)."""
@@ -332,10 +360,12 @@ class _State:
         self.streams: dict[str, _Stream] = {k: _Stream(k, directory / k, segment_bytes, fsync) for k in KINDS}
         self.tail_turn = False
         self._lock_fd: int | None = None
+        self.acks_error: str | None = None
+        self.dropped_unreported = {"priority": 0, "reading": 0}  # by commits that then failed
 
     def open(self) -> tuple[dict[str, Recovery], Stats]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o640)
+        private_dir(self.dir)
+        fd = private_open(self.dir / "lock", os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel if the process dies
         except BlockingIOError:
@@ -362,6 +392,7 @@ class _State:
             unsent=p.unsent() + r.unsent(),
             oldest_wall_ns=r.head_wall if r.unacked > 0 else None,
             corrupt={"priority": p.corrupt, "reading": r.corrupt},
+            acks_error=self.acks_error,
         )
         p.corrupt = r.corrupt = 0
         return st
@@ -418,12 +449,36 @@ class _State:
         # the oldest reading segments go until the new blocks fit
         while R.log.segments and R.log.bytes + need_r > room_r:
             dropped["reading"] += R.drop_oldest()[0]
-        blocks = P.append(bp, wall_ns) + R.append(br, wall_ns)
-        P.log.sync()
-        R.log.sync()
-        for s in (P, R):
-            s.save_acks()
+        marks = (P.mark(), R.mark())
+        try:
+            blocks = P.append(bp, wall_ns) + R.append(br, wall_ns)
+            P.log.sync()
+            R.log.sync()
+        except OSError:
+            # all or nothing: the records go back to the pending list and are committed again,
+            # so nothing of this commit may stay on disk (it would be sent twice)
+            P.rollback(marks[0])
+            R.rollback(marks[1])
+            for kind, n in dropped.items():  # the drops did happen: reported with the next commit
+                self.dropped_unreported[kind] += n
+            raise
+        for kind, n in self.dropped_unreported.items():
+            dropped[kind] += n
+        self.dropped_unreported = {"priority": 0, "reading": 0}
+        self.save_acks()
         return CommitResult(blocks, dropped, inv_p + inv_r, time.perf_counter() - t0, self.stats())
+
+    def save_acks(self) -> Stats:
+        """Write the acknowledgement state of both kinds; a failure (disk full) is kept in
+        ``acks_error`` and the state stays dirty in memory (retried by the next call)."""
+        errors = []
+        for s in self.streams.values():
+            try:
+                s.save_acks()
+            except OSError as e:
+                errors.append(f"{s.kind}/acked.json: {type(e).__name__}: {e}")
+        self.acks_error = "; ".join(errors) or None
+        return self.stats()
 
     def next_batch(self, max_records: int, max_bytes: int) -> tuple[bytes, int, int, _Token, Stats] | None:
         P, R = self.streams["priority"], self.streams["reading"]
@@ -449,10 +504,9 @@ class _State:
 
     def ack(self, token: _Token) -> Stats:
         for k, refs in token.refs.items():
-            s = self.streams[k]
-            s.ack(refs)
-            s.save_acks()  # a small rename, no fsync: after a crash fewer blocks are sent twice
-        return self.stats()
+            self.streams[k].ack(refs)
+        # a small rename, no fsync: after a crash fewer blocks are sent twice
+        return self.save_acks()
 
     def release(self, token: _Token) -> tuple[dict[str, int], Stats]:
         lost = {}
@@ -463,13 +517,16 @@ class _State:
                 s.cursor = token.cursors[k]
         return lost, self.stats()
 
-    def close(self) -> None:
+    def close(self) -> str | None:
+        """Save the acknowledgement state and close; returns the acks error, if any (the
+        blocks acknowledged since the last save are then sent again after the restart)."""
         try:
+            self.save_acks()
             for s in self.streams.values():
-                s.save_acks()
                 s.log.close()
         finally:
             self.unlock()
+        return self.acks_error
 
 
 class Spool(GroupCommit):
@@ -513,6 +570,8 @@ class Spool(GroupCommit):
         self._stats = Stats()
         self._opened = False
         self.last_error: str | None = None
+        self.acks_error: str | None = None  # acked.json not written (disk full): in memory, retried
+        self._acks_retry: asyncio.Task[None] | None = None
         self.recovery: dict[str, Recovery] = {}
         self._rlog = RateLimitedLog(log, 30.0)
         # one set of collectors per registry, shared by every spool and kept across reloads
@@ -540,6 +599,7 @@ class Spool(GroupCommit):
 
     def _apply(self, st: Stats) -> None:
         self._stats = st
+        self._acks_state(st.acks_error)
         self._g_bytes.set(st.bytes)
         for k in KINDS:
             self._g_records[k].set(st.unacked[k])
@@ -549,6 +609,28 @@ class Spool(GroupCommit):
         self._g_backlog.set(0 if st.oldest_wall_ns is None else max(0, int(time.time() - st.oldest_wall_ns / 1e9)))
         if st.unsent > 0:
             self.readable.set()
+
+    def _acks_state(self, error: str | None) -> None:
+        if error is not None and self.acks_error is None:
+            self._sm.errors.labels(self.name, "acks").inc()
+            self._rlog.log(logging.ERROR, "acks", "spool %s: acknowledgement state not saved (%s); kept in memory, "
+                           "retrying", self.name, error)
+        elif error is None and self.acks_error is not None:
+            log.info("spool %s: acknowledgement state saved again", self.name)
+        self.acks_error = error
+        idle = self._acks_retry is None or self._acks_retry.done()
+        if error is not None and self._opened and not self._closing and idle:
+            self._acks_retry = asyncio.create_task(self._retry_acks(), name=f"spool-acks-{self.name}")
+
+    async def _retry_acks(self) -> None:
+        """Write the acknowledgement state again until it works (the next commit or ack also
+        tries): without this an idle spool would stay degraded after the disk recovered."""
+        backoff = Backoff(ACKS_RETRY_INITIAL, ACKS_RETRY_MAX)
+        while self.acks_error is not None and self._opened and not self._closing and self._io is not None:
+            await asyncio.sleep(backoff.next_delay())
+            if self._io is None:
+                return
+            self._apply(await self._io_call(self._state.save_acks))
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -585,12 +667,20 @@ class Spool(GroupCommit):
         if not self._opened:
             return 0
         await self._stop_committer()
+        if self._acks_retry is not None:
+            self._acks_retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acks_retry
+            self._acks_retry = None
         await self.flush()
         lost = len(self._pend_p) + len(self._pend_r)
         if lost:
             log.error("spool %s: %d records could not be committed at shutdown: %s", self.name, lost,
                       self.last_error)
-        await self._io_call(self._state.close)
+        acks_error = await self._io_call(self._state.close)
+        if acks_error is not None:
+            log.error("spool %s: acknowledgement state not saved at shutdown (%s): blocks acknowledged since the "
+                      "last save are sent again after the restart", self.name, acks_error)
         io, self._io = self._io, None
         assert io is not None
         await asyncio.to_thread(io.shutdown, True)
@@ -712,7 +802,7 @@ class Spool(GroupCommit):
     def health(self) -> dict[str, Any]:
         st = self._stats
         return {
-            "ok": self._opened and self.last_error is None,
+            "ok": self._opened and self.last_error is None and self.acks_error is None,
             "durable": True,
             "path": str(self.dir),
             "bytes": st.bytes,
@@ -721,4 +811,5 @@ class Spool(GroupCommit):
             "pending": self.pending,
             "backlog_s": None if st.oldest_wall_ns is None else max(0.0, time.time() - st.oldest_wall_ns / 1e9),
             "last_error": self.last_error,
+            "acks_error": self.acks_error,
         }
