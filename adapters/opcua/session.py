@@ -29,11 +29,12 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from adapters.opcua.batching import status_name
 from adapters.opcua.config import OpcuaSource
 
-# asyncua logs every connect step at INFO and some routine events as warnings; the adapter
-# logs loss and recovery itself, once. A level set by the operator (logging config) stays.
+# asyncua logs every connect step at INFO, routine events as warnings and a lost connection
+# as an error with a traceback (its publish loop); the adapter logs loss and recovery itself,
+# once, and catches its own callbacks' errors. A level set by the operator stays.
 _lib_log = logging.getLogger("asyncua")
 if _lib_log.level == logging.NOTSET:
-    _lib_log.setLevel(logging.ERROR)
+    _lib_log.setLevel(logging.CRITICAL)
 
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -57,6 +58,15 @@ class _Group:
         return 2.0 * self.interval * self.keepalive + self.owner.timeout
 
     async def on_publish(self, result: ua.PublishResult) -> None:
+        try:
+            await self._on_publish(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must not go unnoticed (asyncua would only log it)
+            log.exception("opcua %s: processing a publish response failed; reconnecting", self.owner.source)
+            self.owner.lost("internal error processing a publish response")
+
+    async def _on_publish(self, result: ua.PublishResult) -> None:
         owner = self.owner
         recv = time.time_ns()
         self.last_publish = time.monotonic()
