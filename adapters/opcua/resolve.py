@@ -73,6 +73,14 @@ class Child:
     name: ua.QualifiedName
     node: ua.NodeId
     node_class: int
+    ref_type: int = 0  # numeric id of the reference type (ns 0), 0 if other
+    display_name: ua.LocalizedText | None = None
+
+
+def _child(r: ua.ReferenceDescription) -> Child:
+    rt = r.ReferenceTypeId
+    ref = rt.Identifier if rt.NamespaceIndex == 0 and isinstance(rt.Identifier, int) else 0
+    return Child(r.BrowseName, plain(r.NodeId), int(r.NodeClass), ref, r.DisplayName)
 
 
 async def browse_children(
@@ -103,7 +111,7 @@ async def browse_children(
         if res.StatusCode is not None and not res.StatusCode.is_good():
             out.append(status_name(res.StatusCode.value))
             continue
-        children = [Child(r.BrowseName, plain(r.NodeId), int(r.NodeClass)) for r in res.References or ()]
+        children = [_child(r) for r in res.References or ()]
         cp = res.ContinuationPoint
         while cp:
             nxt = ua.BrowseNextParameters()
@@ -112,7 +120,7 @@ async def browse_children(
             more = (await client.uaclient.browse_next(nxt))[0]
             if more.StatusCode is not None and not more.StatusCode.is_good():
                 break
-            children.extend(Child(r.BrowseName, plain(r.NodeId), int(r.NodeClass)) for r in more.References or ())
+            children.extend(_child(r) for r in more.References or ())
             cp = more.ContinuationPoint
         out.append(children)
     return out

@@ -48,9 +48,8 @@ from urllib.parse import urlsplit
 
 from asyncua import Server, ua
 from asyncua.common.node import Node
-from asyncua.crypto import security_policies
-from asyncua.server.user_managers import UserManager
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from adapters.opcua.certs import make_certificate
@@ -219,12 +218,14 @@ class OpcuaPlantServer:
         for ep in self._eps(source):
             if ep.server is not None and not ep.paused:
                 ep.paused = True
+                assert ep.server.bserver is not None
                 await ep.server.bserver.stop()
 
     async def resume(self, source: str | None = None) -> None:
         for ep in self._eps(source):
             if ep.server is not None and ep.paused:
                 ep.paused = False
+                assert ep.server.bserver is not None
                 await ep.server.bserver.start()
 
     def _eps(self, source: str | None) -> list[_Endpoint]:
@@ -262,9 +263,8 @@ class OpcuaPlantServer:
             trusted = set(self._trusted)
 
             async def validate(cert: Any, app: Any) -> None:
-                from cryptography.hazmat.primitives import serialization
-
                 from asyncua.common.utils import ServiceError
+                from cryptography.hazmat.primitives import serialization
 
                 if cert.public_bytes(serialization.Encoding.DER) not in trusted:
                     raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
@@ -327,7 +327,8 @@ class OpcuaPlantServer:
         results = list(await fn(params)) if params.ItemsToCreate else []
         per_sub[params.SubscriptionId] += len(results)
         for _ in items[room:]:
-            results.append(ua.MonitoredItemCreateResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems)))
+            too_many = ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems)  # type: ignore[arg-type]
+            results.append(ua.MonitoredItemCreateResult(StatusCode=too_many))
         return results
 
     async def _populate(self, server: Server, ep: _Endpoint) -> None:
@@ -357,6 +358,18 @@ class OpcuaPlantServer:
                 else:
                     node = await self._add_at_path(server, p.path or "", ua.Variant(initial, vt))
                 self._vars[p.tag] = _Var(node, vt, p, src.id)
+                if tag is not None and tag.kind != "discrete":
+                    await self._add_eu(node, tag)
+
+    async def _add_eu(self, node: Node, tag: Tag) -> None:
+        """EURange and EngineeringUnits properties, as a DCS gives its analog items."""
+        ns = node.nodeid.NamespaceIndex
+        if tag.range is not None:
+            rng = ua.Range(Low=float(tag.range[0]), High=float(tag.range[1]))
+            await node.add_property(ns, "EURange", ua.Variant(rng, ua.VariantType.ExtensionObject))
+        if tag.unit:
+            eu = ua.EUInformation(DisplayName=ua.LocalizedText(tag.unit), Description=ua.LocalizedText(tag.unit))
+            await node.add_property(ns, "EngineeringUnits", ua.Variant(eu, ua.VariantType.ExtensionObject))
 
     async def _add_at_path(self, server: Server, path: str, initial: ua.Variant) -> Node:
         elements = parse_browse_path(path)
@@ -401,8 +414,8 @@ class OpcuaPlantServer:
         value: Any,
         *,
         status: int | str = ua.StatusCodes.Good,
-        source_ts: dt.datetime | None | bool = True,
-        server_ts: dt.datetime | None | bool = True,
+        source_ts: dt.datetime | bool | None = True,
+        server_ts: dt.datetime | bool | None = True,
         vtype: str | None = None,
     ) -> None:
         """Set a variable's value; ``status`` a code or name (``"BadSensorFailure"``);
@@ -415,7 +428,7 @@ class OpcuaPlantServer:
         srv = now if server_ts is True else (server_ts or None)
         variant = ua.Variant(_coerce(value, vt) if value is not None else None, vt if value is not None else
                              ua.VariantType.Null)
-        dv = ua.DataValue(variant, ua.StatusCode(code), SourceTimestamp=src, ServerTimestamp=srv)
+        dv = ua.DataValue(variant, ua.StatusCode(code), SourceTimestamp=src, ServerTimestamp=srv)  # type: ignore[arg-type]
         ep = self._by_source[var.source]
         if ep.server is None:
             raise RuntimeError("server not started")
@@ -457,7 +470,7 @@ def build(configs: Sequence[SourceConfig], site: SiteConfig) -> list[SimulatedDe
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from gateway.config import load_config
+    from gateway.validate import load_config
 
     config = load_config(args.config)
     sources = [s for s in config.sources if isinstance(s, OpcuaSource) and s.enabled]
