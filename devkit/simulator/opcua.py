@@ -63,7 +63,8 @@ if TYPE_CHECKING:
     from devkit.simulator.plant import Frame
 
 log = logging.getLogger(__name__)
-logging.getLogger("asyncua").setLevel(logging.ERROR)
+if logging.getLogger("asyncua").level == logging.NOTSET:  # as adapters/opcua/session.py does
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
 
 SIM_NS = "urn:hazardgw:simulator"
 _POLICY_TYPES = {
