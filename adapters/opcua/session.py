@@ -36,6 +36,17 @@ _lib_log = logging.getLogger("asyncua")
 if _lib_log.level == logging.NOTSET:
     _lib_log.setLevel(logging.CRITICAL)
 
+
+class _NoIdentityTokens(logging.Filter):
+    """asyncua's socket logger writes every request at DEBUG, the ActivateSession request with
+    the user's password in it: such records are dropped, whatever level an operator sets."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "IdentityToken" not in record.getMessage()
+
+
+logging.getLogger("asyncua.client.ua_client.UASocketProtocol").addFilter(_NoIdentityTokens())
+
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
     "Aes128Sha256RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
@@ -88,7 +99,11 @@ def describe(e: BaseException, cfg: OpcuaSource) -> Failure:
                            "server's trusted list, and do policy and mode match an endpoint it offers?")
         return Failure("error", f"{name}")
     if isinstance(e, TimeoutError | asyncio.TimeoutError):
-        return Failure("unreachable", f"no answer within {cfg.timeout:g} s")
+        hint = ""
+        if cfg.security.server_cert is not None:
+            hint = (" (a server whose certificate is not server_cert cannot read our secure channel request "
+                    "and does not answer)")
+        return Failure("unreachable", f"no answer within {cfg.timeout:g} s{hint}")
     if isinstance(e, ConnectionRefusedError):
         return Failure("unreachable", "connection refused (server down or wrong port)")
     if isinstance(e, socket.gaierror):
