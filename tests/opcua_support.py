@@ -20,7 +20,6 @@ import yaml
 
 from adapters.opcua.adapter import OpcuaAdapter
 from adapters.opcua.config import OpcuaSource
-from devkit.services import free_port
 from gateway.core.config import Tag
 from gateway.core.metrics import Metrics
 from gateway.core.models import Reading

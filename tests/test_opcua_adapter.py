@@ -254,7 +254,8 @@ async def test_plant_simulator_serves_opcua_points() -> None:
         "sources": [{"id": "dcs", "type": "opcua", "url": f"opc.tcp://127.0.0.1:{port}",
                      "security": {"policy": "None"}, "interval": "200ms",
                      "points": [{"tag": "PT-1", "path": "Objects/Plant/PT1"}, {"tag": "XS-1", "node": "ns=3;i=7"}]}],
-        "tags": [{"id": "PT-1", "kind": "pressure", "unit": "MPa", "range": [0, 2]}, {"id": "XS-1", "kind": "discrete"}],
+        "tags": [{"id": "PT-1", "kind": "pressure", "unit": "MPa", "range": [0, 2]},
+                 {"id": "XS-1", "kind": "discrete"}],
     })
     plant = Plant(config)
     [device] = plant.build_devices()

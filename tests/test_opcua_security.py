@@ -21,7 +21,7 @@ from gateway.core.models import Quality
 
 pytestmark = pytest.mark.asyncio
 
-PASSWORD = "Pa55-w0rd-XYZ"  # noqa: S105 - a test secret the logs must never show
+PASSWORD = "Pa55-w0rd-XYZ"  # a test secret the logs must never show
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ contract in :mod:`devkit.simulator`).
 one asyncua server per endpoint (``host:port`` of the source's ``url``):
 
 * ``node:`` points become variables with exactly that node id (namespaces are registered
-  up to the index used; an ``nsu=`` URI is registered as a namespace), in a folder
-  ``Objects/Simulated``;
+  up to the index used; an ``nsu=`` URI is registered as a namespace), in folders
+  ``Objects/Simulated/G000``, ``G001``... of 100 variables each;
 * ``path:`` points become variables at that browse path, folders created on the way
   (elements without a namespace prefix get namespace 2);
 * variables are Double, or Boolean for discrete tags; ``types`` overrides per tag
@@ -146,8 +146,10 @@ class OpcuaPlantServer:
         trusted_certs: Sequence[bytes] | None = None,
         limits: Mapping[str, int] | None = None,
         policies: Sequence[tuple[str, str]] | None = None,
+        path_id_prefix: str = "",
     ) -> None:
         self._tags = dict(tags or {})
+        self._prefix = path_id_prefix  # node ids of path variables: prefix + path (a restart may move them)
         self._types = dict(types or {})
         self._cert = certificate
         self._key = private_key
@@ -332,32 +334,51 @@ class OpcuaPlantServer:
             results.append(ua.MonitoredItemCreateResult(StatusCode=too_many))
         return results
 
+    async def _namespace(self, server: Server, names: list[str], index: int | None = None,
+                         uri: str | None = None) -> int:
+        """The index of namespace ``uri``, or make sure ``index`` exists; ``names`` is kept current."""
+        if uri is not None:
+            if uri not in names:
+                await server.register_namespace(uri)
+                names[:] = await server.get_namespace_array()
+            return names.index(uri)
+        assert index is not None
+        while len(names) <= index:
+            await server.register_namespace(f"urn:hazardgw:simulator:ns{len(names)}")
+            names[:] = await server.get_namespace_array()
+        return index
+
     async def _populate(self, server: Server, ep: _Endpoint) -> None:
         sim_ns = await server.register_namespace(SIM_NS)
-        objects = server.nodes.objects
-        folder = await objects.add_folder(node_id("Simulated", sim_ns, ua.NodeIdType.String),
-                                          ua.QualifiedName("Simulated", sim_ns))
+        names = list(await server.get_namespace_array())
+        folder = await server.nodes.objects.add_folder(node_id("Simulated", sim_ns, ua.NodeIdType.String),
+                                                       ua.QualifiedName("Simulated", sim_ns))
+        folders: dict[tuple[str, ...], Node] = {}
+        groups: list[Node] = []  # node-id variables, 100 per folder (asyncua adds a child in O(siblings))
+        count = 0
         for src in ep.sources:
             for p in src.points:
                 if p.tag in self._vars:
                     continue
                 tag = self._tags.get(p.tag)
                 vt = _vtype(tag, self._types.get(p.tag))
-                initial = _coerce(0, vt) if vt != ua.VariantType.String else ""
+                initial = ua.Variant(_coerce(0, vt) if vt != ua.VariantType.String else "", vt)
                 if p.node is not None:
                     ref = parse_node_id(p.node)
-                    names = await server.get_namespace_array()
-                    if ref.nsu is not None and ref.nsu not in names:
-                        await server.register_namespace(ref.nsu)
-                        names = await server.get_namespace_array()
-                    while ref.nsu is None and len(names) <= ref.ns:
-                        await server.register_namespace(f"urn:hazardgw:simulator:ns{len(names)}")
-                        names = await server.get_namespace_array()
+                    if ref.nsu is not None:
+                        await self._namespace(server, names, uri=ref.nsu)
+                    else:
+                        await self._namespace(server, names, index=ref.ns)
                     nid = to_node_id(ref, names)
                     bname = ua.QualifiedName(str(ref.ident), nid.NamespaceIndex)
-                    node = await folder.add_variable(nid, bname, ua.Variant(initial, vt))
+                    if count % 100 == 0:
+                        g = f"G{len(groups):03d}"
+                        groups.append(await folder.add_folder(node_id(f"Simulated/{g}", sim_ns, ua.NodeIdType.String),
+                                                              ua.QualifiedName(g, sim_ns)))
+                    count += 1
+                    node = await groups[-1].add_variable(nid, bname, initial)
                 else:
-                    node = await self._add_at_path(server, p.path or "", ua.Variant(initial, vt))
+                    node = await self._add_at_path(server, names, folders, p.path or "", initial)
                 self._vars[p.tag] = _Var(node, vt, p, src.id)
                 if tag is not None and tag.kind != "discrete":
                     await self._add_eu(node, tag)
@@ -372,34 +393,30 @@ class OpcuaPlantServer:
             eu = ua.EUInformation(DisplayName=ua.LocalizedText(tag.unit), Description=ua.LocalizedText(tag.unit))
             await node.add_property(ns, "EngineeringUnits", ua.Variant(eu, ua.VariantType.ExtensionObject))
 
-    async def _add_at_path(self, server: Server, path: str, initial: ua.Variant) -> Node:
+    async def _add_at_path(self, server: Server, names: list[str], folders: dict[tuple[str, ...], Node],
+                           path: str, initial: ua.Variant) -> Node:
         elements = parse_browse_path(path)
-        names = await server.get_namespace_array()
-        while len(names) <= 2:
-            await server.register_namespace(f"urn:hazardgw:simulator:ns{len(names)}")
-            names = await server.get_namespace_array()
         parent = server.nodes.root
         for k, el in enumerate(elements):
+            key = tuple(e.text() for e in elements[: k + 1])
             last = k == len(elements) - 1
-            found = None
             if not last:
-                for child in await parent.get_children():
-                    qn = await child.read_browse_name()
-                    if qn.Name == el.name and (el.ns is None or qn.NamespaceIndex == el.ns):
-                        found = child
-                        break
-            if found is not None:
-                parent = found
-                continue
-            ns = el.ns if el.ns is not None else 2
-            while len(names) <= ns:
-                await server.register_namespace(f"urn:hazardgw:simulator:ns{len(names)}")
-                names = await server.get_namespace_array()
+                known = folders.get(key)
+                if known is None and el.ns in (None, 0):
+                    for child in await parent.get_children():  # a standard folder (Objects, Types...)
+                        qn = await child.read_browse_name()
+                        if qn.NamespaceIndex == 0 and qn.Name == el.name:
+                            known = folders[key] = child
+                            break
+                if known is not None:
+                    parent = known
+                    continue
+            ns = await self._namespace(server, names, index=el.ns if el.ns is not None else 2)
             qn = ua.QualifiedName(el.name, ns)
-            nid = node_id("/".join(e.text() for e in elements[: k + 1]), ns, ua.NodeIdType.String)
+            nid = node_id(self._prefix + "/".join(key), ns, ua.NodeIdType.String)
             if last:
                 return await parent.add_variable(nid, qn, initial)
-            parent = await parent.add_folder(nid, qn)
+            parent = folders[key] = await parent.add_folder(nid, qn)
         raise ValueError(f"empty browse path {path!r}")
 
     # ------------------------------------------------------------------ values
@@ -475,7 +492,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
     config = load_config(args.config)
     sources = [s for s in config.sources if isinstance(s, OpcuaSource) and s.enabled]
-    sim = OpcuaPlantServer(sources, config.tag_map(), certificate=args.cert, private_key=args.key)
+    sim = OpcuaPlantServer(sources, config.tag_map(), certificate=args.cert, private_key=args.key,
+                           path_id_prefix=args.path_id_prefix)
     await sim.start()
     print("ready", flush=True)
     tags = [t for t in sim._vars if sim._vars[t].vtype != ua.VariantType.String]
@@ -507,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--every", type=float, default=1.0)
     p.add_argument("--cert")
     p.add_argument("--key")
+    p.add_argument("--path-id-prefix", default="", help="prefix of the node ids of path variables")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
