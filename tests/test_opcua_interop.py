@@ -53,14 +53,21 @@ def node_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeServer
     assert (INTEROP / "node_modules" / "node-opcua-server").is_dir(), \
         "node-opcua is not installed: run `make interop` (npm ci in devkit/interop/node-opcua)"
     tmp = tmp_path_factory.mktemp("node-opcua")
-    port = free_port()
     cert = tmp / "server.der"
-    proc = subprocess.Popen([node, "server.js", str(port), str(tmp), str(cert)], cwd=INTEROP,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    for _attempt in range(5):  # node-opcua listens on every interface: a port free on loopback may be taken
+        port = free_port()
+        proc = subprocess.Popen([node, "server.js", str(port), str(tmp), str(cert)], cwd=INTEROP,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.startswith("ready"), f"node-opcua did not start: {line!r} {proc.stderr.read()[-2000:]}"
+        if line.startswith("ready"):
+            break
+        err = proc.stderr.read() if proc.stderr else ""
+        proc.wait(10)
+        assert "EADDRINUSE" in err, f"node-opcua did not start: {line!r} {err[-2000:]}"
+    else:
+        raise AssertionError("node-opcua found no free port in 5 attempts")
+    try:
         yield NodeServer(f"opc.tcp://127.0.0.1:{port}", cert)
     finally:
         proc.terminate()
