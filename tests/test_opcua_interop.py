@@ -60,6 +60,8 @@ def node_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeServer
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         line = proc.stdout.readline()
+        while line and not line.startswith("ready"):  # node-opcua's own notices come first
+            line = proc.stdout.readline()
         if line.startswith("ready"):
             break
         err = proc.stderr.read() if proc.stderr else ""
