@@ -161,8 +161,11 @@ async def test_browse_paths_namespaces_and_unresolved_points(caplog: pytest.LogC
             await async_wait_for(
                 lambda: [(col.last(t) or (0, None))[1] for t in ("PT", "TT", "X3", "N")] == [1.0, 2.0, 4.0, 5.0],
                 timeout=10, desc="values of the resolved paths")
-            for t in ("AMBIG", "MISSING", "UNKNOWN"):
-                await async_wait_for(lambda t=t: (r := col.last(t)) is not None and r.quality == Quality.BAD)
+            def all_bad() -> bool:
+                return all((r := col.last(t)) is not None and r.quality == Quality.BAD
+                           for t in ("AMBIG", "MISSING", "UNKNOWN"))
+
+            await async_wait_for(all_bad)
             h = adapter.health()
             assert h["unresolved_points"] == 3 and not h["ok"]
             assert "2 nodes named 'X'" in h["unresolved"]["AMBIG"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -29,7 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         {"tag": "LT-201", "path": "Objects/Plant/V201/LT201"},
         {"tag": "FT-9", "node": "ns=2;s=Utility.FT9"},
     ]
-    tags = [
+    tags: list[dict[str, Any]] = [
         {"id": "TT-101", "kind": "temperature", "unit": "°C", "range": [-20, 120]},
         {"id": "PT-101", "kind": "pressure", "unit": "MPa", "range": [0, 2.5]},
         {"id": "XS-101", "kind": "discrete"},
