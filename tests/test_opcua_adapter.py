@@ -91,6 +91,9 @@ async def test_types_statuses_and_timestamps(mode: str) -> None:
             assert ts.value == 7.0 and ts.ts == 1893553445123456000  # ServerTimestamp without a SourceTimestamp
             nots = col.of("NOTS")[0]
             assert nots.value == 8.0 and t0 <= nots.ts <= time.time_ns()  # receipt time
+        # neither the start (first connect still running) nor the stop said comm: no false bad alarms
+        # at a start or a reload
+        assert Quality.COMM not in {r.quality for r in col.readings}
         problems = adapter.health()["problems"]
         assert {"type_mismatch", "not_discrete", "not_finite"} <= set(problems)
         counted = {s.labels["reason"]: s.value for m in metrics.registry.collect()

@@ -11,10 +11,12 @@ so values flow again within about 5 s plus the time to subscribe once the server
 A server that *refuses* us (wrong password, our certificate not trusted, no matching
 endpoint) is retried every 10 s doubling to 2 min, so a locked DCS account is not hammered.
 
-A second task, the ticker, runs once per ``interval``: while there is no session every
-point reads ``comm`` (value None), like a Modbus device that does not answer; with a
-session it re-asserts unchanged subscribed values (adapters/opcua/values.py) and repeats
-``bad`` for points without a node. Loss and recovery are logged once each.
+A second task, the ticker, runs once per ``interval``: while there is no session (after a
+failed attempt or a loss) every point reads ``comm`` (value None), like a Modbus device that
+does not answer; with a session it re-asserts unchanged subscribed values
+(adapters/opcua/values.py) and repeats ``bad`` for points without a node. The first attempt
+after a start or a reload, and a stop, report nothing (no false bad alarm on a reload; the
+stale watcher covers a first attempt that hangs). Loss and recovery are logged once each.
 
 The adapter is read-only: it uses Browse, Read, CreateSubscription, CreateMonitoredItems,
 Publish, DeleteSubscriptions and the session services, never Write, Call or node management.
@@ -92,6 +94,10 @@ class OpcuaAdapter:
         self._subs: SubscriptionSet | None = None
         self._poller: Poller | None = None
         self.up = False
+        self.up_at = 0.0  # monotonic time of the last session start
+        # True once a connect attempt failed or a session was lost: until then (the first
+        # attempt of a start or a reload) points without a value are not reported comm
+        self.outage = False
         self.unresolved: dict[int, str] = {}  # point index -> why it has no node
         self._last_unresolved_log: dict[int, str] = {}
         # for health()
@@ -175,6 +181,7 @@ class OpcuaAdapter:
                 self.last_error = f.text
                 slow = f.kind == "refused"
                 delay = (refused if slow else backoff).next_delay()
+                self.outage = True
                 if not logged_outage:
                     logged_outage = True
                     log.warning("opcua %s: cannot connect to %s: %s; retrying every %g..%g s", self.id, cfg.url,
@@ -190,10 +197,12 @@ class OpcuaAdapter:
             refused.reset()
             up_at = time.monotonic()
             reason = ""
+            stopping = False
             try:
                 self._client = client
                 await self._serve(client, reconnected=was_up or logged_outage, down_for=up_at - outage_since)
             except asyncio.CancelledError:
+                stopping = True  # stop() or a reload: no comm readings for a deliberate stop
                 raise
             except SessionLost as e:
                 reason = str(e)
@@ -207,8 +216,10 @@ class OpcuaAdapter:
                 self._client = None
                 self._subs = None
                 self._poller = None
-                if was_session:
-                    self._set_up(False)
+                self._set_up(False)
+                if not stopping:
+                    self.outage = True
+                if was_session and not stopping:
                     await self._emit(self.table.comm(time.time_ns()))
                 else:
                     self.table.forget()
@@ -371,14 +382,23 @@ class OpcuaAdapter:
                 self._rlog.error("tick", "opcua %s: tick failed", self.id, exc_info=True)
 
     async def _tick(self) -> None:
+        """Once per interval: without a session (after a failed attempt or a loss) every point
+        reads comm; with one, unchanged subscribed values are re-asserted, points without a
+        node repeat bad, and a point the server never reported reads comm after two
+        intervals plus ``timeout``."""
         now_ns = time.time_ns()
+        now = time.monotonic()
+        cfg = self.cfg
         out: list[Reading] = []
         subs = self._subs
-        if self.up and subs is not None:
-            out.extend(subs.tick(time.monotonic()))
-            if self.unresolved:
-                out.extend(self.table.reassert(list(self.unresolved), now_ns))
-        if not (self.up and self.cfg.mode == "poll"):
+        if self.up:
+            if subs is not None:
+                out.extend(subs.tick(now))
+                if self.unresolved:
+                    out.extend(self.table.reassert(list(self.unresolved), now_ns))
+                if now - self.up_at > 2 * cfg.interval + cfg.timeout:
+                    out.extend(self.table.unknown_comm(now_ns))
+        elif self.outage:
             out.extend(self.table.unknown_comm(now_ns))
         if out:
             await self._emit(out)
@@ -388,6 +408,9 @@ class OpcuaAdapter:
     def _set_up(self, up: bool) -> None:
         if up != self.up:
             self.up = up
+            if up:
+                self.up_at = time.monotonic()
+                self.outage = False
             self.connected_since = time.time() if up else None
             self._m_connected.set(1 if up else 0)
             if not up:
