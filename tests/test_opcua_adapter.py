@@ -252,6 +252,7 @@ async def test_small_server_limits_are_learned(mode: str, caplog: pytest.LogCapt
 async def test_plant_simulator_serves_opcua_points() -> None:
     """`hazardgw simulate`: the plant builds the OPC UA devices from the registry and shows frames."""
     from devkit.simulator.plant import Frame, Plant
+    from devkit.simulator.scenarios import Effects
     from gateway.config import Config
 
     port = free_port()
@@ -272,5 +273,14 @@ async def test_plant_simulator_serves_opcua_points() -> None:
         async with running(adapter):
             await async_wait_for(lambda: (col.last("PT-1") or (0, 0))[1] == 1.125
                                  and (col.last("XS-1") or (0, 0))[1] == 1.0, timeout=10)
+            # a scenario's silent detector: the DCS reports it lost (BadNoCommunication) -> bad
+            await device.show(Frame({"PT-1": 1.5, "XS-1": 1.0}, Effects(silent_tags={"PT-1"})), int(time.time() * 1000))
+            await async_wait_for(lambda: (r := col.last("PT-1")) is not None and r.quality == Quality.BAD, timeout=10)
+            # a silent source stops listening -> comm for its points; then it answers again
+            await device.show(Frame({"PT-1": 1.5, "XS-1": 1.0}, Effects(silent_sources={"dcs"})), 0)
+            await async_wait_for(lambda: (r := col.last("XS-1")) is not None and r.quality == Quality.COMM, timeout=10)
+            await device.show(Frame({"PT-1": 1.25, "XS-1": 0.0}), int(time.time() * 1000))
+            await async_wait_for(lambda: (col.last("PT-1") or (0, 0))[1] == 1.25
+                                 and (col.last("XS-1") or (0, 0))[1] == 0.0, timeout=10)
     finally:
         await device.stop()

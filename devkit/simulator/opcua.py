@@ -160,6 +160,7 @@ class OpcuaPlantServer:
         self._vars: dict[str, _Var] = {}
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._silenced: set[str] = set()
+        self._quiet_tags: set[str] = set()  # tags the plant left out: served BadNoCommunication
         self.calls: Counter[str] = Counter()  # service -> requests
         self.operations: Counter[str] = Counter()  # service -> operations (items, nodes)
         self.sessions = 0
@@ -453,7 +454,8 @@ class OpcuaPlantServer:
         await ep.server.write_attribute_value(var.node.nodeid, dv)
 
     async def show(self, frame: Frame, ts_ms: int) -> None:
-        """One plant frame: every value of a tag served here; silent sources stop listening."""
+        """One plant frame: every value of a tag served here; silent sources stop listening,
+        silent tags read BadNoCommunication (until a frame leaves them out)."""
         ts = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
         silent = frame.effects.silent_sources & self._by_source.keys()
         for sid in silent - self._silenced:
@@ -461,9 +463,14 @@ class OpcuaPlantServer:
         for sid in self._silenced - silent:
             await self.resume(sid)
         self._silenced = set(silent)
+        quiet = frame.effects.silent_tags & self._vars.keys()
+        for tag in quiet - self._quiet_tags:  # what a DCS reports for a transmitter it lost
+            if self._vars[tag].source not in silent:
+                await self.set_value(tag, None, status="BadNoCommunication", source_ts=ts)
+        self._quiet_tags = set(quiet)
         for tag, v in frame.values.items():
             var = self._vars.get(tag)
-            if v is None or var is None or var.source in silent or var.vtype == ua.VariantType.String:
+            if v is None or var is None or var.source in silent or tag in quiet or var.vtype == ua.VariantType.String:
                 continue
             await self.set_value(tag, v, source_ts=ts)
 
@@ -476,7 +483,8 @@ class OpcuaPlantServer:
 
 
 def traits(configs: Sequence[SourceConfig]) -> SourceTraits:
-    """Every variable is its own node: a scenario may leave any one tag out (its value holds)."""
+    """Every variable is its own node: a scenario may leave any one tag out (it is then served
+    with status BadNoCommunication, as a DCS reports a transmitter it lost)."""
     return SourceTraits(silenceable_tags=frozenset(t for cfg in configs for t in cfg.point_tags()))
 
 
