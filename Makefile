@@ -7,7 +7,11 @@ APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics chromium
 # Binaries that prove the apt packages are present.
 APT_BINS := mosquitto mosquitto_pub influxd victoria-metrics chromium
 
-.PHONY: all setup system-deps venv demo test lint bench bundle deb wheels clean
+# The node-opcua server of the OPC UA interoperability test (tests/test_opcua_interop.py),
+# installed from its lock file with the machine's Node.js (>= 18) and npm.
+INTEROP := devkit/interop/node-opcua
+
+.PHONY: all setup system-deps venv interop demo test lint bench bundle deb wheels clean
 
 all: test
 
@@ -33,10 +37,16 @@ $(BIN)/.installed: requirements.lock requirements-dev.lock pyproject.toml
 
 venv: $(BIN)/.installed
 
+$(INTEROP)/node_modules/.installed: $(INTEROP)/package.json $(INTEROP)/package-lock.json
+	cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+interop: $(INTEROP)/node_modules/.installed
+
 demo: setup
 	$(BIN)/hazardgw demo -c config/demo-site.yaml
 
-test: setup
+test: setup interop
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
@@ -65,4 +75,4 @@ wheels: venv
 	PY=$(abspath $(BIN)/python) packaging/build-wheels.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache build dist *.egg-info $(INTEROP)/node_modules

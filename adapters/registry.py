@@ -11,12 +11,14 @@ from collections.abc import Sequence
 
 from adapters.modbus.spec import MODBUS
 from adapters.mqtt.spec import MQTT
+from adapters.opcua.spec import OPCUA
 from gateway.core.config import SourceConfig
 from gateway.core.sources import SourceAdapter, SourceContext, SourceSpec
 
 SOURCE_SPECS: tuple[SourceSpec, ...] = (
     MODBUS,
     MQTT,
+    OPCUA,
 )
 
 

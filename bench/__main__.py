@@ -5,8 +5,8 @@
 Each benchmark module has ``parse_args(argv)`` and ``run(args) -> dict`` (with a
 ``metrics`` list: metric, value, unit, target, op, pass, reference measured in the same
 run); its own ``main()`` CLI still prints its detailed table. Fixed seeds, warm-ups and
-repetitions are the modules' own (see bench/README.md). The full run takes ~3.5 minutes on
-the 2-core development VM, ``--quick`` ~70 s (smaller counts, one repetition, a 20 s
+repetitions are the modules' own (see bench/README.md). The full run takes ~4 minutes on
+the 2-core development VM, ``--quick`` ~95 s (smaller counts, one repetition, a 20 s
 InfluxDB outage instead of 60 s).
 """
 
@@ -35,6 +35,7 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
     "memory": ([], ["--steady", "15", "--outage", "20"]),
     "modbus_capacity": ([], ["--duration", "8", "--warmup", "2.5", "--scenarios", "endpoints"]),
     "uplink": ([], ["--alarms", "20", "--reps", "5"]),
+    "opcua": ([], ["--duration", "8", "--warmup", "2"]),
 }
 
 
@@ -60,7 +61,7 @@ def fmt(v: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="~70 s run with smaller counts")
+    ap.add_argument("--quick", action="store_true", help="~95 s run with smaller counts")
     ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(PLAN)}")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     a = ap.parse_args(argv)

@@ -299,7 +299,7 @@ def _source_problems(config: Config, smap: SourceMap) -> list[Problem]:
             continue
         for sp in spec.check(mine, tags):
             path: Path_ = ("sources", index[sp.source], *sp.path) if sp.source in index else ("sources",)
-            out.append(Problem(path, smap.line_of(path), sp.message))
+            out.append(Problem(path, smap.line_of(path), sp.message, sp.severity))
     return out
 
 

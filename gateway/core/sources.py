@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from gateway.core.config import SourceConfig, Tag
 from gateway.core.metrics import Metrics
@@ -65,11 +65,13 @@ class SourceAdapter(Protocol):
 @dataclass(frozen=True)
 class SourceProblem:
     """A problem only the source type can judge; ``source`` is the id it concerns (None:
-    the ``sources`` section as a whole), ``path`` is relative to that source's entry."""
+    the ``sources`` section as a whole), ``path`` is relative to that source's entry.
+    ``severity`` "warning" lets the config run (e.g. an OPC UA source without security)."""
 
     source: str | None
     message: str
     path: Path_ = ()
+    severity: Literal["error", "warning"] = "error"
 
 
 #: The tag-list columns that describe a point (``hazardgw tags``, gateway/taglist): each source

@@ -1,0 +1,1 @@
+"""OPC UA source (``type: opcua``): reads a DCS or PLC over OPC UA with asyncua (README.md)."""
