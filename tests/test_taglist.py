@@ -56,7 +56,7 @@ tags:
   - {id: GT-001, name: first, hazard_source: HS-001, kind: combustible_gas, gas: CH4, unit: "%LEL", range: [0, 100],
      alarms: {h: {limit: 20, priority: 2}, hh: {limit: 40, priority: 1, latch: true}}}
   - {id: PT-001, name: pressure, hazard_source: HS-001, kind: pressure, unit: MPa, range: [0, 2.5]}
-  - {id: AT-001, name: oxygen, hazard_source: HS-001, kind: oxygen, gas: O2, unit: "%VOL", range: [0, 25],
+  - {id: AT-001, name: oxygen, hazard_source: HS-001, kind: oxygen, gas: O2, unit: "%VOL", range: [0, 25], stale_after: 30s,
      alarms: {l: {limit: 19.5}, h: {limit: 23.5}}}
 """
 
@@ -434,3 +434,48 @@ def test_random_edits_of_the_demo_site_patch_exactly() -> None:
         out = patch_text(text, n)
         assert load_raw(out) == n
         assert out.startswith(head)
+
+
+def test_opcua_rows_bind_by_node_id_or_browse_path_and_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = BASE.replace("\ntags:\n", """
+  - id: dcs
+    type: opcua
+    url: opc.tcp://127.0.0.1:4840
+    security: {policy: None}
+    points:
+      - {tag: TT-001, node: "ns=2;s=V101.TT101.PV"}
+
+tags:
+""") + "  - {id: TT-001, name: temperature, hazard_source: HS-001, kind: temperature, unit: °C, range: [0, 200]}\n"
+    table = tmp_path / "t.csv"
+    table.write_text(
+        "id,kind,unit,source,node,path\n"
+        "TT-002,temperature,°C,dcs,ns=2;s=V101.TT102.PV,\n"
+        "PT-002,pressure,MPa,dcs,,Objects/Plant/V101/PT102\n"
+        "LT-002,level,m,dcs,,\n"
+        "LT-003,level,m,dcs,ns=x;s=broken,\n",
+        encoding="utf-8",
+    )
+    code, _, err = run_import(tmp_path, table, config(tmp_path, text), capsys)
+    assert code == 2 and "t.csv:4: node: an OPC UA point needs exactly one of node" in err, err
+    assert "t.csv:5: node: node id 'ns=x;s=broken'" in err, err
+    table.write_text("".join(table.read_text(encoding="utf-8").splitlines(keepends=True)[:3]), encoding="utf-8")
+    code, _, err = run_import(tmp_path, table, config(tmp_path, text), capsys)
+    assert code == 0, err
+    merged = tmp_path / "new-site.yaml"
+    points = load_raw(merged.read_text(encoding="utf-8"))["sources"][3]["points"]
+    assert points == [{"tag": "TT-001", "node": "ns=2;s=V101.TT101.PV"}, {"tag": "TT-002", "node": "ns=2;s=V101.TT102.PV"},
+                      {"tag": "PT-002", "path": "Objects/Plant/V101/PT102"}]
+    check_merged(merged)
+    # export then import of the merged site changes nothing
+    exported = tmp_path / "all.csv"
+    assert main(["tags", "export", "-c", str(merged), "-o", str(exported)]) == 0
+    rows = list(csv.DictReader(io.StringIO(exported.read_text(encoding="utf-8-sig"))))
+    assert {r["id"]: (r["node"], r["path"]) for r in rows if r["source"] == "dcs"} == {
+        "TT-001": ("ns=2;s=V101.TT101.PV", ""), "TT-002": ("ns=2;s=V101.TT102.PV", ""),
+        "PT-002": ("", "Objects/Plant/V101/PT102")}
+    again = tmp_path / "again.yaml"
+    assert main(["tags", "import", str(exported), "-c", str(merged), "-o", str(again)]) == 0
+    assert again.read_text(encoding="utf-8") == merged.read_text(encoding="utf-8")

@@ -12,8 +12,11 @@ PRIORITY_COLUMNS = tuple(f"{c}_priority" for c in LIMITS)
 #: default priority of a limit alarm a tag list creates (HH/LL 1, H/L 2)
 DEFAULT_PRIORITY = {"hh": 1, "ll": 1, "h": 2, "l": 2}
 TAG_COLUMNS = ("id", "name", "hazard_source", "kind", "gas", "unit", "range_lo", "range_hi", *LIMITS)
+#: optional tag columns after the fixed ones: ``stale_after`` (a duration; what a tag of a
+#: source that reports only when it likes — MQTT — needs so its loss raises an alarm)
+EXTRA_TAG_COLUMNS = ("stale_after",)
 #: every column, in the order an export writes them
-COLUMNS: tuple[str, ...] = (*TAG_COLUMNS, "source", *POINT_COLUMNS, *PRIORITY_COLUMNS)
+COLUMNS: tuple[str, ...] = (*TAG_COLUMNS, "source", *POINT_COLUMNS, *PRIORITY_COLUMNS, *EXTRA_TAG_COLUMNS)
 
 CHINESE = {
     "位号": "id",
@@ -37,6 +40,7 @@ CHINESE = {
     "节点": "node",
     "主题": "topic",
     "路径": "path",
+    "数据超时": "stale_after",
     "低低报优先级": "ll_priority",
     "低报优先级": "l_priority",
     "高报优先级": "h_priority",

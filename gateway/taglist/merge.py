@@ -26,6 +26,7 @@ from typing import Any
 from adapters.registry import SOURCE_SPECS, SPEC_BY_TYPE
 from gateway.core.problems import format_path
 from gateway.core.sources import POINT_COLUMNS, SourceSpec, number_cell
+from gateway.core.units import parse_duration
 from gateway.core.yamlsrc import Path_
 from gateway.taglist.columns import COLUMNS, DEFAULT_PRIORITY, LIMITS, kind_value
 from gateway.taglist.io import Row, Table
@@ -78,7 +79,7 @@ def export_rows(raw: Mapping[str, Any]) -> list[dict[str, str]]:
     for t in raw.get("tags") or []:
         if not isinstance(t, dict) or not isinstance(t.get("id"), str):
             continue
-        row = {k: _fmt(t.get(k)) for k in ("id", "name", "hazard_source", "kind", "gas", "unit")}
+        row = {k: _fmt(t.get(k)) for k in ("id", "name", "hazard_source", "kind", "gas", "unit", "stale_after")}
         rng = t.get("range")
         if isinstance(rng, list) and len(rng) == 2:
             row["range_lo"], row["range_hi"] = _fmt(rng[0]), _fmt(rng[1])
@@ -125,6 +126,20 @@ def _tag_from_row(existing: Mapping[str, Any] | None, row: Row, cols: set[str]) 
                 tag[key] = value
             else:
                 tag.pop(key, None)
+    if "stale_after" in cols:
+        text = cells["stale_after"]
+        if not text:
+            tag.pop("stale_after", None)
+        else:
+            try:
+                parse_duration(text)
+            except ValueError as e:
+                bad("stale_after", str(e))
+            else:  # a number of seconds stays a number, "30s" stays text: export-import keeps the YAML
+                try:
+                    tag["stale_after"] = number_cell(text)
+                except ValueError:
+                    tag["stale_after"] = text
     old_rng = tag.get("range") if isinstance(tag.get("range"), list) and len(tag["range"]) == 2 else None
     lo_t = cells["range_lo"] if "range_lo" in cols else _fmt(old_rng[0] if old_rng else None)
     hi_t = cells["range_hi"] if "range_hi" in cols else _fmt(old_rng[1] if old_rng else None)
