@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.core import logsafe
 from gateway.validate import validate_file
 
 EXIT_OK = 0
@@ -20,11 +21,14 @@ EXIT_CONFIG = 2
 SCENARIO_HELP = "a scenario of the plant simulator, e.g. chlorine-leak (an unknown name lists them all)"
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=LOG_FORMAT)
+    # control characters in logged text (tag names, topics, paths from outside) are escaped:
+    # one record is one line, nobody can forge one (gateway/core/logsafe.py)
+    logsafe.install(logging.getLogger().handlers, LOG_FORMAT)
     # pymodbus logs every failed connect and server loop at WARNING/INFO; the Modbus
     # adapter reports connection loss and recovery once, itself.
     logging.getLogger("pymodbus").setLevel(logging.ERROR)

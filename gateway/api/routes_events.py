@@ -15,7 +15,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from gateway.api.auth import Viewer
 from gateway.api.context import Ctx
 from gateway.api.errors import ApiError, responses
-from gateway.api.sse import KILL_KEY, SseClient, TooManyClients
+from gateway.api.sse import KILL_KEY, SseClient, TooManyClients, TooManyStreams
 
 RETRY_MS = 3000
 
@@ -25,6 +25,8 @@ async def _client(request: Request, ctx: Ctx, who: Viewer) -> AsyncIterator[SseC
     peer = f"{request.client.host}:{request.client.port}" if request.client else "?"
     try:
         client = ctx.hub.connect(peer, who.name, request.scope.get(KILL_KEY))
+    except TooManyStreams as e:
+        raise ApiError(429, "too_many_streams", str(e), headers={"Retry-After": "10"}) from None
     except TooManyClients as e:
         raise ApiError(503, "too_many_clients", str(e), headers={"Retry-After": "10"}) from None
     try:
@@ -40,7 +42,7 @@ def router() -> APIRouter:
         "/events",
         response_class=EventSourceResponse,
         summary="Live stream: snapshot, readings (throttled), alarm events, status, heartbeat",
-        responses=responses(401, 403, 503),
+        responses=responses(401, 403, 429, 503),
     )
     async def events(
         ctx: Ctx, client: Annotated[SseClient, Depends(_client)]
