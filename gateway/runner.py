@@ -16,6 +16,7 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.core import fds
 from gateway.sdnotify import LoopWatchdog, SdNotify
 from gateway.supervisor import Gateway
 from gateway.validate import Validation, validate_file
@@ -71,8 +72,11 @@ async def run_gateway(path: Path, stop: asyncio.Event | None = None, env: Mappin
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    before, after = fds.raise_nofile_limit()  # sockets and files; the API takes only its share (README "Security")
+    if after != before:
+        log.info("RLIMIT_NOFILE raised from %d to %d", before, after)
     gw = Gateway(result.config)
-    watchdog = LoopWatchdog(sd)
+    watchdog = LoopWatchdog(sd, registry=gw.metrics.registry)
     gw.extra_health[watchdog.name] = watchdog.health
     try:
         await gw.start()
