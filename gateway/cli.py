@@ -162,9 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--speed", type=float, default=1.0, help="play the scenario's clock this many times faster")
     d.set_defaults(func=cmd_demo)
 
+    from gateway.api import cli as api_cli
     from gateway.grafana.cli import add_parser as add_grafana_parser
 
     add_grafana_parser(sub)  # hazardgw grafana export|push
+    api_cli.add_parser(sub)  # hazardgw tls self-signed, hazardgw token new
     add_source_commands(sub)
     return p
 

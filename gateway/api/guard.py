@@ -198,7 +198,7 @@ class Guard:
     def _audit_request(self, scope: Scope, client: str, principal: Principal | None, status: int) -> None:
         info: dict[str, Any] = scope.get(AUDIT_KEY) or {}
         route = scope.get("route")
-        template = getattr(route, "path", None) or _route_text(scope["path"])
+        template = getattr(route, "path_format", None) or _route_text(scope["path"])
         target = info["target"] if "target" in info else default_target(scope.get("path_params"))
         user = info.get("user") or (principal.name if principal is not None else None)
         result = "ok" if 0 < status < 400 else CODES.get(status, "error" if status else "no_response")

@@ -138,7 +138,7 @@ class _GatewayState(Collector):
                 h: dict[str, Any] = s.health()
             except Exception:  # a scrape must not fail because one source's health did
                 continue
-            q = h.get("queue")
-            if isinstance(q, int | float) and not isinstance(q, bool):
-                g.add_metric([s.id], float(q))
+            depth = h.get("queue")
+            if isinstance(depth, int | float) and not isinstance(depth, bool):
+                g.add_metric([s.id], float(depth))
         yield g

@@ -156,7 +156,8 @@ class ApiServer:
 
     @property
     def listening(self) -> bool:
-        return self._server is not None and self._server.started and self._done is not None and not self._done.done()
+        return (self.port is not None and self._server is not None and self._server.started
+                and self._done is not None and not self._done.done())
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
