@@ -35,6 +35,7 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
     "memory": ([], ["--steady", "15", "--outage", "20"]),
     "modbus_capacity": ([], ["--duration", "8", "--warmup", "2.5", "--scenarios", "endpoints"]),
     "uplink": ([], ["--alarms", "20", "--reps", "5"]),
+    "api_isolation": ([], ["--seconds", "3", "--modes", "thread,loop", "--workloads", "flood,reads"]),
 }
 
 

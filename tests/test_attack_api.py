@@ -332,7 +332,8 @@ def test_connection_exhaustion_does_not_delay_a_p1_push(gw: Gw) -> None:
           f"header timeouts {timeouts:.0f}; slow heads still open after {HEADER_TIMEOUT + 1.5:g} s: {still_open}")
     assert latency < 2.0
     assert fds_under_attack < NOFILE - 200  # the reserve stayed free for sinks, notifier, uplink
-    assert refused['hazardgw_api_connections_refused_total{reason="per_client"}'] >= 1900
+    # (accepted at api.limits.accept_rate: how many of the 2,000 were refused by then depends on timing)
+    assert refused['hazardgw_api_connections_refused_total{reason="per_client"}'] >= 500
     assert timeouts >= 100  # slow heads were cut after header_timeout ...
     assert still_open == 0  # ... every one of them
     assert samples >= 0.5 * attack_s / 0.05  # the loop kept sampling

@@ -43,7 +43,7 @@ class ApiSettings:
     trend_points: int = 120  # recent values kept per tag (at most one per interval)
     history_max: int = 10_000  # most rows /api/alarms/history returns
     own_thread: bool = True  # serve HTTP on a thread with its own event loop (server.py)
-    gateway_concurrency: int = 8  # requests handed to the gateway's loop at once (guard.LoopHop)
+    gateway_concurrency: int = 4  # requests handed to the gateway's loop at once (guard.LoopHop)
     audit_max_queue: int = 10_000  # audit records waiting for the disk
     clock: Callable[[], float] = field(default=time.monotonic)  # lockout windows
     wall: Callable[[], int] = field(default=time.time_ns)  # token expiry, audit time stamps

@@ -6,6 +6,7 @@ README.md in this folder for the message shapes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from gateway.api.auth import Viewer
 from gateway.api.context import Ctx
 from gateway.api.errors import ApiError, responses
+from gateway.api.jsonout import dumps_chunked
 from gateway.api.sse import KILL_KEY, SseClient, TooManyClients, TooManyStreams
 
 RETRY_MS = 3000
@@ -54,6 +56,8 @@ def router() -> APIRouter:
                 if item is None:  # hub stopped or dropped us
                     return
                 event, data = item
+                if not isinstance(data, str):  # the snapshot: encoded off the loop
+                    data = await asyncio.to_thread(dumps_chunked, data)
                 yield ServerSentEvent(raw_data=data, event=event, retry=RETRY_MS if first else None)
                 first = False
         finally:

@@ -258,7 +258,8 @@ class ApiServer:
 
         def make_listener(make_protocol: Callable[[Slot], asyncio.Protocol]) -> Listener:
             return Listener(sock, make_protocol, max_connections=max_connections, per_client=limits.per_client,
-                            handshake_timeout=limits.header_timeout, ssl_context=tls, metrics=metrics)
+                            handshake_timeout=limits.header_timeout, ssl_context=tls, metrics=metrics,
+                            accept_rate=limits.accept_rate)
 
         config = uvicorn.Config(
             self.app,

@@ -69,7 +69,7 @@ class SseClient:
     def __init__(self, peer: str, user: str, max_queue: int, kill: asyncio.Event | None) -> None:
         self.peer = peer
         self.user = user
-        self.queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(max_queue)
+        self.queue: asyncio.Queue[tuple[str, str | dict[str, Any]] | None] = asyncio.Queue(max_queue)
         self.kill = kill
         self.dropped = False
         self.connected = time.monotonic()
@@ -159,8 +159,9 @@ class EventHub:
             raise TooManyClients(f"at most {self.max_clients} event-stream clients")
         c = SseClient(peer, user, self.max_queue, kill)
         # built and queued before the client is registered, with no await in between: no
-        # alarm event can fall between the snapshot and the stream
-        c.queue.put_nowait(("snapshot", dumps(self.snapshot())))
+        # alarm event can fall between the snapshot and the stream. Queued as a dict: the
+        # stream encodes it off the loop (jsonout.py; it is large on a big site)
+        c.queue.put_nowait(("snapshot", self.snapshot()))
         self._msg_counters["snapshot"].inc()
         self._clients.add(c)
         self.metrics.sse_clients.set(len(self._clients))

@@ -560,6 +560,8 @@ class ApiLimits(Model):
     idle_timeout: Duration = Field(default=10.0, description="a kept-alive connection without a request is closed")
     body_timeout: Duration = Field(default=10.0, description="the request body must be complete within this")
     max_body: Size = Field(default=64 * 1024, ge=1024, le=16 * 1024**2, description="bytes of a request body")
+    accept_rate: float = Field(default=500.0, ge=10, le=100_000, description="new connections accepted per "
+                               "second (a burst of a tenth of that); more wait in the kernel's backlog")
     sse_per_token: int = Field(default=8, ge=1, le=1000, description="event streams one token may hold")
     fd_reserve: int = Field(
         default=256, ge=32, description="file descriptors kept free for sinks, notifier, uplink, journal (the API "
