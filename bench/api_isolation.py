@@ -86,24 +86,24 @@ def _attack(workload: str, port: int, seconds: float, ca: str | None) -> dict[st
             held: list[socket.socket] = []
             while time.monotonic() < stop:
                 try:
-                    s = socket.socket()
-                    s.bind((src, 0))
-                    s.setblocking(False)
-                    s.connect_ex(("127.0.0.1", port))
+                    c = socket.socket()
+                    c.bind((src, 0))
+                    c.setblocking(False)
+                    c.connect_ex(("127.0.0.1", port))
                     if len(held) % 2:
                         try:
-                            s.send(b"GET /api/tags HTTP/1.1\r\nHost: x\r\n")
+                            c.send(b"GET /api/tags HTTP/1.1\r\nHost: x\r\n")
                         except OSError:
                             pass
-                    held.append(s)
+                    held.append(c)
                     done[i] += 1
                 except OSError:
                     errors[i] += 1
                 if len(held) > 190:
                     held.pop(0).close()
                 time.sleep(0.0005)
-            for s in held:
-                s.close()
+            for c in held:
+                c.close()
             return
         head = {
             "badtoken": b"GET /api/tags HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-token\r\n\r\n",

@@ -32,6 +32,7 @@ of API requests queues on the API's loop, not on the gateway's.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final
@@ -65,8 +66,6 @@ def allow_body(ctx: ApiContext, path_prefix: str, max_bytes: int) -> None:
 
 def _json_reply(status: int, code: str, detail: str, headers: dict[str, str] | None = None,
                 *, close: bool = False) -> tuple[Message, Message]:
-    import json
-
     body = json.dumps({"error": code, "detail": detail}).encode()
     hs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     hs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
