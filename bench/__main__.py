@@ -36,6 +36,7 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
     "modbus_capacity": ([], ["--duration", "8", "--warmup", "2.5", "--scenarios", "endpoints"]),
     "uplink": ([], ["--alarms", "20", "--reps", "5"]),
     "opcua": ([], ["--duration", "8", "--warmup", "2"]),
+    "api_isolation": ([], ["--seconds", "3", "--modes", "thread,loop", "--workloads", "flood,reads"]),
 }
 
 

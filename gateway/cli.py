@@ -13,6 +13,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from gateway.config import Config
+from gateway.core import logsafe
 from gateway.reports.cli import add_parser as add_report_parser
 from gateway.validate import validate_file
 
@@ -22,11 +23,14 @@ EXIT_CONFIG = 2
 SCENARIO_HELP = "a scenario of the plant simulator, e.g. chlorine-leak (an unknown name lists them all)"
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=LOG_FORMAT)
+    # control characters in logged text (tag names, topics, paths from outside) are escaped:
+    # one record is one line, nobody can forge one (gateway/core/logsafe.py)
+    logsafe.install(logging.getLogger().handlers, LOG_FORMAT)
     # Protocol libraries' own records (pymodbus' raw frames) are routed by their source
     # type's adapter: at debug level only, on one line (adapters/modbus/logs.py).
 
@@ -162,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--speed", type=float, default=1.0, help="play the scenario's clock this many times faster")
     d.set_defaults(func=cmd_demo)
 
+    from gateway.api import cli as api_cli
     from gateway.grafana.cli import add_parser as add_grafana_parser
 
     add_grafana_parser(sub)  # hazardgw grafana export|push
@@ -169,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tags_parser(sub)  # hazardgw tags export|import|template
     add_report_parser(sub)  # hazardgw report alarms|...
+    api_cli.add_parser(sub)  # hazardgw tls self-signed, hazardgw token new
     add_source_commands(sub)
     return p
 

@@ -11,16 +11,21 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.core import fds
 from gateway.sdnotify import LoopWatchdog, SdNotify
 from gateway.supervisor import Gateway
 from gateway.validate import Validation, validate_file
 
 log = logging.getLogger(__name__)
+
+SWITCH_INTERVAL = 0.001  # s; sys.setswitchinterval for the gateway process
 
 
 def log_waivers(result: Validation) -> None:
@@ -71,11 +76,23 @@ async def run_gateway(path: Path, stop: asyncio.Event | None = None, env: Mappin
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    # threads that compute (the API's, workers encoding big responses) hand the interpreter
+    # lock back to the gateway's loop after 1 ms instead of Python's default 5 ms (README "Security")
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    before, after = fds.raise_nofile_limit()  # sockets and files; the API takes only its share (README "Security")
+    if after != before:
+        log.info("RLIMIT_NOFILE raised from %d to %d", before, after)
     gw = Gateway(result.config)
-    watchdog = LoopWatchdog(sd)
+    watchdog = LoopWatchdog(sd, registry=gw.metrics.registry)
     gw.extra_health[watchdog.name] = watchdog.health
     try:
         await gw.start()
+        # what exists now (modules, config, components, the API app) lives as long as the
+        # process: out of the collector's way, so a full collection (triggered by whatever
+        # allocates: API connections, bursts of readings) does not stall the loop for the
+        # time it takes to walk all of it (measured: 0.6 s with 500 tags and a connection flood)
+        gc.collect()
+        gc.freeze()
         await watchdog.start()
         sd.notify("READY=1", f"STATUS=running: {len(gw.sources)} sources, {len(result.config.tags)} tags")
         stop_wait = asyncio.create_task(stop.wait())

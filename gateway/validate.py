@@ -20,13 +20,16 @@ only for reading: ``run`` and a reload never pass it.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
+import ipaddress
 import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 
@@ -36,7 +39,8 @@ from alerting.standards import check_standards
 from gateway.config import Config
 from gateway.core.config import GAS_KINDS, BadAlarm, CommUnit, StaleAlarm
 from gateway.core.intervals import stale_limits
-from gateway.core.problems import Problem, format_path
+from gateway.core.problems import Problem, Severity, format_path
+from gateway.core.tls import check_server_files
 from gateway.core.yamlsrc import Path_, SourceMap, YamlError, load_yaml, offline_placeholder
 from gateway.uplink.profile import ProfileError, resolve_profile
 
@@ -369,6 +373,51 @@ def coverage_problems(config: Config, smap: SourceMap | None = None) -> list[Pro
     return out
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_problems(config: Config, smap: SourceMap, *, now: dt.datetime | None = None) -> list[Problem]:
+    """``api``: the TLS files (readable, PEM, key matches, expiry: gateway/core/tls.py), a
+    non-loopback address without TLS, tokens that expired or expire within 7 days."""
+    api = config.api
+    if not api.enabled:
+        return []
+    now = now or dt.datetime.now(dt.UTC)
+    out: list[Problem] = []
+
+    def add(path: Path_, message: str, severity: Severity = "error") -> None:
+        out.append(Problem(path, smap.line_of(path), message, severity))
+
+    host = api.listen.rpartition(":")[0].strip("[]")
+    if api.tls is not None:
+        url_host = urlsplit(api.public_url).hostname if api.public_url else None
+        for f in check_server_files(api.tls.cert, api.tls.key, api.tls.client_ca, now=now, host=url_host):
+            add(("api", "tls", f.field), f.message, f.severity)
+    elif not _is_loopback(host):
+        add(("api", "listen"), f"{api.listen} is reachable from the network without api.tls: API tokens and "
+            "acknowledgements cross it in clear text, anyone on the network can read and replay them; set "
+            "api.tls (hazardgw tls self-signed makes a certificate) or listen on 127.0.0.1 behind a TLS proxy",
+            "warning")
+    now_ns = int(now.timestamp() * 1e9)
+    for i, t in enumerate(api.tokens):
+        end = t.expires_ns(config.site.timezone)
+        if end is None:
+            continue
+        if end <= now_ns:
+            add(("api", "tokens", i, "expires"), f"token {t.name!r} has expired (expires: {t.expires}): it is "
+                "refused (make a new one: hazardgw token new)", "warning")
+        elif end - now_ns <= 7 * 86400 * 10**9:
+            add(("api", "tokens", i, "expires"), f"token {t.name!r} expires within 7 days (expires: {t.expires}): "
+                "make a new one (hazardgw token new)", "warning")
+    return out
+
+
 def _model_problems(config: Config, smap: SourceMap) -> list[Problem]:
     """Checks on the validated model: GB/T 50493 set points and GB 18218 (S, R), notification."""
     rep = check_standards(config, smap.line_of)
@@ -463,6 +512,7 @@ def validate_text(
         problems.extend(_source_problems(config, smap))
         problems.extend(_uplink_problems(config, smap))
         problems.extend(coverage_problems(config, smap))
+        problems.extend(api_problems(config, smap))
         if not result.errors:  # set points and notification judged on a config that is otherwise sound
             # (not downgraded: the placeholders are made to pass the notify URL checks, so a
             # broken URL is still an error with its secrets unset)

@@ -56,8 +56,8 @@ tags:
   - {id: GT-001, name: first, hazard_source: HS-001, kind: combustible_gas, gas: CH4, unit: "%LEL", range: [0, 100],
      alarms: {h: {limit: 20, priority: 2}, hh: {limit: 40, priority: 1, latch: true}}}
   - {id: PT-001, name: pressure, hazard_source: HS-001, kind: pressure, unit: MPa, range: [0, 2.5]}
-  - {id: AT-001, name: oxygen, hazard_source: HS-001, kind: oxygen, gas: O2, unit: "%VOL", range: [0, 25], stale_after: 30s,
-     alarms: {l: {limit: 19.5}, h: {limit: 23.5}}}
+  - {id: AT-001, name: oxygen, hazard_source: HS-001, kind: oxygen, gas: O2, unit: "%VOL", range: [0, 25],
+     stale_after: 30s, alarms: {l: {limit: 19.5}, h: {limit: 23.5}}}
 """
 
 HEADER_ZH = ["位号", "名称", "重大危险源", "类型", "介质", "单位", "量程下限", "量程上限", "低低报", "低报", "高报",
@@ -466,7 +466,8 @@ tags:
     assert code == 0, err
     merged = tmp_path / "new-site.yaml"
     points = load_raw(merged.read_text(encoding="utf-8"))["sources"][3]["points"]
-    assert points == [{"tag": "TT-001", "node": "ns=2;s=V101.TT101.PV"}, {"tag": "TT-002", "node": "ns=2;s=V101.TT102.PV"},
+    assert points == [{"tag": "TT-001", "node": "ns=2;s=V101.TT101.PV"},
+                      {"tag": "TT-002", "node": "ns=2;s=V101.TT102.PV"},
                       {"tag": "PT-002", "path": "Objects/Plant/V101/PT102"}]
     check_merged(merged)
     # export then import of the merged site changes nothing

@@ -12,7 +12,9 @@ page needs of the notifier (the supervisor makes it with ``AckLinks.of(notifier)
   journal records who and when) and uses the token up.
 
 Status codes: 200 shown / acknowledged; 403 invalid or tampered link (or unknown person);
-410 expired; 409 already used, already acknowledged, or the alarm is no longer open.
+410 expired; 409 already used, already acknowledged, or the alarm is no longer open. A 403
+counts towards the address's lockout (guard.py): links cannot be guessed at speed. Every
+``POST`` is in the audit log with the link's person and occurrence (never the link).
 Pages are plain HTML with inline CSS (no script, no CDN), in the person's language,
 ``Cache-Control: no-store``, no referrer (the token is in the URL).
 """
@@ -25,8 +27,10 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+
+from gateway.api.audit import audit_target
 
 if TYPE_CHECKING:
     from alerting.notify import AckView, Notifier
@@ -179,6 +183,12 @@ def _response(view: AckView, links: AckLinks, *, form: bool) -> HTMLResponse:
     return HTMLResponse(render(view, links, form=form), status_code=_STATUS.get(view.status, 400), headers=_HEADERS)
 
 
+def _alarm_id(view: AckView) -> str | None:
+    f = view.fields or {}
+    tag, cond = f.get("tag"), f.get("condition")
+    return f"{tag}/{cond}" if tag and cond else None
+
+
 def ack_router(links: AckLinks) -> APIRouter:
     router = APIRouter(tags=["ack"])
 
@@ -187,7 +197,11 @@ def ack_router(links: AckLinks) -> APIRouter:
         return _response(await links.inspect(token), links, form=True)
 
     @router.post("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
-    async def ack_confirm(token: str) -> HTMLResponse:
-        return _response(await links.acknowledge(token), links, form=False)
+    async def ack_confirm(token: str, request: Request) -> HTMLResponse:
+        view = await links.acknowledge(token)
+        if view.claims is not None:  # the audit log names the link's person and occurrence, never the token
+            audit_target(request, {"occurrence": view.claims.occurrence, "alarm": _alarm_id(view)},
+                         user=view.claims.person)
+        return _response(view, links, form=False)
 
     return router

@@ -14,8 +14,9 @@ subscribes ``context_of(app).hub.on_alarm_event`` to the alarm engine and
 The app keeps everything it needs on ``app.state.hazardgw`` (an :class:`ApiContext`). Its
 background part (the SSE event hub and the trend recorder) is started by the app's
 lifespan, or by :class:`gateway.api.server.ApiServer`, which runs uvicorn without one.
-Handlers that touch the gateway are ``async def`` so they run on the event loop thread
-(the alarm engine is not thread-safe).
+Handlers that touch the gateway are ``async def`` so they run on the gateway's event loop
+thread (the alarm engine is not thread-safe): when the server serves HTTP on a loop of its
+own, the guard's hop (guard.py) runs routing and handlers on the gateway's loop.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from gateway.api import (
     routes_events,
     routes_kpi,
     routes_online,
+    routes_security,
     routes_system,
     routes_tags,
 )
 from gateway.api.context import ApiContext, ApiSettings
 from gateway.api.facade import GatewayFacade
+from gateway.api.guard import Guard, Hop
 from gateway.api.middleware import AccessLog, SecurityHeaders
 from gateway.api.routes_system import STATIC
 from gateway.api.sse import SseGuard
@@ -50,7 +53,8 @@ DESCRIPTION = """\
 HTTP API and duty console of a hazardgw gateway (重大危险源监测网关).
 
 Every `/api` route except `/api/health` needs `Authorization: Bearer <token>` with a token
-from `api.tokens` (role viewer < operator < admin); operator actions need `operator`.
+from `api.tokens` (role viewer < operator < admin); operator actions need `operator`, the
+audit log `admin`. Repeated authentication failures from one address get 429 for a while.
 Timestamps are integers in ns since the Unix epoch (UTC). Errors are JSON
 `{"error": code, "detail": ...}`.
 """
@@ -96,11 +100,15 @@ def build_app(
     app.include_router(routes_events.router())
     app.include_router(routes_online.router())
     app.include_router(routes_kpi.router())
+    app.include_router(routes_security.router())
     for r in extra_routers:
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    # outermost last: access log sees everything, the SSE guard wraps only /api/events
+    # Outermost last. On the API's loop (server.py runs it on a thread of its own): the
+    # access log (sees everything), security headers, the guard (lockout, authentication
+    # before any body, body limits, audit). Then the hop to the gateway's loop, and there
+    # CORS, the SSE guard (wraps only /api/events), the routes.
     app.add_middleware(SseGuard)
     if gw.config.api.cors_origins:
         app.add_middleware(
@@ -110,6 +118,8 @@ def build_app(
             allow_headers=["Authorization", "Content-Type"],
             allow_credentials=False,
         )
+    app.add_middleware(Hop, ctx=ctx)
+    app.add_middleware(Guard, ctx=ctx)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog, metrics=ctx.metrics)
     return app

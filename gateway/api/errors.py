@@ -21,17 +21,22 @@ from gateway.api.middleware import redact_path
 
 log = logging.getLogger(__name__)
 
-_CODES = {
+CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     409: "conflict",
+    410: "gone",
     413: "too_large",
     422: "invalid_request",
+    429: "too_many_requests",
+    500: "internal",
     503: "unavailable",
 }
+_CODES = CODES
 
 
 class ErrorOut(BaseModel):

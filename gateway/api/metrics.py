@@ -44,17 +44,50 @@ class ApiMetrics:
         self.sse_clients = Gauge("hazardgw_api_sse_clients", "Connected /api/events clients", registry=r)
         self.sse_dropped = Counter(
             "hazardgw_api_sse_dropped",
-            "SSE clients dropped because they did not keep up (slow) or refused (limit)",
+            "SSE clients dropped because they did not keep up (slow) or refused (limit: all slots taken; "
+            "per_token: the token holds api.limits.sse_per_token streams)",
             ["reason"], registry=r,
         )
         self.sse_messages = Counter(
             "hazardgw_api_sse_messages", "SSE messages queued to clients, by event type", ["event"], registry=r
         )
-        for reason in ("missing", "invalid", "role"):
+        self.connections = Gauge("hazardgw_api_connections", "Open API connections", registry=r)
+        self.connections_refused = Counter(
+            "hazardgw_api_connections_refused",
+            "Connections closed at accept: over api.limits.connections or the descriptor share (limit), over "
+            "api.limits.per_client (per_client), accept failed (accept_error, e.g. EMFILE)",
+            ["reason"], registry=r,
+        )
+        self.tls_failures = Counter(
+            "hazardgw_api_tls_failures", "TLS handshakes that failed (plain HTTP, no client certificate, timeout)",
+            registry=r,
+        )
+        self.request_timeouts = Counter(
+            "hazardgw_api_request_timeouts", "Connections closed because a request head or body was too slow",
+            ["phase"], registry=r,
+        )
+        self.body_rejected = Counter(
+            "hazardgw_api_body_rejected", "Request bodies refused before parsing (413)", ["reason"], registry=r
+        )
+        self.lockouts = Counter(
+            "hazardgw_api_lockouts", "Client addresses locked out after repeated authentication failures", registry=r
+        )
+        self.audit_dropped = Counter(
+            "hazardgw_api_audit_dropped", "Audit records lost (queue full or write failed)", registry=r
+        )
+        for reason in ("missing", "invalid", "expired", "role", "locked", "invalid_link"):
             self.auth_failures.labels(reason)
-        for reason in ("slow", "limit"):
+        for reason in ("slow", "limit", "per_token"):
             self.sse_dropped.labels(reason)
+        for phase in ("header", "body"):
+            self.request_timeouts.labels(phase)
+        self.body_rejected.labels("too_large")
         r.register(_GatewayState(gw))
+
+    def watch_lockout(self, lockout: Any) -> None:
+        """``hazardgw_api_locked_clients``: addresses locked out now (computed at scrape time)."""
+        g = Gauge("hazardgw_api_locked_clients", "Client addresses locked out now", registry=self.registry)
+        g.set_function(lambda: float(lockout.locked_clients()))
 
 
 class _GatewayState(Collector):

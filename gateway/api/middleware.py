@@ -4,7 +4,9 @@ Access log: one line per request on the ``gateway.api.access`` logger: method, p
 status and duration; never headers (so never ``Authorization``), never a query string,
 and one-tap acknowledge links (``/ack/<signed token>``) are logged as ``/ack/***``.
 Reads that succeed are logged at DEBUG (a console and a Prometheus scraper would
-otherwise fill the log); operator actions (POST etc.) and errors at INFO. uvicorn's own
+otherwise fill the log); operator actions (POST etc.) and errors at INFO; refusals (401,
+408, 413, 429, 503: what a flood produces) at most once per status every 10 s, with the
+number left out. Logged paths are escaped by the log formatter (gateway/core/logsafe.py). uvicorn's own
 access log is switched off (see server.py). Each request is also counted in
 ``hazardgw_api_requests_total{method,route,status}`` with the route *template* as label.
 """
@@ -18,6 +20,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.core.ratelog import RateLimitedLog
+
 log = logging.getLogger("gateway.api.access")
 
 _ACK = re.compile(r"^(/ack/)[^/]+")
@@ -28,10 +32,16 @@ def redact_path(path: str) -> str:
     return _ACK.sub(r"\1***", path)
 
 
+_FORMAT = '%s "%s %s" %s %.1f ms'
+#: refusals of the guard and the limits: logged at most once per status per 10 s (with a count)
+REFUSALS = frozenset({401, 408, 413, 429, 503})
+
+
 class AccessLog:
     def __init__(self, app: ASGIApp, metrics: Any) -> None:
         self.app = app
         self.metrics = metrics
+        self._refusals = RateLimitedLog(log, 10.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,15 +66,12 @@ class AccessLog:
             level = logging.DEBUG if method in ("GET", "HEAD") and 0 < status < 400 else logging.INFO
             if log.isEnabledFor(level):
                 client = scope.get("client")
-                log.log(
-                    level,
-                    '%s "%s %s" %s %.1f ms',
-                    client[0] if client else "-",
-                    method,
-                    redact_path(scope["path"]),
-                    status or "-",
-                    (time.monotonic() - start) * 1000,
-                )
+                args = (client[0] if client else "-", method, redact_path(scope["path"]), status or "-",
+                        (time.monotonic() - start) * 1000)
+                if status in REFUSALS:  # an attack makes thousands a second: one line per status per 10 s
+                    self._refusals.log(level, f"refused:{status}", _FORMAT, *args)
+                else:
+                    log.log(level, _FORMAT, *args)
 
 
 _HEADERS = [

@@ -18,7 +18,9 @@ than the plant produces) is **dropped**: its queue is emptied, it is counted in
 ``hazardgw_api_sse_dropped_total{reason="slow"}``, and :class:`SseGuard` closes its
 connection even if the server is blocked writing to it. The pipeline and the alarm engine
 are never blocked by a client; the console reconnects and gets a fresh ``snapshot``.
-At most ``max_clients`` clients at once; more get 503.
+At most ``max_clients`` clients at once; more get 503. One token holds at most
+``max_per_user`` of them (``api.limits.sse_per_token``, 8); its next gets 429, so one
+viewer token (a screen left open many times, or a stolen one) cannot take every slot.
 
 Message data is JSON (see README.md in this folder for the shapes).
 """
@@ -57,13 +59,17 @@ class TooManyClients(Exception):
     pass
 
 
+class TooManyStreams(TooManyClients):
+    """The token already holds its share of the streams (``api.limits.sse_per_token``)."""
+
+
 class SseClient:
     __slots__ = ("connected", "dropped", "kill", "peer", "queue", "user")
 
     def __init__(self, peer: str, user: str, max_queue: int, kill: asyncio.Event | None) -> None:
         self.peer = peer
         self.user = user
-        self.queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue(max_queue)
+        self.queue: asyncio.Queue[tuple[str, str | dict[str, Any]] | None] = asyncio.Queue(max_queue)
         self.kill = kill
         self.dropped = False
         self.connected = time.monotonic()
@@ -82,6 +88,7 @@ class EventHub:
         heartbeat: float = 5.0,
         max_clients: int = 64,
         max_queue: int = 1024,
+        max_per_user: int = 8,
     ) -> None:
         self.gw = gw
         self.trends = trends
@@ -90,6 +97,7 @@ class EventHub:
         self.heartbeat = heartbeat
         self.max_clients = max_clients
         self.max_queue = max_queue
+        self.max_per_user = max_per_user
         self._clients: set[SseClient] = set()
         self._task: asyncio.Task[None] | None = None
         self._status_pending = False
@@ -142,13 +150,18 @@ class EventHub:
     # ------------------------------------------------------------------ clients
     def connect(self, peer: str, user: str, kill: asyncio.Event | None = None) -> SseClient:
         """Register a client; its first message is a ``snapshot`` of the current state."""
+        if sum(1 for c in self._clients if c.user == user) >= self.max_per_user:
+            self.metrics.sse_dropped.labels("per_token").inc()
+            raise TooManyStreams(f"token {user!r} already holds {self.max_per_user} event streams "
+                                 "(api.limits.sse_per_token); close one")
         if len(self._clients) >= self.max_clients:
             self.metrics.sse_dropped.labels("limit").inc()
             raise TooManyClients(f"at most {self.max_clients} event-stream clients")
         c = SseClient(peer, user, self.max_queue, kill)
         # built and queued before the client is registered, with no await in between: no
-        # alarm event can fall between the snapshot and the stream
-        c.queue.put_nowait(("snapshot", dumps(self.snapshot())))
+        # alarm event can fall between the snapshot and the stream. Queued as a dict: the
+        # stream encodes it off the loop (jsonout.py; it is large on a big site)
+        c.queue.put_nowait(("snapshot", self.snapshot()))
         self._msg_counters["snapshot"].inc()
         self._clients.add(c)
         self.metrics.sse_clients.set(len(self._clients))

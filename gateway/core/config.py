@@ -14,6 +14,7 @@ errors into ``file:line: path: message`` lines.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import re
 import zoneinfo
@@ -612,6 +613,85 @@ class ApiToken(Model):
     name: Id
     role: Literal["viewer", "operator", "admin"]
     token_sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    expires: dt.datetime | dt.date | None = Field(
+        default=None,
+        description="last day (a date: valid through that day, site time) or moment (a datetime; without an "
+        "offset: site time) the token is accepted; then 401",
+    )
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _date_only(cls, v: Any) -> Any:
+        if isinstance(v, str) and re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", v):
+            return dt.date.fromisoformat(v.strip())  # a quoted date is a date, like an unquoted one
+        return v
+
+    def expires_ns(self, timezone: str) -> int | None:
+        """When the token stops being accepted, ns since the epoch (None: never)."""
+        e = self.expires
+        if e is None:
+            return None
+        tz = zoneinfo.ZoneInfo(timezone)
+        if isinstance(e, dt.datetime):
+            at = e if e.tzinfo is not None else e.replace(tzinfo=tz)
+        else:  # a date: through the end of that day at the site
+            at = dt.datetime.combine(e + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+        return int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1000
+
+
+class ApiTls(Model):
+    """HTTPS for the API and console (PEM files). With ``client_ca``, clients must present a
+    certificate signed by it (mutual TLS)."""
+
+    cert: str = Field(min_length=1, description="server certificate (PEM; the chain after the leaf)")
+    key: str = Field(min_length=1, description="its private key (PEM, unencrypted)")
+    client_ca: str | None = Field(default=None, description="CA bundle (PEM) that client certificates must chain to")
+
+
+class ApiLimits(Model):
+    """Bounds on what API clients may hold (README "Security"): they protect the alarm path."""
+
+    connections: int = Field(default=256, ge=8, le=100_000, description="concurrent connections, all clients")
+    per_client: int = Field(default=32, ge=1, le=100_000, description="concurrent connections from one address")
+    header_timeout: Duration = Field(
+        default=10.0, description="the request head must be complete this long after the connection (or the "
+        "previous response); also the TLS handshake limit")
+    idle_timeout: Duration = Field(default=10.0, description="a kept-alive connection without a request is closed")
+    body_timeout: Duration = Field(default=10.0, description="the request body must be complete within this")
+    max_body: Size = Field(default=64 * 1024, ge=1024, le=16 * 1024**2, description="bytes of a request body")
+    accept_rate: float = Field(default=500.0, ge=10, le=100_000, description="new connections accepted per "
+                               "second (a burst of a tenth of that); more wait in the kernel's backlog")
+    sse_per_token: int = Field(default=8, ge=1, le=1000, description="event streams one token may hold")
+    fd_reserve: int = Field(
+        default=256, ge=32, description="file descriptors kept free for sinks, notifier, uplink, journal (the API "
+        "refuses connections beyond RLIMIT_NOFILE minus this and what the gateway holds at start)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ApiLimits:
+        if self.per_client > self.connections:
+            raise ValueError("per_client must be <= connections")
+        for k in ("header_timeout", "idle_timeout", "body_timeout"):
+            if not 0.5 <= getattr(self, k) <= 300:
+                raise ValueError(f"{k} must be between 0.5 s and 5 min")
+        return self
+
+
+class ApiLockout(Model):
+    """Too many authentication failures from one address: 429 for ``cooldown``."""
+
+    failures: int = Field(default=10, ge=3, le=1000)
+    window: Duration = 60.0
+    cooldown: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _check(self) -> ApiLockout:
+        if not 1 <= self.window <= 86400 or not 1 <= self.cooldown <= 86400:
+            raise ValueError("window and cooldown must be between 1 s and 1 d")
+        return self
+
+
+#: the shortest audit retention (GB/T 22239-2019 / Cybersecurity Law: at least six months)
+AUDIT_RETENTION_MIN = 180 * 86400.0
 
 
 class Api(Model):
@@ -620,6 +700,32 @@ class Api(Model):
     tokens: list[ApiToken] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=list)
     enabled: bool = True
+    tls: ApiTls | None = None
+    limits: ApiLimits = ApiLimits()
+    lockout: ApiLockout = ApiLockout()
+    audit_retention: Duration = Field(
+        default=AUDIT_RETENTION_MIN, description="how long {store.path}/audit/ keeps records (at least 180 d)")
+
+    @field_validator("audit_retention")
+    @classmethod
+    def _retention(cls, v: float) -> float:
+        if v < AUDIT_RETENTION_MIN:
+            raise ValueError("audit_retention must be at least 180d (six months of security audit records)")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Api:
+        names = [t.name for t in self.tokens]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"token names must be unique (they name the user in the journal and audit log): {dup}")
+        digests = [t.token_sha256.lower() for t in self.tokens]
+        if len(set(digests)) != len(digests):
+            raise ValueError("two tokens have the same token_sha256")
+        if self.tls is not None and (self.public_url is None or not self.public_url.startswith("https://")):
+            raise ValueError("with api.tls, api.public_url must be set and start with https:// (one-tap "
+                             "acknowledge links point there, and the port speaks only HTTPS)")
+        return self
 
 
 class Store(Model):
