@@ -22,6 +22,7 @@ from gateway.api import views
 from gateway.api.auth import Operator, Viewer
 from gateway.api.context import ApiContext, Ctx
 from gateway.api.errors import ApiError, engine_error, responses
+from gateway.api.jsonout import json_response
 from gateway.api.schemas import (
     AckIn,
     ActionOut,
@@ -172,7 +173,9 @@ def router() -> APIRouter:
         occurrence: Annotated[int | None, Query(ge=1, le=_INT64)] = None,
         event: Annotated[list[EventName] | None, Query(description="event types (repeat the parameter)")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
-    ) -> dict[str, Any]:
+    ) -> Any:
+        # up to 10,000 rows: encoded on a worker thread (gateway/api/jsonout.py), not on the
+        # gateway's loop that evaluates alarms; the response model documents the shape
         engine = ctx.gw.alarms
         limit = min(limit, ctx.settings.history_max)
         since_ns, until_ns = _ns(ctx, since), _ns(ctx, until)
@@ -183,7 +186,7 @@ def router() -> APIRouter:
                 if (since_ns is None or e.wall >= since_ns) and (until_ns is None or e.wall < until_ns)
                 and (occurrence is None or e.occurrence == occurrence) and (not event or e.event in event)
             ]
-            return {"source": "memory", "events": evs[:limit] if view == "events" else []}
+            return await json_response({"source": "memory", "events": evs[:limit] if view == "events" else []})
         try:
             if view == "occurrences":
                 rows = await asyncio.to_thread(
@@ -191,14 +194,14 @@ def router() -> APIRouter:
                 )
                 occs = [views.occurrence(o) for o in rows
                         if (tag is None or o["tag"] == tag) and (until_ns is None or o["raised_wall"] < until_ns)]
-                return {"source": "journal", "occurrences": occs}
+                return await json_response({"source": "journal", "occurrences": occs})
             rows = await asyncio.to_thread(
                 journal.events, since_ns=since_ns, until_ns=until_ns, tag=tag, alarm=alarm,
                 occurrence=occurrence, kinds=event or None, limit=limit,
             )
         except (sqlite3.Error, OverflowError) as e:
             raise ApiError(503, "journal_unavailable", f"alarm journal: {e}") from None
-        return {"source": "journal", "events": [views.journal_event(row) for row in rows]}
+        return await json_response({"source": "journal", "events": [views.journal_event(row) for row in rows]})
 
     actions = responses(400, 404, 409)
 
