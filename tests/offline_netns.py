@@ -262,7 +262,7 @@ def run_gateway(kind: str, root: Path, version: str, influxd: Any, phones: Phone
         # An MQTT reading published here (native format), and a chlorine/H2S alarm through apprise.
         ts_ms = int(time.time() * 1000)
         publish([("plant/bulk", [{"tag": "TT-202", "v": marker, "ts": ts_ms}]),
-                 ("plant/offline-test/telemetry", {"lel1": 1.0, "lel2": 1.0, "h2s": 30.0, "o2": 20.9, "ts": ts_ms})])
+                 ("plant/gds9/telemetry", {"h2s": 30.0, "o2": 20.9, "ts": ts_ms})])
 
         def delivered() -> dict[str, int]:
             alive()

@@ -228,6 +228,10 @@ async def phones() -> AsyncIterator[Phones]:
 # ----------------------------------------------------------------------------- config
 
 
+# MQTT tags of a hazard source need a stale limit so a lost broker raises an alarm (check)
+STALE = {"stale_after": "1h"}
+
+
 def site(store: Path, phones: Phones, **extra: Any) -> dict[str, Any]:
     """Chlorine detector GT-101 (priority 1) and three pressures (priority 2); zhao on duty day
     and night; one escalation step (an immediate push), so a test never waits for a later one."""
@@ -246,10 +250,11 @@ def site(store: Path, phones: Phones, **extra: Any) -> dict[str, Any]:
         },
         "tags": [
             {"id": "GT-101", "name": "液氯泄漏检测", "hazard_source": "HS-001", "kind": "toxic_gas", "gas": "Cl2",
-             "unit": "mg/m3", "range": [0, 10], "alarms": {"hh": {"limit": 2.0, "priority": 1}}},
+             "unit": "mg/m3", "range": [0, 10], "alarms": {"hh": {"limit": 2.0, "priority": 1}}, **STALE},
             *({"id": f"PT-20{i}", "hazard_source": "HS-001", "kind": "pressure", "unit": "MPa", "range": [0, 2.5],
-               "alarms": {"h": {"limit": 1.6, "priority": 2}}} for i in (1, 2, 3)),
-            {"id": "TT-202", "hazard_source": "HS-001", "kind": "temperature", "unit": "°C", "range": [-40, 80]},
+               "alarms": {"h": {"limit": 1.6, "priority": 2}}, **STALE} for i in (1, 2, 3)),
+            {"id": "TT-202", "hazard_source": "HS-001", "kind": "temperature", "unit": "°C", "range": [-40, 80],
+             **STALE},
         ],
         "api": {"enabled": False},
         "store": {"path": str(store), "max_bytes": "2MiB"},
