@@ -588,17 +588,20 @@ class AlarmEngine:
         self._history.append(event)
         self._m.event_children[event.event].inc()
         j = self._journal
-        if j is not None:
-            try:
-                j.submit(event, a.persist())
-            except Exception:
-                self._error("journal", a.key)
+        state = a.persist() if j is not None else None  # the state this event leaves, before anyone acts on it
+        # annunciation first: a journal whose queue is full writes its backlog synchronously in
+        # submit(), and that must not delay the pushes (alerting/README.md, "Journal")
         for cb in self._subs:
             try:
                 cb(event)
             except Exception:
                 self._m.callback_errors.inc()
                 self._rlog.error(f"cb:{id(cb)}", "alarm subscriber %r failed", cb, exc_info=True)
+        if j is not None and state is not None:
+            try:
+                j.submit(event, state)
+            except Exception:
+                self._error("journal", a.key)
 
     def _recount(self, a: AlarmPoint) -> None:
         hss = a.hss

@@ -277,3 +277,10 @@ def test_adapter_level_problems_are_config_errors() -> None:
     ) + "  - {id: LT-1, kind: level, unit: '%'}\n"
     errs = errors(text)
     assert len(errs) == 1 and errs[0].startswith("site.yaml:9: sources[0]: source gds-1:") and "range" in errs[0], errs
+
+
+def test_a_zero_backoff_is_refused_where_it_would_retry_in_a_tight_loop() -> None:
+    text = BASE.replace("    timeout: 500ms\n", "    timeout: 500ms\n    backoff_max: 0s\n")
+    assert any("sources[0].backoff_max" in e and "greater than 0" in e for e in errors(text)), errors(text)
+    influx = BASE + "influx: {url: http://127.0.0.1:8086, bucket: b, backoff_max: 0}\n"
+    assert any("influx.backoff_max" in e and "greater than 0" in e for e in errors(influx)), errors(influx)

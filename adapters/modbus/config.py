@@ -184,7 +184,7 @@ class ModbusCommon(SourceConfig):
     max_registers: int = Field(default=125, ge=1, le=125)
     max_bits: int = Field(default=2000, ge=1, le=2000)
     inter_frame_delay: Duration = 0.0
-    backoff_max: Duration = 30.0
+    backoff_max: Duration = Field(default=30.0, gt=0, description="longest wait before retrying a failed device")
     points: list[ModbusPoint] = Field(min_length=1)
 
     _addresses = model_validator(mode="before")(_resolve_addresses)

@@ -605,7 +605,7 @@ class Influx(Model):
     flush_interval: Duration = 1.0
     timeout: Duration = 10.0
     max_buffer: int = Field(default=200_000, ge=1, description="lines held in memory; oldest readings dropped")
-    backoff_max: Duration = 30.0
+    backoff_max: Duration = Field(default=30.0, gt=0, description="longest wait between write retries")
     verify_ssl: bool = True
 
 
