@@ -236,6 +236,7 @@ class Gateway:
             online_rates=self.online.rates,
             sources=lambda: self.sources,
             registry=self.metrics.registry,
+            register_points=self.uplink.register_points if self.uplink is not None else None,
         )
 
     def _source_context(self, config: Config) -> SourceContext:

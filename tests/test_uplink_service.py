@@ -148,3 +148,37 @@ async def test_meta_is_sent_again_when_only_sources_change(tmp_path: Path) -> No
         await platform.stop()
     assert metas[0]["sources"] == [{"sourceId": "plant", "type": "mqtt"}]
     assert next(t for t in metas[0]["tags"] if t["tagCode"] == "TT-202")["sourceId"] == "plant"
+
+
+async def test_an_admin_can_ask_for_the_point_registration_again(tmp_path: Path) -> None:
+    """POST /api/uplink/register (admin) queues the meta message again; it reaches the platform
+    through the spool; viewers are refused, and a gateway without an uplink answers 409."""
+    import httpx
+    from test_api_support import ADMIN, H_ADMIN, H_VIEWER, TOKENS
+
+    platform = AesTcpPlatform(KEY, key_id="k1", username="gw", password="pw")
+    port = await platform.start()
+    api = {"listen": "127.0.0.1:0", "tokens": TOKENS}
+    gw = Gateway(cfg(aes_uplink(port), tmp_path, api=api))
+    doc = json.loads(config_text(aes_uplink(port), tmp_path / "bare"))
+    doc.update(api=api, uplink=None)
+    res = validate_text(json.dumps(doc), env={**os.environ, "UPLINK_KEY": KEY.hex()})
+    assert res.config is not None, res.format_errors()
+    bare = Gateway(res.config)
+    await gw.start()
+    await bare.start()
+    try:
+        await async_wait_for(lambda: sum(r.type == "meta" for r in platform.received) == 1, timeout=10)
+        assert gw.api is not None and bare.api is not None
+        async with httpx.AsyncClient(base_url=gw.api.url, timeout=10) as c:
+            assert (await c.post("/api/uplink/register", headers=H_VIEWER)).status_code == 403
+            r = await c.post("/api/uplink/register", headers=H_ADMIN)
+            assert r.status_code == 202 and r.json() == {"queued": True}
+        await async_wait_for(lambda: sum(r.type == "meta" for r in platform.received) == 2, timeout=10)
+        async with httpx.AsyncClient(base_url=bare.api.url, timeout=10) as c:
+            r = await c.post("/api/uplink/register", headers={"Authorization": f"Bearer {ADMIN}"})
+            assert r.status_code == 409 and r.json()["error"] == "no_uplink"
+    finally:
+        await bare.stop()
+        await gw.stop()
+        await platform.stop()

@@ -39,6 +39,7 @@ from gateway.api import (
     routes_security,
     routes_system,
     routes_tags,
+    routes_uplink,
 )
 from gateway.api.context import ApiContext, ApiSettings
 from gateway.api.facade import GatewayFacade
@@ -101,6 +102,7 @@ def build_app(
     app.include_router(routes_online.router())
     app.include_router(routes_kpi.router())
     app.include_router(routes_security.router())
+    app.include_router(routes_uplink.router())
     for r in extra_routers:
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -15,6 +15,7 @@ rebuilds them, since the API is rebuilt with them) and hands it to ``build_app``
 * ``health``, ``online_rates``, ``sources``: callables, so they always answer for the
   current state (``sources`` changes on a sources-only reload without an API rebuild).
 * ``registry``: the gateway's Prometheus registry (served by ``GET /metrics``).
+* ``register_points``: send the uplink's point registration again (``POST /api/uplink/register``).
 
 Events reach the API the other way round: the supervisor subscribes the event hub's
 ``on_alarm_event`` to the alarm engine and the trend recorder to the pipeline, in its one
@@ -138,3 +139,5 @@ class GatewayFacade:
     online_rates: Callable[[], dict[str, Any]]
     sources: Callable[[], Sequence[SourceHealth]]
     registry: CollectorRegistry
+    #: queue the uplink's point registration (meta) again now; None without an uplink
+    register_points: Callable[[str], None] | None = None
