@@ -480,3 +480,60 @@ tags:
     again = tmp_path / "again.yaml"
     assert main(["tags", "import", str(exported), "-c", str(merged), "-o", str(again)]) == 0
     assert again.read_text(encoding="utf-8") == merged.read_text(encoding="utf-8")
+
+
+MQTT_SHAPES = BASE.replace("""          - {tag: AT-001, path: $.o2}
+""", """          - {tag: AT-001, path: $.o2}
+      - topic: "gds/{device}/data"
+        points:
+          - {tag: GT-002, match: {device: gds7}, path: $.ch1}
+      - topic: vendor/batch
+        format: records
+        each: "$.data[*]"
+        tag_path: "$.id"
+        value_path: "$.v"
+        points:
+          - {tag: GT-003, key: 17}
+      - topic: "spBv1.0/plant1/#"
+        format: sparkplug_b
+        points:
+          - {tag: GT-004, edge_node: edge1, device: rtu3, metric: CH4}
+""").replace("\ntags:\n", "\ntags:\n" + "".join(
+    f"  - {{id: GT-00{i}, hazard_source: HS-001, kind: combustible_gas, gas: CH4, unit: \"%LEL\", "
+    "range: [0, 100], stale_after: 30s}\n" for i in (2, 3, 4)))
+
+
+def test_mqtt_bindings_records_and_sparkplug_points_round_trip_and_import(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config(tmp_path, MQTT_SHAPES)
+    check_merged(cfg)
+    rows = {r["id"]: (r.get("topic"), r.get("path")) for r in export_rows(load_raw(MQTT_SHAPES))}
+    assert rows["GT-002"] == ("gds/gds7/data", "$.ch1")  # the bound publisher's own topic
+    assert rows["GT-003"] == ("vendor/batch", "17")  # the record key
+    assert rows["GT-004"] == ("spBv1.0/plant1/edge1/rtu3", "CH4")  # node/device and metric
+    exported = tmp_path / "all.csv"
+    assert main(["tags", "export", "-c", str(cfg), "-o", str(exported)]) == 0
+    again = tmp_path / "again.yaml"
+    assert main(["tags", "import", str(exported), "-c", str(cfg), "-o", str(again)]) == 0, capsys.readouterr().err
+    assert again.read_text(encoding="utf-8") == cfg.read_text(encoding="utf-8")
+    # new rows: a second device on the pattern, a record key, a node metric
+    table = tmp_path / "t.csv"
+    table.write_text(
+        "id,kind,gas,unit,range_lo,range_hi,hazard_source,stale_after,source,topic,path\n"
+        "GT-005,combustible_gas,CH4,%LEL,0,100,HS-001,30s,mq,gds/gds9/data,$.ch2\n"
+        "GT-006,combustible_gas,CH4,%LEL,0,100,HS-001,30s,mq,vendor/batch,18\n"
+        "GT-007,combustible_gas,CH4,%LEL,0,100,HS-001,30s,mq,spBv1.0/plant1/edge2,CH4\n"
+        "GT-008,combustible_gas,CH4,%LEL,0,100,HS-001,30s,mq,spBv1.0/plant1,CH4\n",
+        encoding="utf-8",
+    )
+    code, _, err = run_import(tmp_path, table, cfg, capsys)
+    assert code == 2 and "t.csv:5: topic: a Sparkplug B point is written spBv1.0/<group>/<edge_node>" in err, err
+    table.write_text("".join(table.read_text(encoding="utf-8").splitlines(keepends=True)[:4]), encoding="utf-8")
+    code, _, err = run_import(tmp_path, table, cfg, capsys)
+    assert code == 0, err
+    subs = load_raw((tmp_path / "new-site.yaml").read_text(encoding="utf-8"))["sources"][2]["subscriptions"]
+    assert subs[1]["points"][1] == {"tag": "GT-005", "match": {"device": "gds9"}, "path": "$.ch2"}
+    assert subs[2]["points"][1] == {"tag": "GT-006", "key": "18"}
+    assert subs[3]["points"][1] == {"tag": "GT-007", "edge_node": "edge2", "metric": "CH4"}
+    check_merged(tmp_path / "new-site.yaml")

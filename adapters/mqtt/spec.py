@@ -6,6 +6,7 @@ source is built.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, cast
 
@@ -23,6 +24,51 @@ from gateway.core.sources import (
     number_cell,
 )
 from gateway.core.yamlsrc import Path_
+
+SPARKPLUG = "spBv1.0"
+_NAMED = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def _fill(topic: str, match: Any) -> str:
+    """``plant/{device}/telemetry`` with ``{device: gds7}`` -> ``plant/gds7/telemetry``."""
+    if not isinstance(match, dict) or not match:
+        return topic
+    out = []
+    for level in topic.split("/"):
+        m = _NAMED.match(level)
+        out.append(str(match.get(m.group(1), level)) if m else level)
+    return "/".join(out)
+
+
+def _subscription_for(subs: list[Any], topic: str) -> tuple[int, str, dict[str, str]] | None:
+    """(index, format, match) of the subscription a row's topic belongs to: one whose topic is
+    exactly it; else one whose named levels it fills (match = those levels); else, for a
+    Sparkplug topic, the sparkplug_b subscription of its group."""
+    for j, sub in enumerate(subs):
+        if isinstance(sub, dict) and sub.get("topic") == topic:
+            return j, str(sub.get("format", "json")), {}
+    levels = topic.split("/")
+    for j, sub in enumerate(subs):
+        if not isinstance(sub, dict) or not isinstance(sub.get("topic"), str) or "{" not in sub["topic"]:
+            continue
+        pattern = sub["topic"].split("/")
+        if len(pattern) != len(levels):
+            continue
+        match: dict[str, str] = {}
+        for want, got in zip(pattern, levels, strict=True):
+            m = _NAMED.match(want)
+            if m:
+                match[m.group(1)] = got
+            elif want != got:
+                break
+        else:
+            return j, str(sub.get("format", "json")), match
+    if levels[0] == SPARKPLUG and len(levels) >= 2:
+        for j, sub in enumerate(subs):
+            if (isinstance(sub, dict) and sub.get("format") == "sparkplug_b"
+                    and str(sub.get("topic", "")).split("/")[1:2] == [levels[1]]):
+                return j, "sparkplug_b", {}
+    return None
 
 
 class MqttSpec(SourceSpec):
@@ -69,19 +115,31 @@ class MqttSpec(SourceSpec):
 
 
     # ------------------------------------------------------------------ tag lists
-    # A row is a point of the subscription whose ``topic`` equals the row's topic (a new json
-    # subscription is added for a new topic) with the row's JSON ``path``. Point kinds other
-    # than JSON paths (topic bindings, Sparkplug metrics) export no rows until their hooks say
-    # how they are written in a row.
+    # A row names the publisher in ``topic`` and what selects the value within its payloads in
+    # ``path``; the subscription's format says how ``path`` reads:
+    #   json        topic = the subscription's topic, its {name} levels filled with the point's
+    #               ``match`` (plant/gds7/telemetry for plant/{device}/telemetry); path = JSON path
+    #   records     the same topic; path = the record key (``key``) that means this tag
+    #   sparkplug_b topic = spBv1.0/<group>/<edge_node>[/<device>]; path = the metric name
+    # A topic no subscription takes gets a new ``format: json`` subscription.
     def export_rows(self, source: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, str]]]:
         subs = source.get("subscriptions")
         for sub in subs if isinstance(subs, list) else []:
             if not isinstance(sub, dict) or not isinstance(sub.get("points"), list):
                 continue
+            topic, fmt = str(sub.get("topic", "")), sub.get("format", "json")
             for p in sub["points"]:
-                if not isinstance(p, dict) or not isinstance(p.get("tag"), str) or "path" not in p:
+                if not isinstance(p, dict) or not isinstance(p.get("tag"), str):
                     continue
-                cells = {"topic": str(sub.get("topic", "")), "path": str(p["path"])}
+                if fmt == "sparkplug_b":
+                    group = topic.split("/")[1] if topic.count("/") >= 1 else ""
+                    node = "/".join(str(x) for x in (p.get("edge_node"), p.get("device")) if x is not None)
+                    cells = {"topic": f"{SPARKPLUG}/{group}/{node}", "path": str(p.get("metric", ""))}
+                else:
+                    select = p.get("key") if fmt == "records" else p.get("path")
+                    if select is None:
+                        continue
+                    cells = {"topic": _fill(topic, p.get("match")), "path": str(select)}
                 for key in ("scale", "offset"):
                     if p.get(key) is not None:
                         cells[key] = str(p[key])
@@ -90,34 +148,51 @@ class MqttSpec(SourceSpec):
     def import_point(
         self, source: MutableMapping[str, Any], row: Mapping[str, str], existing: Mapping[str, Any] | None
     ) -> PointPlacement | list[ColumnProblem]:
-        from adapters.mqtt.jsonpath import compile_path
-
         problems: list[ColumnProblem] = []
         topic, path = row.get("topic", ""), row.get("path", "")
         if not topic:
             problems.append(ColumnProblem("topic", "an MQTT point needs the topic its payloads arrive on"))
         if not path:
-            problems.append(ColumnProblem("path", "an MQTT point needs the JSON path of its value (e.g. $.lel)"))
-        else:
-            try:
-                compile_path(path)
-            except ValueError as e:
-                problems.append(ColumnProblem("path", str(e)))
-        values: dict[str, Any] = {"tag": row["id"], "path": path}
+            problems.append(ColumnProblem("path", "an MQTT point needs what selects its value: a JSON path "
+                                                  "(e.g. $.lel), a record key or a Sparkplug metric name"))
+        values: dict[str, Any] = {"tag": row["id"]}
         for key in ("scale", "offset"):
             text = row.get(key, "")
             try:
                 values[key] = number_cell(text) if text else None
             except ValueError:
                 problems.append(ColumnProblem(key, f"{text!r} is not a number"))
-        subs = source.get("subscriptions")
-        subs = subs if isinstance(subs, list) else []
-        j = next((i for i, s in enumerate(subs) if isinstance(s, dict) and s.get("topic") == topic), None)
-        if topic and j is not None and subs[j].get("format") == "native":
-            problems.append(ColumnProblem("topic", f"subscription {topic!r} is format native (its payloads name "
-                                                   "their tags); a point needs a json subscription"))
         if problems:
             return problems
+        subs = source.get("subscriptions")
+        subs = subs if isinstance(subs, list) else []
+        where = _subscription_for(subs, topic)
+        j: int | None = None
+        fmt, match = "json", dict[str, str]()
+        if where is not None:
+            j, fmt, match = where
+        if fmt == "native":
+            return [ColumnProblem("topic", f"subscription {topic!r} is format native (its payloads name "
+                                           "their tags); a point needs a json subscription")]
+        if fmt == "sparkplug_b":
+            levels = topic.split("/")
+            if len(levels) not in (3, 4) or not all(levels[2:]):
+                return [ColumnProblem("topic", "a Sparkplug B point is written spBv1.0/<group>/<edge_node>"
+                                               "[/<device>]")]
+            values.update(edge_node=levels[2], device=levels[3] if len(levels) == 4 else None, metric=path,
+                          path=None, key=None, match=None)
+        elif fmt == "records":
+            old = existing.get("key") if existing else None
+            record_key: str | int = int(path) if isinstance(old, int) and path.lstrip("-").isdigit() else path
+            values.update(key=record_key, path=None, match=match or None)
+        else:
+            from adapters.mqtt.jsonpath import compile_path
+
+            try:
+                compile_path(path)
+            except ValueError as e:
+                return [ColumnProblem("path", str(e))]
+            values.update(path=path, key=None, match=match or None)
         if j is None:
             subs.append({"topic": topic, "format": "json", "points": []})
             source["subscriptions"] = subs
