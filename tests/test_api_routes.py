@@ -123,8 +123,13 @@ async def test_tokens_never_reach_the_logs(
     await client.get("/api/tags", headers={"Authorization": "Bearer not-a-real-token-5e1"})
     await client.post("/api/alarms/GT-101/hh/ack", headers=H_VIEWER)
     await client.get("/ack/signed-ack-token-xyz")  # one-tap links carry a secret in the path
-    # what the server side logged (the test's own HTTP client logs its URLs, so it is left out)
-    text = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+    # what the server side logged (the test's own HTTP client logs its URLs, so it is left out);
+    # the API thread writes an access line after the response went out: wait for the last one
+    def server_log() -> str:
+        return "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore")))
+
+    await async_wait_for(lambda: '"GET /ack/***" 403' in server_log(), timeout=5, desc="the /ack access line")
+    text = server_log()
     assert '"GET /api/tags" 200' in text and '"GET /ack/***" 403' in text  # requests are logged...
     for secret in (VIEWER, OPERATOR, "not-a-real-token-5e1", "signed-ack-token-xyz"):
         assert secret not in text  # ...but never a token

@@ -116,7 +116,8 @@ def site_yaml(store: Path, broker_port: int, api_port: int, rx_port: int) -> str
                      "subscriptions": [{"topic": BULK_TOPIC, "qos": 1, "format": "native"}]}],
         "tags": [{"id": f"GT-{i}", "name": f"Cl2 detector {i}", "hazard_source": "HS-001", "kind": "toxic_gas",
                   "gas": "Cl2", "unit": "mg/m3", "range": [0, 20],
-                  "alarms": {"hh": {"limit": 2.0, "priority": 1}, "h": {"limit": 1.0, "priority": 2}}}
+                  "alarms": {"hh": {"limit": 2.0, "priority": 1}, "h": {"limit": 1.0, "priority": 2}},
+                  "stale_after": "1h"}  # an MQTT tag of a hazard source needs a stale limit (check)
                  for i in range(101, 111)],
         "api": {
             "listen": f"127.0.0.1:{api_port}",
