@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import BASE_MS, line_bodies, metric, post_bodies, proc_cpu_s  # noqa: E402
+from bench.common import BASE_MS, line_bodies, loadavg, metric, post_bodies, proc_cpu_s  # noqa: E402
 from devkit.services import Influxd  # noqa: E402
 
 SHAPES = ("full", "value", "quality_int", "tag_only", "tag_only_quality")
@@ -57,13 +57,6 @@ def lines(shape: str, points: int, n_tags: int, seed: int = 7) -> list[str]:
     return out
 
 
-def loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split(" ", 3)[0]
-    except OSError:
-        return "?"
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--points", type=int, default=200_000)
@@ -83,12 +76,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # warm-up: one untimed pass of the first shape
         influxd.create_database("warm")
         post_bodies(influxd.url, "warm", bodies["full"])
-        for r in range(args.rounds):
+        for rnd in range(args.rounds):
             order = list(SHAPES)
             rng.shuffle(order)
             loads.append(loadavg())
             for s in order:
-                db = f"{s}_{r}"
+                db = f"{s}_{rnd}"
                 influxd.create_database(db)
                 c0 = proc_cpu_s(influxd.pid)
                 secs = post_bodies(influxd.url, db, bodies[s])
