@@ -92,6 +92,9 @@ class Gate:
 
 class AlarmPoint:
     __slots__ = (
+        "_chatter_cycles",
+        "_raises",
+        "_recent_ts",
         "ack_severity",
         "acked_by",
         "acked_wall",
@@ -116,10 +119,8 @@ class AlarmPoint:
         "priority",
         "raised_ts",
         "raised_wall",
-        "raises",
         "re_alarm",
         "realarm_due",
-        "recent_ts",
         "shelve_until",
         "shelve_until_wall",
         "shelved",
@@ -189,9 +190,27 @@ class AlarmPoint:
         self.oos = False
         self.realarm_due: float | None = None  # monotonic
         self.chattering = False
-        self.raises: deque[float] = deque(maxlen=chatter_cycles)
-        self.recent_ts: deque[int] = deque(maxlen=4)  # timestamps of the last events (InfluxDB point keys)
+        # made on first use (issue 23: two empty deques were ~1.2 KB of every alarm, 12 MB for 10,000)
+        self._chatter_cycles = chatter_cycles
+        self._raises: deque[float] | None = None
+        self._recent_ts: deque[int] | None = None
         self.counted = False  # counted in its hazard source's status
+
+    @property
+    def raises(self) -> deque[float]:
+        """Monotonic times of the latest raises (chatter detection)."""
+        r = self._raises
+        if r is None:
+            r = self._raises = deque(maxlen=self._chatter_cycles)
+        return r
+
+    @property
+    def recent_ts(self) -> deque[int]:
+        """Timestamps of the last events (InfluxDB point keys)."""
+        r = self._recent_ts
+        if r is None:
+            r = self._recent_ts = deque(maxlen=4)
+        return r
 
     def __repr__(self) -> str:
         return f"<AlarmPoint {self.key} {self.state} active={self.cond.active}>"
@@ -269,7 +288,7 @@ class AlarmPoint:
             "shelve_until_wall": self.shelve_until_wall,
             "suppressed": self.suppressed,
             "oos": self.oos,
-            "recent_ts": list(self.recent_ts),
+            "recent_ts": list(self._recent_ts or ()),
             "supp_by": self.supp_by,
         }
 
@@ -298,8 +317,10 @@ class AlarmPoint:
         self.oos = bool(snap.get("oos"))
         supp_by = snap.get("supp_by")
         self.supp_by = supp_by if isinstance(supp_by, str) and self.suppressed else None
-        self.recent_ts.clear()
-        self.recent_ts.extend(int(t) for t in snap.get("recent_ts") or ())
+        restored = snap.get("recent_ts") or ()
+        if restored or self._recent_ts is not None:
+            self.recent_ts.clear()
+            self.recent_ts.extend(int(t) for t in restored)
         self.realarm_due = None
         if state == S.ACKED and self.active and self.re_alarm and self.acked_wall is not None:
             self.realarm_due = now + max(0.0, self.re_alarm - (wall_ns - self.acked_wall) / 1e9)

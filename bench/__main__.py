@@ -37,6 +37,11 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
     "uplink": ([], ["--alarms", "20", "--reps", "5"]),
     "opcua": ([], ["--duration", "8", "--warmup", "2"]),
     "api_isolation": ([], ["--seconds", "3", "--modes", "thread,loop", "--workloads", "flood,reads"]),
+    "record_shape": ([], ["--rounds", "2", "--points", "100000"]),
+}
+# only with --peers (installs Node.js 22 and Node-RED from the npm registry into a cache directory)
+PEERS: dict[str, tuple[list[str], list[str]]] = {
+    "peers": ([], ["--rounds", "2", "--messages", "1000"]),
 }
 
 
@@ -62,20 +67,25 @@ def fmt(v: Any) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="~95 s run with smaller counts")
-    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(PLAN)}")
+    ap.add_argument("--quick", action="store_true", help="~2 min run with smaller counts")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join([*PLAN, *PEERS])}")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    ap.add_argument("--peers", action="store_true",
+                    help="also run bench/peers.py: Node-RED 5 on the same MQTT workload, interleaved")
     a = ap.parse_args(argv)
-    names = [n for n in a.only.split(",") if n] or list(PLAN)
-    unknown = set(names) - set(PLAN)
+    plan = {**PLAN, **PEERS}
+    names = [n for n in a.only.split(",") if n] or list(PLAN) + (list(PEERS) if a.peers else [])
+    unknown = set(names) - set(plan)
     if unknown:
         ap.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    if a.peers and "peers" not in names:
+        names.append("peers")
     results: dict[str, Any] = {"mode": "quick" if a.quick else "full", "machine": machine(),
                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "benchmarks": {}}
     rows: list[dict[str, Any]] = []
     t_all = time.monotonic()
     for name in names:
-        argv_b = PLAN[name][1 if a.quick else 0]
+        argv_b = plan[name][1 if a.quick else 0]
         print(f"== {name} {' '.join(argv_b)}", flush=True)
         t0 = time.monotonic()
         try:

@@ -166,7 +166,7 @@ def _med(xs: list[float]) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs everything; returns seconds per path (lists for repeated runs) and summary metrics."""
-    from bench.common import metric
+    from bench.common import loadavg, metric
 
     total = args.messages * args.per_message
     r: dict[str, Any] = {"messages": args.messages, "per_message": args.per_message, "readings": total,
@@ -185,8 +185,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             influxd.create_database("benchj")
             v1 = {"url": influxd.url, "api": "v1", "bucket": "bench"}
             r["ref_bulk_s"] = reference(broker, payload_file, args.messages)
-            runs = [asyncio.run(gateway_run(broker, payload_file, v1, total, str(work / f"s1-{k}")))
-                    for k in range(args.reps + 1)][1:]
+            # issue 23: the sink's own limit, interleaved with the gateway runs: the lines the
+            # gateway writes, POSTed straight to influxd in batches of 5,000 (fresh database each)
+            from bench.common import line_bodies, post_bodies
+            from bench.peers import gateway_lines
+
+            bodies = line_bodies(gateway_lines(make_payloads(args.messages, args.per_message)))
+            runs, direct = [], []
+            for k in range(args.reps + 1):
+                influxd.create_database(f"direct{k}")
+                direct.append(post_bodies(influxd.url, f"direct{k}", bodies))
+                runs.append(asyncio.run(gateway_run(broker, payload_file, v1, total, str(work / f"s1-{k}"))))
+            runs, r["influxd_alone_s"] = runs[1:], direct[1:]
             r["v1_ingest_s"] = [a for a, _ in runs]
             r["v1_s"] = [b for _, b in runs]
             r["v1_stored"] = influxd.select("bench", "SELECT count(value) FROM reading")[0]["count"]
@@ -218,6 +228,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "MQTT bulk -> gateway -> influxd, readings/s", statistics.median(bulk), "readings/s", 50_000, ">=",
         f"mosquitto_sub {ref_bulk:,.0f}/s; ratio {statistics.median(bulk) / ref_bulk:.2f}; "
         f"spread {min(bulk):,.0f}-{max(bulk):,.0f} (n={len(bulk)})")]
+    alone = [total / s for s in r["influxd_alone_s"]]
+    ratios = [a / b for a, b in zip(r["influxd_alone_s"], r["v1_s"], strict=True)]
+    r["metrics"].append(metric(
+        "MQTT bulk -> gateway -> influxd / influxd alone (same lines, batches of 5,000), same-rep ratio",
+        statistics.median(ratios), "x", 0.8, ">=",
+        f"influxd alone {statistics.median(alone):,.0f}/s (interleaved with the gateway runs); ratios "
+        f"{', '.join(f'{x:.2f}' for x in ratios)}; load {loadavg()}"))
     if "v2_s" in r:
         r["metrics"].append(metric("MQTT bulk -> gateway -> VictoriaMetrics (v2), readings/s", total / r["v2_s"],
                                    "readings/s", 50_000, ">=",

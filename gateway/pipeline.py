@@ -10,6 +10,14 @@ broker holds QoS 1 messages; a Modbus poll is delayed and counted as late. Nothi
 dropped here, so no alarm can be lost in the pipeline. Drops can only happen at a remote
 sink's buffer, which drops the oldest *readings* first and counts them.
 
+Fairness: the dispatcher hands over at most ``slice_readings`` readings (whole batches; at
+least one) per event-loop turn and then yields, so a backlog of ``max_readings`` readings
+never holds the loop for its whole evaluation, and ``emit`` yields once when more than a
+slice waits, so a producer with a backlog (MQTT decoding a full incoming queue) does not
+hold it either: the spool's committer, the sink's requests, the notifier and the MQTT
+reader run between slices (issue 23: a 100,000-reading burst
+used to stall the loop for ~0.3 s, delaying alarm pushes and every write behind it).
+
 Commit signal (:class:`gateway.core.sources.Durability`): a source that can have its input
 sent again (MQTT QoS 1/2) takes a :meth:`Pipeline.ticket` after ``emit`` and acknowledges
 its input once :meth:`Pipeline.wait` returns. The pipeline counts batches in and out; after
@@ -56,9 +64,10 @@ class Subscriber(Protocol):
 
 
 class Pipeline:
-    def __init__(self, metrics: Metrics, max_readings: int = 100_000) -> None:
+    def __init__(self, metrics: Metrics, max_readings: int = 100_000, slice_readings: int = 5000) -> None:
         self.metrics = metrics
         self.max_readings = max_readings
+        self.slice_readings = max(1, slice_readings)
         self._queue: deque[Sequence[Reading]] = deque()
         self._count = 0
         self._subscribers: list[Subscriber] = []
@@ -107,6 +116,10 @@ class Pipeline:
         self._count += len(batch)
         self._batches_in += 1
         self._has_data.set()
+        if self._count > self.slice_readings:
+            # more than a slice waits: the producer gives the loop a turn (a producer that
+            # emits without ever suspending would otherwise decode its whole backlog first)
+            await asyncio.sleep(0)
 
     def ticket(self) -> int:
         """Covers every batch emitted so far (see :class:`gateway.core.sources.Durability`)."""
@@ -160,16 +173,24 @@ class Pipeline:
             await self._has_data.wait()
             await self._released.wait()
             self._has_data.clear()
-            self._dispatch_all()
-            if self._closing:
+            self._dispatch(self.slice_readings)
+            if self._queue:
+                self._has_data.set()  # more than a slice waits: go on after the others had their turn
+            elif self._closing:
                 return
-            # let producers and sinks run between large bursts
+            # let producers, sinks and timers run between slices
             await asyncio.sleep(0)
 
     def _dispatch_all(self) -> None:
+        self._dispatch(None)
+
+    def _dispatch(self, limit: int | None) -> None:
+        """Dispatch queued batches in order: all of them, or whole batches until ``limit``
+        readings were handed over (at least one batch)."""
         q = self._queue
         subs = self._subscribers
-        while q:
+        n = 0
+        while q and (limit is None or n < limit):
             batch = q.popleft()
             self._count -= len(batch)
             for sub in subs:
@@ -178,6 +199,7 @@ class Pipeline:
                 except Exception:
                     self.metrics.subscriber_errors.labels(sub.name).inc()
                     self._log_error(sub.name)
+            n += len(batch)
             self.dispatched += len(batch)
             self._batches_out += 1
             self.metrics.pipeline_out.inc(len(batch))

@@ -20,16 +20,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters.registry import build_sources, spec_of
 from alerting import AlarmEngine, AlarmEvent, Journal, alarm_line
 from alerting.notify import Notifier, NotifyRecord, notify_line
 from gateway.alarmkpi import AlarmKpiGauges
-from gateway.api.ack import AckLinks, ack_router
-from gateway.api.context import ApiSettings
-from gateway.api.facade import GatewayFacade
-from gateway.api.server import ApiServer  # API and duty console (issue 6)
 from gateway.config import Config
 from gateway.core.files import private_dir, tighten
 from gateway.core.intervals import stale_limits
@@ -41,6 +37,11 @@ from gateway.pipeline import Pipeline, Subscriber
 from gateway.selfmetrics import SelfMetricsWriter
 from gateway.sinks.influx import InfluxSink
 from gateway.uplink import UplinkService
+
+if TYPE_CHECKING:  # imported when the API is enabled (FastAPI, uvicorn: ~30 MB a site without it never loads)
+    from gateway.api.context import ApiSettings
+    from gateway.api.facade import GatewayFacade
+    from gateway.api.server import ApiServer  # API and duty console (issue 6)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ class Gateway:
         # --- API and duty console (issue 6): HTTP API, SSE, console, /metrics on api.listen
         self.api: ApiServer | None = None
         if config.api.enabled:
+            from gateway.api.ack import AckLinks, ack_router
+            from gateway.api.server import ApiServer
+
             self.api = ApiServer(
                 self.api_facade(), extra_routers=[ack_router(AckLinks.of(self.notifier))], settings=self.api_settings
             )
@@ -227,6 +231,8 @@ class Gateway:
 
     def api_facade(self) -> GatewayFacade:
         """What the API reads and the actions it may take, for the current components."""
+        from gateway.api.facade import GatewayFacade
+
         return GatewayFacade(
             config=self.config,
             latest=self.live.latest,

@@ -171,6 +171,37 @@ async def test_overflow_drops_oldest_readings_and_keeps_priority_lines(influxd: 
     assert alarms[0]["count"] == 5
 
 
+async def test_v1_several_batches_in_flight_and_nothing_lost(influxd: Influxd, influx_db: str) -> None:
+    """Issue 23: the sink writes up to ``inflight`` batches at once (the real writer, timed
+    around), every line arrives, and the buffer is empty afterwards."""
+    cfg = site_config(url=influxd.url, api="v1", bucket=influx_db, batch_size=500, flush_interval="50ms")
+    sink = sink_for(cfg)
+    assert sink.inflight == 3
+    write = sink.writer.write
+    now = 0
+    peak = 0
+
+    async def counted(body: bytes) -> None:
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        try:
+            await asyncio.sleep(0.02)  # hold the request open so that the others overlap it
+            await write(body)
+        finally:
+            now -= 1
+
+    sink.writer.write = counted  # type: ignore[method-assign]
+    await sink.start()
+    sink.on_readings(readings(6000, "GT-101"))
+    sink.on_readings(readings(6000, "PT-101"))
+    await async_wait_for(lambda: sink.written == 12_000, timeout=30)
+    await sink.stop()
+    assert peak == 3
+    assert sink.buffered == 0
+    assert count(influxd, influx_db) == 12_000
+
+
 async def test_stop_flushes_buffered_lines(influxd: Influxd, influx_db: str) -> None:
     cfg = site_config(url=influxd.url, api="v1", bucket=influx_db, batch_size=10_000, flush_interval="1h")
     sink = sink_for(cfg)

@@ -554,3 +554,25 @@ async def test_stop_is_idempotent_and_bounded(mosquitto: Mosquitto, make_adapter
     assert time.monotonic() - t0 < 5
     assert not adapter.connected and connected_metric(metrics) == 0.0
     assert adapter.health()["connected"] is False
+
+
+def test_quick_ack_turns_off_delayed_ack_on_the_broker_socket() -> None:
+    """Issue 23: after each read the adapter's socket acknowledges at once (TCP_QUICKACK), so
+    a broker without TCP_NODELAY does not hold an alarm reading under Nagle for our delayed
+    ACK (20-45 ms measured). A closed socket is ignored."""
+    import socket
+
+    from adapters.mqtt.flow import quick_ack
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    cli = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    try:
+        cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+        assert cli.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0
+        quick_ack(cli)
+        assert cli.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+    finally:
+        for s in (cli, conn, srv):
+            s.close()
+    quick_ack(cli)  # closed: no error

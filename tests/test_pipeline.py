@@ -82,6 +82,65 @@ async def test_stop_dispatches_what_is_queued() -> None:
     assert len(c.got) == 100
 
 
+async def test_a_backlog_is_dispatched_in_slices_that_let_other_tasks_run() -> None:
+    """Issue 23: 50 queued batches of 100 readings with slices of 1,000: the dispatcher yields
+    between slices, so a task that only counts loop turns runs while the backlog is evaluated
+    (it used to run only after the whole queue), and order is kept."""
+    p = Pipeline(Metrics(), max_readings=100_000, slice_readings=1000)
+    seen: list[tuple[int, int]] = []  # (readings dispatched so far, ticks of the other task)
+    ticks = 0
+
+    class Watch:
+        name = "watch"
+
+        def on_readings(self, batch: Sequence[Reading]) -> None:
+            seen.append((p.dispatched + len(batch), ticks))
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    c = Collect()
+    p.subscribe(c)
+    p.subscribe(Watch())
+    for i in range(50):  # queued before the dispatcher starts: one backlog
+        p._queue.append([r(i * 100 + j) for j in range(100)])
+        p._count += 100
+        p._batches_in += 1
+    p._has_data.set()
+    t = asyncio.create_task(ticker())
+    await p.start()
+    await async_wait_for(lambda: len(c.got) == 5000)
+    await p.stop()
+    t.cancel()
+    assert [x.value for x in c.got] == [float(i) for i in range(5000)]
+    ticks_during = {tk for _, tk in seen}
+    assert len(ticks_during) >= 5, f"the other task ran between only {len(ticks_during)} slices"
+    # each slice is whole batches, 1,000 readings here
+    by_tick: dict[int, int] = {}
+    for _n, tk in seen:
+        by_tick[tk] = by_tick.get(tk, 0) + 100
+    assert max(by_tick.values()) <= 1000
+
+
+async def test_emit_yields_when_more_than_a_slice_waits() -> None:
+    """A producer emitting without ever suspending (MQTT decoding a full incoming queue) lets
+    the dispatcher run between its batches once more than a slice is queued."""
+    p = Pipeline(Metrics(), max_readings=100_000, slice_readings=500)
+    c = Collect()
+    p.subscribe(c)
+    await p.start()
+    depth = []
+    for i in range(40):
+        await p.emit([r(i * 100 + j) for j in range(100)])
+        depth.append(p.depth)
+    await p.stop()
+    assert len(c.got) == 4000
+    assert max(depth) <= 1000, f"the producer ran ahead of the dispatcher: depth {max(depth)}"
+
+
 def test_live_state_keeps_latest_and_arrival_time() -> None:
     now = [100.0]
     live = LiveState(clock=lambda: now[0])

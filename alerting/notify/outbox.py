@@ -129,6 +129,10 @@ class Outbox:
         self._m.pending.set(len(self._items))
         if self._wake is not None:
             self._wake.set()
+            if not self._stopping:
+                # due now: start the attempts here rather than one event-loop turn later in
+                # the worker (issue 23: every turn under load is a slice of readings)
+                self._launch_due()
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop pushes from the schedule (the notifier cancelled them in the store)."""

@@ -7,11 +7,14 @@ sink's queue; ``enqueue_priority`` does the same for alarm events and self-metri
 The queue is a durable :class:`gateway.spool.Spool` when the sink is given a spool
 directory (the supervisor always gives ``{store.path}/spool/influx``), else a
 :class:`gateway.spool.MemorySpool` (tests, benchmarks). Either way, records become
-visible to the sender at a group commit (a full batch of readings, any priority record,
-or ``min(flush_interval, 1 s)`` at the latest; memory mode: ``flush_interval``), and a
-single sender task takes one batch at a time (priority records first), writes it, and
-acknowledges it. A failed write is retried with capped exponential backoff and blocks the
-batches behind it (while the server is unreachable, a ``/ping`` every second cuts the
+visible to the senders at a group commit (a full batch of readings, any priority record,
+or ``min(flush_interval, 1 s)`` at the latest; memory mode: ``flush_interval``). A sender
+takes one batch (priority records first), writes it, and acknowledges it; up to
+``INFLIGHT`` (3) senders run at once, so several batches are in flight (issue 23): they are
+taken in the spool's order and each is acknowledged when InfluxDB answered it (the spool
+records acknowledgements per block, in any order). A failed write is retried with capped
+exponential backoff and blocks the batches behind it: no sender takes a new batch until a
+write succeeds again (while the server is unreachable, a ``/ping`` every second cuts the
 backoff short once it answers); a batch InfluxDB refuses as invalid (4xx) is counted and
 dropped.
 
@@ -57,6 +60,7 @@ from gateway.spool import Batch, MemorySpool, SinkQueue, Spool, SpoolMetrics
 log = logging.getLogger(__name__)
 RETRY_INITIAL = 0.2  # s, first wait after a failed write; doubles up to influx.backoff_max
 PROBE_INTERVAL = 1.0  # s between pings while waiting out a backoff with the server down
+INFLIGHT = 3  # batches written concurrently (issue 23: influxd takes several requests at once)
 _DROPPED = re.compile(r"dropped=(\d+)")
 
 
@@ -90,6 +94,7 @@ class InfluxSink:
         commit_interval: float | None = None,
         spool_metrics: SpoolMetrics | None = None,
         fsync: bool = True,
+        inflight: int = INFLIGHT,
     ) -> None:
         self.cfg = cfg
         self.site = config.site.code
@@ -121,6 +126,9 @@ class InfluxSink:
                 max_records=cfg.max_buffer,
                 max_priority=max_priority,
             )
+        self.inflight = max(1, inflight)
+        self._healthy = asyncio.Event()  # cleared while a write fails: no new batch is taken
+        self._healthy.set()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._rlog = RateLimitedLog(log, 30.0)
@@ -194,9 +202,21 @@ class InfluxSink:
 
     # ------------------------------------------------------------------ sending
     async def _run(self) -> None:
-        """One batch at a time: take, send, acknowledge. On stop: commit and send the rest."""
+        """``inflight`` workers: take, send, acknowledge. On stop: commit and send the rest."""
+        workers = [asyncio.create_task(self._worker(), name=f"influx-send-{i}") for i in range(self.inflight)]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self) -> None:
         q = self.queue
         while True:
+            # while a write is failing, only the batches already taken are retried: nothing
+            # newer is taken meanwhile (a failed batch holds back the ones behind it)
+            await self._healthy.wait()
             batch = await q.next_batch(self.cfg.batch_size)
             if batch is None:
                 self._m_buffer.set(q.records)
@@ -244,6 +264,7 @@ class InfluxSink:
                 self._rlog.warning("retry", "InfluxDB write failed, will retry: %s", e)
                 if self._stopping.is_set():
                     return False
+                self._healthy.clear()
                 await self._backoff(backoff.next_delay(), e.server_down)
                 continue
             self.metrics.sink_latency.labels(self.name).observe(time.perf_counter() - t0)
@@ -251,6 +272,7 @@ class InfluxSink:
             if self._failures:
                 log.warning("InfluxDB writes recovered after %d failed attempts", self._failures)
             self._failures = 0
+            self._healthy.set()
             self.last_error = None
             self.last_success = time.monotonic()
             self.written += n

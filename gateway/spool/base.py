@@ -7,7 +7,7 @@ dropped to make room for readings) or ``reading``.
 Producers call :meth:`SinkQueue.append` on the event loop; it never does I/O. Records
 become visible to the sink at a *group commit*: when a full block of readings is waiting,
 when a priority record arrives, and at the latest ``commit_interval`` after the oldest
-waiting record arrived. The sink takes one batch at a time, sends it, then acknowledges
+waiting record arrived. The sink takes a batch (several may be in flight), sends it, then acknowledges
 it (gone for good) or releases it (taken again next time).
 
 Commit signal (for sources that acknowledge their input only once it is durable, MQTT

@@ -110,11 +110,11 @@ class MemorySpool(GroupCommit):
         k2 = min(self._ready_r, max_records - k)
         lines.extend(r.popleft() for _ in range(k2))
         self._ready_r -= k2
-        self._inflight = len(lines)
+        self._inflight += len(lines)  # several batches may be in flight (the sink's senders)
         return Batch("\n".join(lines).encode("utf-8", "replace"), len(lines), k, (lines, k))
 
     async def ack(self, batch: Batch) -> None:
-        self._inflight = 0
+        self._inflight -= batch.count
 
     async def release(self, batch: Batch) -> None:
         lines, k = batch.token
@@ -122,7 +122,7 @@ class MemorySpool(GroupCommit):
         self._r.extendleft(reversed(lines[k:]))
         self._ready_p += k
         self._ready_r += len(lines) - k
-        self._inflight = 0
+        self._inflight -= batch.count
         self.readable.set()
 
     @property
