@@ -55,6 +55,7 @@ class AlarmView:
     parent: str | None = None  # DSUPR under this COMM alarm (its loss explains this alarm)
     hazard_sources: tuple[str, ...] = ()  # every hazard source the alarm concerns (COMM: several)
     comm: dict[str, Any] | None = None  # a COMM alarm: what it covers (alerting.comm.CommInfo.data)
+    test: bool = False  # the open occurrence was raised while its tag was in test mode
 
 
 class Gate:
@@ -131,6 +132,7 @@ class AlarmPoint:
         "suppressed",
         "suppressible",
         "tag",
+        "test",
         "value_kind",
     )
 
@@ -192,6 +194,7 @@ class AlarmPoint:
         self.raises: deque[float] = deque(maxlen=chatter_cycles)
         self.recent_ts: deque[int] = deque(maxlen=4)  # timestamps of the last events (InfluxDB point keys)
         self.counted = False  # counted in its hazard source's status
+        self.test = False  # the open occurrence is a test occurrence (valid while ``occurrence`` is set)
 
     def __repr__(self) -> str:
         return f"<AlarmPoint {self.key} {self.state} active={self.cond.active}>"
@@ -251,6 +254,7 @@ class AlarmPoint:
             parent=self.supp_by,
             hazard_sources=tuple(h for h, _ in self.hss),
             comm=self.comm.data() if self.comm is not None else None,
+            test=self.test and self.occurrence is not None,
         )
 
     # -- persistence (journal ``alarm_state``)
@@ -271,6 +275,7 @@ class AlarmPoint:
             "oos": self.oos,
             "recent_ts": list(self.recent_ts),
             "supp_by": self.supp_by,
+            "test": self.test and self.occurrence is not None,
         }
 
     def restore(self, snap: dict[str, Any], now: float, wall_ns: int) -> None:
@@ -281,6 +286,7 @@ class AlarmPoint:
         self.state = state
         self.cond.restore(bool(snap.get("active", False)))
         self.occurrence = snap.get("occurrence") if state in S.OPEN else None
+        self.test = bool(snap.get("test")) and self.occurrence is not None
         self.raised_ts = snap.get("raised_ts")
         self.raised_wall = snap.get("raised_wall")
         self.acked_by = snap.get("acked_by")
