@@ -43,6 +43,8 @@ T: dict[str, dict[str, str]] = {
     "n_cal_overdue": {"zh": "检定已过期", "en": "Calibration overdue"},
     "per_tag": {"zh": "逐点测试结果（未测试的位号列在最前）", "en": "Result per tag (untested tags first)"},
     "tag": {"zh": "位号", "en": "Tag"},
+    "tag_name": {"zh": "位号 / 名称", "en": "Tag / name"},
+    "tested_by": {"zh": "测试时间 / 测试人", "en": "Tested / by"},
     "name": {"zh": "名称", "en": "Name"},
     "hs": {"zh": "危险源", "en": "Hazard source"},
     "where": {"zh": "来源 / 地址", "en": "Source / address"},
@@ -110,7 +112,11 @@ _RESULT_STATUS = {"pass": "ok", "fail": "bad", "running": "warn", "none": ""}
 _CAL_STATUS = {"ok": "ok", "due": "warn", "overdue": "bad", "none": ""}
 
 
-def _levels_text(r: TestRecord, lang: Lang) -> str:
+def _levels_text(r: TestRecord, lang: Lang, *, plain: bool = False) -> str:
+    """``H 14 秒；HH 31 秒`` (reached, with the time from the start), ``HH 未达到``; ``plain``: the
+    levels alone (a tag not tested yet)."""
+    if plain:
+        return " ".join(c.upper() for c in r.levels) or "—"
     parts = []
     for c in r.levels:
         s = r.seconds_to(c)
@@ -130,7 +136,11 @@ def _cal_cell(s: CalibrationState | None, lang: Lang) -> Cell:
     if s is None or s.status == "none":
         return Cell(t("cal_none", lang), "")
     label = t(f"cal_{s.status}", lang)
-    return Cell(f"{label} {s.due}" if s.due else label, _CAL_STATUS[s.status])  # type: ignore[arg-type]
+    return Cell(f"{label}\n{s.due}" if s.due else label, _CAL_STATUS[s.status], "lines")  # type: ignore[arg-type]
+
+
+def _tag_cell(x: Tag) -> Cell:
+    return Cell(f"{x.id}\n{x.name}" if x.name else x.id, "", "lines")
 
 
 def _end_text(r: TestRecord, lang: Lang, tz: ZoneInfo) -> str:
@@ -181,8 +191,9 @@ def build(
         recs = by_tag.get(x.id, [])
         if not recs:
             counts["untested"] += 1
-            rows.append([x.id, x.name, x.hazard_source or "—", where.get(x.id, "—"), Cell(t("untested", lang), "bad"),
-                         "—", "—", "—", "—", "0", _cal_cell(cal.get(x.id), lang)])
+            rows.append([_tag_cell(x), x.hazard_source or "—", where.get(x.id, "—"), "—",
+                         _levels_text(TestRecord(x.id, 0, 0, "", default_levels(x)), lang, plain=True), "—",
+                         Cell(t("untested", lang), "bad", "nowrap"), "0", _cal_cell(cal.get(x.id), lang)])
             continue
         last = recs[-1]
         counts["tested"] += 1
@@ -192,9 +203,10 @@ def build(
             counts["failed"] += 1
         res = last.result
         rows.append([
-            x.id, x.name, x.hazard_source or "—", where.get(x.id, "—"),
-            Cell(f"{fmt_time(last.started, tz)}", ""), last.by, _levels_text(last, lang),
-            fmt_duration(last.first_alarm_s, lang), Cell(t(res, lang), _RESULT_STATUS[res]),  # type: ignore[arg-type]
+            _tag_cell(x), x.hazard_source or "—", where.get(x.id, "—"),
+            Cell(f"{fmt_time(last.started, tz, seconds=False)}\n{last.by}", "", "lines"), _levels_text(last, lang),
+            fmt_duration(last.first_alarm_s, lang),
+            Cell(t(res, lang), _RESULT_STATUS[res], "nowrap"),  # type: ignore[arg-type]
             str(len(recs)), _cal_cell(cal.get(x.id), lang),
         ])
     detectors = sum(1 for x in listed if x.kind in GAS_KINDS)
@@ -212,9 +224,9 @@ def build(
                                         "bad" if any(cal[x.id].status == "overdue" for x in due) else "ok")),
     ], key="summary"))
     r.add(Table(t("per_tag", lang),
-                [t("tag", lang), t("name", lang), t("hs", lang), t("where", lang), t("tested", lang), t("by", lang),
-                 t("levels", lang), t("first", lang), t("result", lang), t("tests_n", lang), t("calibration", lang)],
-                rows, empty=t("none_period", lang), numeric=(9,), key="tags"))
+                [t("tag_name", lang), t("hs", lang), t("where", lang), t("tested_by", lang), t("levels", lang),
+                 t("first", lang), t("result", lang), t("tests_n", lang), t("calibration", lang)],
+                rows, empty=t("none_period", lang), numeric=(7,), key="tags"))
     all_rows: list[list[str | Cell]] = []
     units = {x.id: x.unit for x in config.tags}
     for rec in tests:

@@ -936,6 +936,7 @@
     const points = S.pview.view === "points";
     $("sources").classList.toggle("hidden", points);
     $("points-view").classList.toggle("hidden", !points);
+    document.querySelector(".layout").classList.toggle("points-mode", points);
     for (const b of document.querySelectorAll(".view-switch .tab")) {
       b.setAttribute("aria-selected", b.dataset.view === S.pview.view ? "true" : "false");
     }
