@@ -72,8 +72,8 @@ async def test_html_report_renders_in_chromium_lists_every_tag_untested_first(st
         await page.goto(out.as_uri())
         assert await page.title() == "可燃有毒气体检测报警系统联调测试报告"
         text = await page.inner_text("body")
-        for want in ("演示化工有限公司", "逐点测试结果（未测试的位号列在最前）", "全部测试记录", "检定到期与过期", "签字",
-                     "测试人", "审核人", "JJG 693"):
+        for want in ("演示化工有限公司", "逐点测试结果（未测试的位号列在最前）", "全部测试记录", "检定到期与过期",
+                     "签字", "测试人", "审核人", "JJG 693"):
             assert want in text, want
         cells = "rows => rows.map(r => [...r.cells].map(c => c.innerText))"
         rows = [[r[0].split("\n")[0], *r[1:]] for r in await page.eval_on_selector_all("#tags tbody tr", cells)]

@@ -91,9 +91,10 @@ def check_problems(config: SiteConfig, on: dt.date | None = None) -> list[Proble
         s = state_of(t, None, day)
         path = ("tags", i, "calibration")
         if s.status == "overdue":
-            out.append(Problem(path, None, f"tag {t.id}: calibration overdue: it was due on {s.due} (last {s.last}, every "
-                               f"{(s.interval_s or 0) / 86400:g} days): an overdue gas detector counts as not in use; "
-                               "calibrate it and update calibration.last (or record it in the console)", "warning"))
+            msg = (f"tag {t.id}: calibration overdue: it was due on {s.due} (last {s.last}, every "
+                   f"{(s.interval_s or 0) / 86400:g} days): an overdue gas detector counts as not in use; calibrate it "
+                   "and update calibration.last (or record it in the console)")
+            out.append(Problem(path, None, msg, "warning"))
         elif s.status == "due":
             out.append(Problem(path, None, f"tag {t.id}: calibration due on {s.due} (in {s.days_left} days; last "
                                f"{s.last})", "warning"))
