@@ -27,7 +27,6 @@ from gateway.api.routes_alarms import _ns
 from gateway.api.schemas import (
     CalibrationIn,
     CalibrationOut,
-    TagTestEndIn,
     TagTestEndOut,
     TagTestIn,
     TagTestsOut,
@@ -109,9 +108,7 @@ def router() -> APIRouter:
         summary="End a tag's test mode now (operator); returns the test record",
         responses=actions,
     )
-    async def end_tag_test(
-        ctx: Ctx, who: Operator, tag: TagId, body: Annotated[TagTestEndIn | None, Body()] = None
-    ) -> dict[str, Any]:
+    async def end_tag_test(ctx: Ctx, who: Operator, tag: TagId) -> dict[str, Any]:
         return await _end(ctx, who.name, tag=tag)
 
     @r.post(
@@ -130,9 +127,7 @@ def router() -> APIRouter:
         summary="End the test mode of every tag of a source that is in test (operator)",
         responses=actions,
     )
-    async def end_source_test(
-        ctx: Ctx, who: Operator, source: SourceId, body: Annotated[TagTestEndIn | None, Body()] = None
-    ) -> dict[str, Any]:
+    async def end_source_test(ctx: Ctx, who: Operator, source: SourceId) -> dict[str, Any]:
         return await _end(ctx, who.name, source=source)
 
     @r.get(

@@ -298,10 +298,6 @@ class TagTestIn(In):
     )
 
 
-class TagTestEndIn(In):
-    comment: str | None = Field(default=None, max_length=2000)
-
-
 class SkippedTagTestOut(Out):
     tag: str
     reason: str
