@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from helpers import async_wait_for
 from test_api_support import H_OPERATOR, H_VIEWER, TOKENS
 from test_upkeep import _block_store
 
 from devkit.services import free_port
 from gateway.config import Config
+from gateway.core.models import Reading, now_ns
 from gateway.supervisor import Gateway
 
 
@@ -117,5 +119,34 @@ async def test_upkeep_routes(tmp_path: Path) -> None:
             assert r.status_code == 503 and r.json()["error"] == "store_unavailable"
             assert gw.testmode.testing == frozenset()
             gw.upkeep_store.file.rmdir()
+    finally:
+        await gw.stop()
+
+
+async def test_a_test_goes_on_across_a_reload_and_ends_when_its_tag_is_removed(tmp_path: Path) -> None:
+    cfg = site(tmp_path / "store")
+    gw = Gateway(cfg)
+    await gw.start()
+    try:
+        await gw.testmode.begin(["GT-1", "GT-2"], 600, "zhao")
+        await gw.pipeline.emit([Reading("GT-1", 2.5, now_ns(), "good")])
+        await async_wait_for(lambda: gw.alarms.get("GT-1/hh").state == "UNACK", timeout=10)
+        assert gw.alarms.get("GT-1/hh").test is True
+        # a limit change rebuilds the alarm engine: the new one knows GT-1 is in test, and the
+        # test occurrence carried over through the journal is still a test occurrence
+        data = cfg.model_dump(mode="json", exclude_none=True)
+        data["tags"][0]["alarms"]["h"]["limit"] = 1.5
+        data["tags"] = [t for t in data["tags"] if t["id"] != "GT-2"]
+        data["sources"][0]["points"] = data["sources"][0]["points"][:1]
+        summary = await gw.reload(Config.model_validate(data))
+        assert "rebuilt" in summary
+        assert gw.alarms.testing == {"GT-1"} and gw.alarms.get("GT-1/hh").test is True
+        assert gw.wiring.names()["test_changes"] == ["alarms"]
+        recs = await gw.testmode.records(None, None, "GT-2")
+        assert [(r.end_reason, r.ended_by) for r in recs] == [("removed", "system")]
+        # the end, with the gas still there: raised as a real alarm by the new engine
+        await gw.testmode.end(["GT-1"], "zhao")
+        assert gw.alarms.get("GT-1/hh").test is False and gw.alarms.get("GT-1/hh").state == "UNACK"
+        assert [e.event for e in gw.alarms.history(alarm="GT-1/hh")][:2] == ["raised", "test_ended"]
     finally:
         await gw.stop()

@@ -975,13 +975,18 @@
     }));
   }
 
-  function worstAlarm(tagId) {
-    let w = null;
+  let worstCache = null; // tag -> worst open alarm, while a whole table is rendered
+  function worstOf() {
+    const m = new Map();
     for (const a of S.alarms.values()) {
-      if (a.tag !== tagId || !OPEN.has(a.state)) continue;
-      if (!w || a.priority < w.priority || (a.priority === w.priority && a.state === "UNACK")) w = a;
+      if (!OPEN.has(a.state)) continue;
+      const w = m.get(a.tag);
+      if (!w || a.priority < w.priority || (a.priority === w.priority && a.state === "UNACK")) m.set(a.tag, a);
     }
-    return w;
+    return m;
+  }
+  function worstAlarm(tagId) {
+    return (worstCache || worstOf()).get(tagId) || null;
   }
   function ageSeconds(tag) { return tag.ts ? Math.max(0, Math.round(Date.now() - tag.ts / 1e6) / 1000) : null; }
   function fmtAge(s) {
@@ -1029,6 +1034,10 @@
 
   function renderPoints() {
     if (!S.site) return;
+    worstCache = worstOf();
+    try { renderPointRows(); } finally { worstCache = null; }
+  }
+  function renderPointRows() {
     const v = S.pview;
     const all = [...S.tags.values()];
     const rows = all.filter(pointPasses);
