@@ -59,6 +59,7 @@ MINUTE: Final = 60
 RING_MINUTES: Final = 1440
 HOUR_MINUTES: Final = 60
 MAX_STEP: Final = 60.0  # s one sample may cover at most
+MIN_STEP: Final = 0.5  # s: a sample closer to the previous one only refreshes the current state
 FILE_VERSION: Final = 1
 SITE: Final = "site"
 
@@ -157,10 +158,12 @@ class InUseRate(TaskComponent):
                         c[0] += 1
         self._why = why
         self._now = {k: (v[0], v[1]) for k, v in counts.items()}
-        if self._last is not None and t > self._last:
+        if self._last is None:
+            self._last = t
+        elif t - self._last >= MIN_STEP:
             step = min(t - self._last, MAX_STEP)
             self._add(t, {k: (v[0] * step, v[1] * step) for k, v in counts.items() if v[1]})
-        self._last = t if self._last is None else max(self._last, t)
+            self._last = t
 
     def _add(self, t: float, add: Mapping[Key, tuple[float, float]]) -> None:
         m = int(t // MINUTE)
