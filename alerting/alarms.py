@@ -55,6 +55,7 @@ class AlarmView:
     parent: str | None = None  # DSUPR under this COMM alarm (its loss explains this alarm)
     hazard_sources: tuple[str, ...] = ()  # every hazard source the alarm concerns (COMM: several)
     comm: dict[str, Any] | None = None  # a COMM alarm: what it covers (alerting.comm.CommInfo.data)
+    test: bool = False  # the open occurrence was raised while its tag was in test mode
 
 
 class Gate:
@@ -132,6 +133,7 @@ class AlarmPoint:
         "suppressed",
         "suppressible",
         "tag",
+        "test",
         "value_kind",
     )
 
@@ -195,6 +197,7 @@ class AlarmPoint:
         self._raises: deque[float] | None = None
         self._recent_ts: deque[int] | None = None
         self.counted = False  # counted in its hazard source's status
+        self.test = False  # the open occurrence is a test occurrence (valid while ``occurrence`` is set)
 
     @property
     def raises(self) -> deque[float]:
@@ -270,6 +273,7 @@ class AlarmPoint:
             parent=self.supp_by,
             hazard_sources=tuple(h for h, _ in self.hss),
             comm=self.comm.data() if self.comm is not None else None,
+            test=self.test and self.occurrence is not None,
         )
 
     # -- persistence (journal ``alarm_state``)
@@ -290,6 +294,7 @@ class AlarmPoint:
             "oos": self.oos,
             "recent_ts": list(self._recent_ts or ()),
             "supp_by": self.supp_by,
+            "test": self.test and self.occurrence is not None,
         }
 
     def restore(self, snap: dict[str, Any], now: float, wall_ns: int) -> None:
@@ -300,6 +305,7 @@ class AlarmPoint:
         self.state = state
         self.cond.restore(bool(snap.get("active", False)))
         self.occurrence = snap.get("occurrence") if state in S.OPEN else None
+        self.test = bool(snap.get("test")) and self.occurrence is not None
         self.raised_ts = snap.get("raised_ts")
         self.raised_wall = snap.get("raised_wall")
         self.acked_by = snap.get("acked_by")

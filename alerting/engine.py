@@ -18,6 +18,17 @@ journal).
 Subscriber callbacks run synchronously inside the evaluation and must be cheap (append
 to the subscriber's own buffer) and must not call back into the engine; an exception in
 one is counted and does not affect the others or the engine.
+
+Test mode (:meth:`AlarmEngine.set_tests`, driven by gateway/upkeep/testmode.py): a tag in
+test is evaluated exactly as before, but an occurrence raised while it is in test is a
+*test occurrence*: its events carry ``test=True`` (journaled, shown, never pushed or sent to
+the platform), it does not count towards the hazard-source status, the active-alarm gauges
+or a flood. Alarms of other tags are untouched: a vote is a test alarm only while its
+non-test members alone are fewer than k (a real member that trips it turns it into a real
+alarm at once), a COMM alarm is never a test alarm, and a discrete tag in test suppresses
+nothing by design. When the tag leaves test mode its test occurrences close (``test_ended``)
+and a condition still active is raised anew, as a real alarm. Nothing of this runs per
+reading except one attribute check per vote a reading's tag is a member of.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Final
 
 from alerting import states as S
@@ -94,6 +105,13 @@ class AlarmEngine:
         self._stale_plans = [(p, p.stale_after) for p in self._plans.values() if p.stale_after is not None]
         self._comm: list[AlarmPoint] = built.comm
         self._held: set[AlarmPoint] = set()  # gated alarms waiting for their parent or for their tags
+        # test mode: the tags in test, and each vote's member plans (for "is this vote a test alarm")
+        self._testing: frozenset[str] = frozenset()
+        self._vote_members: dict[str, list[tuple[TagPlan, AlarmPoint | None]]] = {}
+        for p in self._plans.values():
+            for link in p.vote_links:
+                self._vote_members.setdefault(link.vote.key, []).append((p, link.member))
+        self._test_occ: set[int] = set()  # recent occurrence ids that are test occurrences (bounded like _recent)
 
         al = config.alarming
         self._shelve_max = al.shelve_max
@@ -245,13 +263,16 @@ class AlarmEngine:
             elif vote.state == S.ACKED and cond.active and cond.count > vote.ack_severity:
                 # severity rise: more detectors tripped since the acknowledge -> re-alarm
                 self._input(vote, S.REALARM, ts=ts, user=SYSTEM, comment=f"severity rose to {cond.count} of {cond.n}")
+            if vote.test and tripped and not p.test and vote.occurrence is not None:
+                self._retest(vote)  # a real member tripped: the vote may be a real alarm now
         if p.suppresses:
-            usable = p.usable and not p.stale_flag and p.last_value is not None
+            usable = p.usable and not p.stale_flag and p.last_value is not None and not p.test
             for a in p.suppresses:
                 on = usable and ((p.last_value != 0.0) == a.suppress_state)
                 if on != a.suppressed:
                     inp = S.SUPPRESS if on else S.UNSUPPRESS
-                    why = f"{p.tag} {'=' if on else '!='} {int(a.suppress_state)}" if usable else f"{p.tag} not good"
+                    why = (f"{p.tag} {'=' if on else '!='} {int(a.suppress_state)}" if usable
+                           else f"{p.tag} in test" if p.test else f"{p.tag} not good")
                     self._input(a, inp, ts=ts, user=SYSTEM, comment=why, flags=(a.oos, on, a.shelved))
 
     # ================================================================== timers
@@ -469,13 +490,16 @@ class AlarmEngine:
             occ = a.occurrence
             if prev not in S.OPEN and new in S.OPEN:
                 occ = self._open_occurrence(a, ts, wall)
+            elif name == S.RAISED and not a.test and self._testing and self._is_test(a):
+                self._occurrence_to_test(a)  # a returned real alarm tripped again by the test
+            test = a.test if occ is not None else self._is_test(a)
             a.state = new
             if inp == S.ACK:
                 a.acked_by = user
                 a.acked_wall = wall
                 a.ack_severity = a.severity
             if name in S.ANNUNCIATIONS:
-                self._annunciated(a, now, name)
+                self._annunciated(a, now, name, test)
             if prev in S.OPEN and new not in S.OPEN:
                 self._close_occurrence(a)
             # re-alarm timer runs while ACKED and active
@@ -485,7 +509,7 @@ class AlarmEngine:
                     self._timed.add(a)
             else:
                 a.realarm_due = None
-            event = self._event(a, name, prev, occ, ts, wall, user, comment, data)
+            event = self._event(a, name, prev, occ, ts, wall, user, comment, data, test)
             self._recount(a)  # hazard-source status is current when subscribers see the event
             self._emit(event, a)
         else:
@@ -493,6 +517,8 @@ class AlarmEngine:
         # follow-ups
         if prev in S.SUPPRESSION and new == S.NORM and a.cond.active:
             self._input(a, S.ACTIVATE, comment="active when the suppression ended")
+        elif inp == S.END_TEST and new == S.NORM and a.cond.active and a.enabled:
+            self._input(a, S.ACTIVATE, comment="still active when the test ended")
         if inp == S.RETURN and a.shelved and a.one_shot:
             self._unshelve(a, SYSTEM, "one-shot shelve: returned to normal")
         return event
@@ -501,36 +527,55 @@ class AlarmEngine:
         occ = self._next_occ
         self._next_occ += 1
         a.occurrence = occ
+        a.test = self._is_test(a)
         a.raised_ts = ts if ts is not None else wall
         a.raised_wall = wall
         a.acked_by = None
         a.acked_wall = None
         a.ack_severity = 0
         self._open[occ] = a
-        self._remember(occ, a.key)
-        self._active_counts[a.priority] += 1
-        self._m.active_children[a.priority].set(self._active_counts[a.priority])
+        self._remember(occ, a.key, a.test)
+        if not a.test:  # the active-alarm gauges count real alarms
+            self._active_counts[a.priority] += 1
+            self._m.active_children[a.priority].set(self._active_counts[a.priority])
         return occ
+
+    def _occurrence_to_test(self, a: AlarmPoint) -> None:
+        """An open real occurrence that returned (RTNUN, or latched ACKED) is raised again while
+        its tag is in test: the gas is the test's, so it goes on as a test occurrence (its earlier
+        events stay real; the re-raise and what follows are test events)."""
+        occ = a.occurrence
+        assert occ is not None
+        a.test = True
+        self._test_occ.add(occ)
+        self._active_counts[a.priority] -= 1
+        self._m.active_children[a.priority].set(self._active_counts[a.priority])
 
     def _close_occurrence(self, a: AlarmPoint) -> None:
         if a.occurrence is not None:
             self._open.pop(a.occurrence, None)
-            self._active_counts[a.priority] -= 1
-            self._m.active_children[a.priority].set(self._active_counts[a.priority])
+            if not a.test:
+                self._active_counts[a.priority] -= 1
+                self._m.active_children[a.priority].set(self._active_counts[a.priority])
         a.occurrence = None
+        a.test = False
 
-    def _remember(self, occ: int, key: str) -> None:
+    def _remember(self, occ: int, key: str, test: bool = False) -> None:
         self._recent[occ] = key
+        if test:
+            self._test_occ.add(occ)
         while len(self._recent) > self._recent_max:
-            self._recent.popitem(last=False)
+            old, _ = self._recent.popitem(last=False)
+            self._test_occ.discard(old)
 
-    def _annunciated(self, a: AlarmPoint, now: float, name: str) -> None:
-        ft = self._flood_times
-        ft.append(now)
-        if not self._flood and len(ft) == ft.maxlen and now - ft[0] <= self._flood_window:
-            self._flood = True
-            self._m.floods.inc()
-            self._m.in_flood.set(1)
+    def _annunciated(self, a: AlarmPoint, now: float, name: str, test: bool = False) -> None:
+        if not test:  # test alarms never make a flood (it would batch real pushes)
+            ft = self._flood_times
+            ft.append(now)
+            if not self._flood and len(ft) == ft.maxlen and now - ft[0] <= self._flood_window:
+                self._flood = True
+                self._m.floods.inc()
+                self._m.in_flood.set(1)
         if name == S.RAISED:
             r = a.raises
             r.append(now)
@@ -550,6 +595,7 @@ class AlarmEngine:
         user: str | None,
         comment: str | None,
         data: dict[str, Any] | None,
+        test: bool = False,
     ) -> AlarmEvent:
         t = ts if ts is not None else wall
         if data is None and a.comm is not None and name == S.RAISED:
@@ -582,6 +628,7 @@ class AlarmEngine:
             message=a.message,
             data=data,
             source=a.source,
+            test=test,
         )
 
     def _emit(self, event: AlarmEvent, a: AlarmPoint) -> None:
@@ -607,7 +654,7 @@ class AlarmEngine:
         hss = a.hss
         if not hss:
             return
-        counted = a.enabled and a.cond.active and a.state in _COUNTED
+        counted = a.enabled and a.cond.active and a.state in _COUNTED and not (a.test and a.occurrence is not None)
         if counted != a.counted:
             a.counted = counted
             d = 1 if counted else -1
@@ -627,6 +674,73 @@ class AlarmEngine:
         self._m.eval_errors.labels(where).inc()
         self._rlog.error(where, "alarm evaluation failed (%s %s); counted, continuing", where, what, exc_info=True)
 
+    # ================================================================== test mode
+    def set_tests(self, tags: Collection[str]) -> None:
+        """The tags in test mode from now on (the whole set; idempotent). A tag entering test:
+        alarms raised from now on are test occurrences; a discrete tag stops suppressing by
+        design. A tag leaving test: its test occurrences close (``test_ended``) and conditions
+        still active are raised again as real alarms; votes it is a member of are re-judged.
+        Operator-driven, never per reading (gateway/upkeep/testmode.py calls it)."""
+        new = frozenset(tags)
+        old = self._testing
+        if new == old:
+            return
+        self._testing = new
+        begun = [self._plans[t] for t in sorted(new - old) if t in self._plans]
+        ended = [self._plans[t] for t in sorted(old - new) if t in self._plans]
+        for p in begun:
+            p.test = True
+        for p in ended:
+            p.test = False
+        for p in begun:
+            if p.suppresses:
+                self._safe(self._extra, p, None)
+        for p in ended:
+            for a in p.alarms:
+                if a.test and a.occurrence is not None:
+                    self._safe(self._end_test, a)
+            for link in p.vote_links:
+                self._safe(self._retest, link.vote)
+            if p.suppresses:
+                self._safe(self._extra, p, None)
+
+    @property
+    def testing(self) -> frozenset[str]:
+        """The tags in test mode (as last given to :meth:`set_tests`)."""
+        return self._testing
+
+    def out_of_service_tags(self) -> set[str]:
+        """Tags with an alarm out of service (OOSRV, removed for maintenance): not in use (投用率)."""
+        return {a.tag for a in self._alarms.values() if a.oos and a.plan is not None}
+
+    def _safe(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            self._error("test", str(getattr(args[0], "key", None) or getattr(args[0], "tag", "?")))
+
+    def _is_test(self, a: AlarmPoint) -> bool:
+        """Would an occurrence of ``a`` raised now be a test occurrence?"""
+        if not self._testing or a.comm is not None:
+            return False  # a COMM alarm (a lost source unit) is always real
+        p = a.plan
+        if p is not None:
+            return p.test
+        members = self._vote_members.get(a.key)
+        if members is None or not any(m.test for m, _ in members):
+            return False
+        real = sum(1 for m, member in members
+                   if not m.test and (m.is_bad or (member is not None and member.cond.active)))
+        return bool(real < a.cond.k)  # only the members in test make it trip
+
+    def _retest(self, a: AlarmPoint) -> None:
+        """A test occurrence of ``a`` that would be real now closes and is raised anew."""
+        if a.test and a.occurrence is not None and not self._is_test(a):
+            self._end_test(a)
+
+    def _end_test(self, a: AlarmPoint) -> None:
+        self._input(a, S.END_TEST, user=SYSTEM, comment="test mode ended")
+
     # ================================================================== restart
     def restore(self, r: Restored) -> None:
         """Put back the journal's state: no event, no notification, nothing cleared."""
@@ -635,7 +749,7 @@ class AlarmEngine:
         now = self._clock()
         wall = self._wall()
         for occ, key in reversed(r.recent):
-            self._remember(occ, key)
+            self._remember(occ, key, occ in r.test_occurrences)
         for key, snap in r.alarms.items():
             a = self._alarms.get(key)
             if a is None or not a.enabled:
@@ -651,8 +765,9 @@ class AlarmEngine:
                 continue
             if a.occurrence is not None:
                 self._open[a.occurrence] = a
-                self._remember(a.occurrence, key)
-                self._active_counts[a.priority] += 1
+                self._remember(a.occurrence, key, a.test)
+                if not a.test:
+                    self._active_counts[a.priority] += 1
             if a.needs_timer():
                 self._timed.add(a)
             self._recount(a)
@@ -849,6 +964,7 @@ class AlarmEngine:
             _user(user or handler),
             comment,
             {k: v.strip() for k, v in fields.items()},
+            int(occurrence) in self._test_occ,
         )
         self._emit(ev, a)
         return ev

@@ -4,9 +4,10 @@ One :class:`AlarmEvent` is made per transition (and per disposition). It goes, i
 order, to the in-memory history, the journal queue and the subscribers. Events are rare
 compared with readings, so this module favours clarity over speed.
 
-InfluxDB ``alarm``: tags ``site, hs, tag, condition, priority``; fields ``event, state,
-value, limit, by, seq`` plus ``occurrence`` (the occurrence id); docs/influxdb.md has the
-table. ``value`` and ``limit`` are always floats so the field types never conflict.
+InfluxDB ``alarm``: tags ``site, hs, tag, condition, priority`` (and ``test=true`` on the
+events of a test occurrence); fields ``event, state, value, limit, by, seq`` plus
+``occurrence`` (the occurrence id); docs/influxdb.md has the table. ``value`` and ``limit``
+are always floats so the field types never conflict.
 The timestamp is the reading's source timestamp for raised/cleared caused by a reading and
 the gateway's wall clock otherwise. Two events of one alarm with the same timestamp would
 be one point in InfluxDB (same series and time: the later overwrites the earlier), so the
@@ -49,6 +50,9 @@ class AlarmEvent:
     # suppressed/unsuppressed under a COMM alarm {parent}
     data: Mapping[str, Any] | None = None
     source: str | None = None  # the source (id) the tag's readings come through; COMM: the lost source(s)
+    # the event belongs to a test occurrence (raised while its tag was in test mode), or concerns
+    # an alarm of a tag in test: shown and journaled, never pushed to phones or sent to the platform
+    test: bool = False
 
     @property
     def annunciates(self) -> bool:
@@ -74,6 +78,7 @@ def alarm_line(event: AlarmEvent, site_code: str) -> str:
         "tag": event.tag,
         "condition": event.condition,
         "priority": str(event.priority),
+        "test": "true" if event.test else None,  # a tag only on test events: no new series otherwise
     }
     fields: dict[str, object] = {
         "event": event.event,

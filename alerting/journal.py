@@ -127,11 +127,18 @@ CREATE TABLE IF NOT EXISTS alarm_state (
     snapshot TEXT NOT NULL
 );
 """
-MIGRATIONS: Final = (_SCHEMA_1,)
+# 2: test mode (issue 17): events and occurrences of a tag in test carry test = 1 (shown and
+# kept, left out of the alarm KPIs)
+_SCHEMA_2 = """
+ALTER TABLE events ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE occurrences ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
+UPDATE meta SET value = '2' WHERE key = 'schema';
+"""
+MIGRATIONS: Final = (_SCHEMA_1, _SCHEMA_2)
 
 _EVENT_COLS = (
     "seq, wall_ns, ts_ns, event, alarm, tag, condition, hs, priority, state, prev_state, active, occurrence, "
-    "value, limit_value, user, comment, chattering, flood, message, data"
+    "value, limit_value, user, comment, chattering, flood, message, data, test"
 )
 
 
@@ -147,6 +154,7 @@ class Restored:
     max_seq: int = 0
     max_occurrence: int = 0
     recent: list[tuple[int, str]] = field(default_factory=list)  # (occurrence id, alarm id), newest first
+    test_occurrences: set[int] = field(default_factory=set)  # those of ``recent`` that are test occurrences
 
 
 class _Metrics:
@@ -399,9 +407,10 @@ class Journal:
             o = occ.get("occurrence")
             if isinstance(o, int):
                 r.max_occurrence = max(r.max_occurrence, o)
-        r.recent = [
-            (int(i), str(a)) for i, a in con.execute("SELECT id, alarm FROM occurrences ORDER BY id DESC LIMIT 10000")
-        ]
+        for i, a, test in con.execute("SELECT id, alarm, test FROM occurrences ORDER BY id DESC LIMIT 10000"):
+            r.recent.append((int(i), str(a)))
+            if test:
+                r.test_occurrences.add(int(i))
         return r
 
     # ------------------------------------------------------------------ retention
@@ -472,6 +481,7 @@ class Journal:
             r["active"] = bool(r["active"])
             r["chattering"] = bool(r["chattering"])
             r["flood"] = bool(r["flood"])
+            r["test"] = bool(r["test"])
             r["data"] = json.loads(r["data"]) if r["data"] else None
         return rows
 
@@ -503,18 +513,19 @@ class Journal:
     def kpi_rows(self, since_ns: int, until_ns: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """What alerting/kpi.py needs for [since, until): the annunciations (raised, realarmed
         events) made in it, oldest first, and the occurrences overlapping it (raised before
-        ``until``, not closed before ``since``). Blocking; one read transaction."""
+        ``until``, not closed before ``since``). Test occurrences (test mode) are left out: they
+        are not process alarms. Blocking; one read transaction."""
         con = self._reader()
         try:
             con.execute("BEGIN")
             ann = [dict(r) for r in con.execute(
                 "SELECT wall_ns, alarm, tag, condition, hs, priority, event FROM events "
-                "WHERE event IN ('raised', 'realarmed') AND wall_ns >= ? AND wall_ns < ? ORDER BY seq",
+                "WHERE event IN ('raised', 'realarmed') AND test = 0 AND wall_ns >= ? AND wall_ns < ? ORDER BY seq",
                 (since_ns, until_ns),
             )]
             occ = [dict(r) for r in con.execute(
                 "SELECT * FROM occurrences WHERE raised_wall < ? AND (closed_wall IS NULL OR closed_wall >= ?) "
-                "ORDER BY id",
+                "AND test = 0 ORDER BY id",
                 (until_ns, since_ns),
             )]
             con.execute("COMMIT")
@@ -535,7 +546,7 @@ class Journal:
 def _write_event(con: sqlite3.Connection, ev: AlarmEvent, snap: dict[str, Any] | None) -> None:
     data = json.dumps(dict(ev.data), ensure_ascii=False, default=str) if ev.data is not None else None
     con.execute(
-        f"INSERT OR IGNORE INTO events ({_EVENT_COLS}) VALUES ({','.join('?' * 21)})",
+        f"INSERT OR IGNORE INTO events ({_EVENT_COLS}) VALUES ({','.join('?' * 22)})",
         (
             ev.seq,
             ev.wall,
@@ -558,6 +569,7 @@ def _write_event(con: sqlite3.Connection, ev: AlarmEvent, snap: dict[str, Any] |
             int(ev.flood),
             ev.message,
             data,
+            int(ev.test),
         ),
     )
     if snap is not None:
@@ -574,8 +586,9 @@ def _write_event(con: sqlite3.Connection, ev: AlarmEvent, snap: dict[str, Any] |
     if e == S.RAISED:
         con.execute(
             "INSERT OR IGNORE INTO occurrences (id, alarm, tag, condition, hs, priority, raised_ts, raised_wall, "
-            "value, limit_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (occ, ev.alarm, ev.tag, ev.condition, ev.hs, ev.priority, ev.ts, ev.wall, ev.value, ev.limit),
+            "value, limit_value, test) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (occ, ev.alarm, ev.tag, ev.condition, ev.hs, ev.priority, ev.ts, ev.wall, ev.value, ev.limit,
+             int(ev.test)),
         )
     elif e == S.ACKED_EV:
         con.execute(

@@ -63,6 +63,7 @@ class TagPlan:
         "stale_flag",
         "suppresses",
         "tag",
+        "test",
         "unit",
         "usable",
         "value_alarms",
@@ -89,6 +90,7 @@ class TagPlan:
         self.is_bad = False  # quality bad/comm/stale or stale_flag
         self.lost = False  # quality comm/stale or stale_flag: nothing arrives (counted in its unit)
         self.known = False  # heard from (or gone stale) since start (counted in its unit)
+        self.test = False  # the tag is in test mode (set by the engine's set_tests, never per reading)
 
     @property
     def alarms(self) -> list[AlarmPoint]:

@@ -22,6 +22,11 @@ layer from UNACK/ACKED/RTNUN ends the current occurrence.
 ``step`` is a pure function over :data:`TABLE` so the whole diagram is testable row by row.
 Acknowledging never clears an alarm: ACK from UNACK goes to ACKED while the condition is
 active; only RETURN (the process) moves an active alarm towards NORM.
+
+Test mode (a detector under a bump test or maintenance, alerting/engine.py) is not a state:
+its alarms go through the same diagram with their occurrence marked ``test``. END_TEST
+closes such an occurrence from any annunciation state (event ``test_ended``), after which
+the engine raises a still-active condition as a new, real occurrence.
 """
 
 from __future__ import annotations
@@ -52,8 +57,9 @@ SUPPRESS: Final = "suppress"
 UNSUPPRESS: Final = "unsuppress"
 REMOVE: Final = "remove"  # out of service
 RESTORE: Final = "restore"  # back in service
+END_TEST: Final = "end_test"  # the tag's test mode ended: its test occurrence closes (then re-evaluated)
 
-INPUTS: Final = (ACTIVATE, RETURN, ACK, REALARM, SHELVE, UNSHELVE, SUPPRESS, UNSUPPRESS, REMOVE, RESTORE)
+INPUTS: Final = (ACTIVATE, RETURN, ACK, REALARM, SHELVE, UNSHELVE, SUPPRESS, UNSUPPRESS, REMOVE, RESTORE, END_TEST)
 
 # event names (the ``event`` field of the journal and of InfluxDB ``alarm``)
 RAISED: Final = "raised"
@@ -67,6 +73,7 @@ UNSUPPRESSED: Final = "unsuppressed"
 OUT_OF_SERVICE: Final = "out_of_service"
 IN_SERVICE: Final = "in_service"
 DISPOSED: Final = "disposed"  # not a transition: a disposition added to an occurrence
+TEST_ENDED: Final = "test_ended"  # a test occurrence closed because its tag left test mode
 
 EVENTS: Final = (
     RAISED,
@@ -80,6 +87,7 @@ EVENTS: Final = (
     OUT_OF_SERVICE,
     IN_SERVICE,
     DISPOSED,
+    TEST_ENDED,
 )
 ANNUNCIATIONS: Final = frozenset({RAISED, REALARMED})  # what counts towards a flood
 
@@ -169,6 +177,13 @@ _row(OOSRV, SUPPRESS, SAME, None)
 _row(OOSRV, UNSUPPRESS, SAME, None)
 _row(OOSRV, REMOVE, INVALID, None)
 _row(OOSRV, RESTORE, RESOLVE, IN_SERVICE)
+
+# --- end of test mode: an occurrence opened while the tag was in test closes, whatever its
+# state; the engine then raises the alarm anew (a real occurrence) if the condition is
+# still active. Suppression layers already ended the occurrence: nothing to do there.
+_row(_BASE, END_TEST, NORM, TEST_ENDED)
+_row(NORM, END_TEST, SAME, None)
+_row((SHLVD, DSUPR, OOSRV), END_TEST, SAME, None)
 
 assert len(TABLE) == len(STATES) * len(INPUTS), "every (state, input) pair has a row"
 

@@ -30,12 +30,16 @@ from gateway.config import Config
 from gateway.core.files import private_dir, tighten
 from gateway.core.intervals import stale_limits
 from gateway.core.metrics import Metrics
-from gateway.core.sources import SourceAdapter, SourceContext
+from gateway.core.sources import RawPoints, RawValue, SourceAdapter, SourceContext
 from gateway.livestate import LiveState, StaleWatcher
 from gateway.online import OnlineRate, default_interval_of
 from gateway.pipeline import Pipeline, Subscriber
 from gateway.selfmetrics import SelfMetricsWriter
 from gateway.sinks.influx import InfluxSink
+from gateway.upkeep.calibration import Calibrations
+from gateway.upkeep.inuse import InUseRate
+from gateway.upkeep.store import UpkeepStore
+from gateway.upkeep.testmode import TestMode
 from gateway.uplink import UplinkService
 
 if TYPE_CHECKING:  # imported when the API is enabled (FastAPI, uvicorn: ~30 MB a site without it never loads)
@@ -60,6 +64,7 @@ DOWNSTREAM_SECTIONS = tuple(f for f in Config.model_fields if f != "sources")
 
 AlarmCallback = Callable[[AlarmEvent], None]
 RecordCallback = Callable[[NotifyRecord], None]
+TestsCallback = Callable[[frozenset[str]], None]
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,14 @@ class Wiring:
     readings: tuple[Subscriber, ...] = ()  # pipeline subscribers, each batch in this order
     alarm_events: tuple[tuple[str, AlarmCallback], ...] = ()  # alarm engine subscribers
     notify_records: tuple[tuple[str, RecordCallback], ...] = ()  # notifier subscribers
+    test_changes: tuple[tuple[str, TestsCallback], ...] = ()  # told the set of tags in test mode
 
     def names(self) -> dict[str, list[str]]:
         return {
             "readings": [s.name for s in self.readings],
             "alarm_events": [n for n, _ in self.alarm_events],
             "notify_records": [n for n, _ in self.notify_records],
+            "test_changes": [n for n, _ in self.test_changes],
         }
 
 
@@ -102,9 +109,21 @@ class Gateway:
             config, self.metrics, path=Path(config.store.path) / "online.json",
             default_interval=default_interval_of(config),
         )
+        # detector upkeep (issue 17): test mode, calibrations, in-use rate; kept across reloads
+        self.upkeep_store = UpkeepStore(Path(config.store.path))
+        self.testmode = TestMode(config, self.upkeep_store, clock=clock)
+        self.calibrations = Calibrations(config, self.upkeep_store)
+        self.inuse = InUseRate(
+            config, self.metrics, path=Path(config.store.path) / "inuse.json", latest=self.live.latest,
+            testing=lambda: self.testmode.testing, out_of_service=lambda: self.alarms.out_of_service_tags(),
+            overdue=self.calibrations.overdue,
+        )
+        self._points: tuple[Config, dict[str, dict[str, str | None]]] | None = None
         self.wiring = Wiring()  # what _wire connected last (nothing yet)
         self._unwire: list[Callable[[], None]] = []
-        self.extra_health: dict[str, Callable[[], dict[str, Any]]] = {"online": self.online.health}
+        self.extra_health: dict[str, Callable[[], dict[str, Any]]] = {
+            "online": self.online.health, "test-mode": self.testmode.health, "in-use": self.inuse.health,
+        }
         self._build_downstream(config)
         self.sources: list[SourceAdapter] = build_sources(config.sources, self._source_context(config))
         self._running = False
@@ -139,7 +158,7 @@ class Gateway:
             self.uplink = UplinkService(
                 config, self.alarms, self.live, self.metrics,
                 spool_dir=Path(config.store.path) / "spool" / "uplink", spool_max_bytes=uplink_bytes,
-                online=getattr(self, "online", None), health=self.health,
+                online=getattr(self, "online", None), in_use=self.inuse.rates, health=self.health,
             )
         # --- API and duty console (issue 6): HTTP API, SSE, console, /metrics on api.listen
         self.api: ApiServer | None = None
@@ -167,13 +186,15 @@ class Gateway:
             # 3. the alarm engine decides on the readings; its events go out synchronously
             #    to the alarm subscribers below before the next subscriber gets the batch
             self.alarms,
+            # 4. test records: peak and low of the tags in test (returns at once when none is)
+            self.testmode,
         ]
         if self.influx is not None:
-            # 4. the readings queued for InfluxDB (alarm lines of step 3 are already in the
+            # 5. the readings queued for InfluxDB (alarm lines of step 3 are already in the
             #    sink's priority buffer, which is written ahead of any reading backlog)
             readings.append(self.influx)
         if self.api is not None:
-            # 5. the console's trends: marks changed tags; the SSE hub sends them once a second
+            # 6. the console's trends: marks changed tags; the SSE hub sends them once a second
             readings.append(self.api.trends)
 
         # Alarm events. Before any of these runs, the engine has put the event in its
@@ -199,12 +220,26 @@ class Gateway:
         if self.api is not None:
             # 4. the duty console (SSE; nothing to do without connected clients)
             alarm_events.append(("api-events", self.api.hub.on_alarm_event))
+        # 5. test records: a test alarm raised on a tag in test is a level reached (no I/O)
+        alarm_events.append(("test-records", self.testmode.on_alarm_event))
 
         # Push records (notified / escalated) of the notifier.
         notify_records: list[tuple[str, RecordCallback]] = []
         if self.influx is not None:
             notify_records.append(("influx", self._notify_to_influx))  # the push record in InfluxDB
-        return Wiring(tuple(readings), tuple(alarm_events), tuple(notify_records))
+
+        # Test mode: every change of the set of tags in test (and every rewiring) goes to these,
+        # in this order. The ones that only keep state first (series prefixes, maintenance
+        # flags), the alarm engine last: at the end of a test it closes test occurrences and
+        # raises the alarms still present as real ones, which then reach an uplink that already
+        # reports the tag back in service.
+        test_changes: list[tuple[str, TestsCallback]] = []
+        if self.influx is not None:
+            test_changes.append(("influx", self.influx.set_tests))  # readings tagged test=true
+        if self.uplink is not None:
+            test_changes.append(("uplink", self.uplink.set_tests))  # maintenance flags, meta again
+        test_changes.append(("alarms", self.alarms.set_tests))
+        return Wiring(tuple(readings), tuple(alarm_events), tuple(notify_records), tuple(test_changes))
 
     def _wire(self) -> None:
         """Connect :meth:`_wiring` for the current components, replacing what the previous
@@ -228,6 +263,8 @@ class Gateway:
             unwire.append(self.notifier.subscribe(on_record))
         self._unwire = unwire
         self.wiring = new
+        self.testmode.listeners = list(new.test_changes)
+        self.testmode.notify()  # new components learn which tags are in test
 
     def api_facade(self) -> GatewayFacade:
         """What the API reads and the actions it may take, for the current components."""
@@ -243,7 +280,37 @@ class Gateway:
             sources=lambda: self.sources,
             registry=self.metrics.registry,
             register_points=self.uplink.register_points if self.uplink is not None else None,
+            tests=self.testmode,
+            calibrations=self.calibrations,
+            in_use=self.inuse.rates,
+            points=self.point_info,
+            raw_points=self.raw_points,
         )
+
+    def point_info(self) -> dict[str, dict[str, str | None]]:
+        """tag -> {source, source_type, where} for the point table (from the current config;
+        the source type's own text, :meth:`SourceConfig.point_addresses`)."""
+        cached = self._points
+        if cached is not None and cached[0] is self.config:
+            return cached[1]
+        out: dict[str, dict[str, str | None]] = {}
+        for s in self.config.sources:
+            where = s.point_addresses()
+            for tag in s.point_tags():
+                out.setdefault(tag, {"source": s.id, "source_type": s.type, "where": where.get(tag)})
+        self._points = (self.config, out)
+        return out
+
+    def raw_points(self) -> dict[str, RawValue]:
+        """The raw value of every point whose adapter keeps one (on request: the point table)."""
+        out: dict[str, RawValue] = {}
+        for s in self.sources:
+            if isinstance(s, RawPoints):
+                try:
+                    out.update(s.raw_points())
+                except Exception:
+                    log.exception("source %s: raw values unavailable", s.id)
+        return out
 
     def _source_context(self, config: Config) -> SourceContext:
         return SourceContext(
@@ -287,8 +354,16 @@ class Gateway:
         self._running = True
         try:
             await self.online.start()  # before the downstream components; not in _downstream (survives reloads)
+            # the tests still running, before the alarm engine restores its journal (their test
+            # occurrences stay test occurrences) ...
+            await self.testmode.load()
+            await self.calibrations.load()
             for c in self._downstream():
                 await c.start()
+            # ... and tests that expired while the gateway was down end once everything runs
+            # (the alarms still present are raised as real alarms to every subscriber)
+            await self.testmode.start()
+            await self.inuse.start()
             for s in self.sources:
                 await s.start()
         except BaseException:
@@ -308,7 +383,7 @@ class Gateway:
             return
         self._running = False
         await asyncio.gather(*(s.stop() for s in self.sources), return_exceptions=True)
-        await self._stop_components([*reversed(self._downstream()), self.online])
+        await self._stop_components([self.inuse, self.testmode, *reversed(self._downstream()), self.online])
 
     async def _stop_components(self, comps: Iterable[Any]) -> None:
         for c in comps:
@@ -336,6 +411,9 @@ class Gateway:
             changed.append("alarm units")  # the engine's COMM units and stale limits come from sources
         restart = _sources_to_restart(old, new)
         done: list[str] = []
+        self.testmode.configure(new)  # tests of tags no longer configured end here
+        self.calibrations.configure(new)
+        self.inuse.configure(new)
         if changed:
             async with self.pipeline.hold():
                 downstream = [c for c in self._downstream() if c is not self.pipeline]
@@ -345,6 +423,7 @@ class Gateway:
                 for c in self._downstream():
                     if c is not self.pipeline:
                         await c.start()
+                self.testmode.notify()  # the new engine closes test occurrences no test covers
             done.append("rebuilt " + ", ".join(changed))
         self.config = new
         self.online.configure(new, default_interval=default_interval_of(new))

@@ -42,6 +42,7 @@ from gateway.core.intervals import stale_limits
 from gateway.core.problems import Problem, Severity, format_path
 from gateway.core.tls import check_server_files
 from gateway.core.yamlsrc import Path_, SourceMap, YamlError, load_yaml, offline_placeholder
+from gateway.upkeep.calibration import check_problems as calibration_problems
 from gateway.uplink.profile import ProfileError, resolve_profile
 
 ROLE_TARGETS = ("on_duty", "principal", "technical", "operational")
@@ -513,6 +514,7 @@ def validate_text(
         problems.extend(_uplink_problems(config, smap))
         problems.extend(coverage_problems(config, smap))
         problems.extend(api_problems(config, smap))
+        problems.extend(replace(p, line=smap.line_of(p.path)) for p in calibration_problems(config))
         if not result.errors:  # set points and notification judged on a config that is otherwise sound
             # (not downgraded: the placeholders are made to pass the notify URL checks, so a
             # broken URL is still an error with its secrets unset)

@@ -95,7 +95,9 @@ def test_table_is_complete_and_ack_never_clears() -> None:
 
 
 def test_only_the_process_or_operator_leaves_open_states() -> None:
-    # from an open state, no input but ACK/RETURN/suppression can reach NORM
+    # from an open state, no input but ACK/RETURN/suppression can reach NORM; and the end of
+    # test mode, which the engine feeds only to test occurrences (and then raises an active
+    # condition anew as a real alarm: tests/test_alarm_testmode.py)
     for state in S.OPEN:
         for inp in S.INPUTS:
             try:
@@ -103,7 +105,17 @@ def test_only_the_process_or_operator_leaves_open_states() -> None:
             except InvalidTransition:
                 continue
             if nxt == S.NORM:
-                assert inp in (R, K), (state, inp)
+                assert inp in (R, K, S.END_TEST), (state, inp)
+
+
+def test_end_of_test_closes_any_open_state_and_nothing_else() -> None:
+    for state in S.STATES:
+        for active in (True, False):
+            nxt, ev = S.step(state, S.END_TEST, active=active, latched=True)
+            if state in S.OPEN:
+                assert (nxt, ev) == (S.NORM, S.TEST_ENDED), state
+            else:
+                assert (nxt, ev) == (state, None), state
 
 
 # ----------------------------------------------------------------------------- through the engine

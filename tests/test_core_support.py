@@ -274,11 +274,29 @@ def _version_and_meta(f: Path) -> tuple[int, str]:
 
 
 def test_new_files_have_exactly_the_schema_the_old_code_made(tmp_path: Path) -> None:
-    for name, migrations in (("alarm-journal", JOURNAL_MIGRATIONS), ("notify-outbox", STORE_MIGRATIONS)):
+    # the first migration of each store is the schema the old code made (the journal's second
+    # one, test mode, is checked below)
+    for name, migrations in (("alarm-journal", JOURNAL_MIGRATIONS[:1]), ("notify-outbox", STORE_MIGRATIONS)):
         fresh = tmp_path / f"fresh-{name}.sqlite3"
         sqlite.connect(fresh, migrations).close()
         assert _schema(fresh) == _schema(_legacy(tmp_path, name)), name
         assert _version_and_meta(fresh) == (1, "1")
+
+
+def test_journal_migration_2_adds_the_test_columns_to_an_old_file(tmp_path: Path) -> None:
+    old = _legacy(tmp_path, "alarm-journal")
+    sqlite.connect(old, JOURNAL_MIGRATIONS).close()
+    fresh = tmp_path / "fresh.sqlite3"
+    sqlite.connect(fresh, JOURNAL_MIGRATIONS).close()
+    assert _schema(fresh) == _schema(old)
+    assert _version_and_meta(old) == (2, "2")
+    con = sqlite3.connect(old)
+    try:
+        cols = {t: [r[1] for r in con.execute(f"PRAGMA table_info({t})")] for t in ("events", "occurrences")}
+        assert cols["events"][-1] == "test" and cols["occurrences"][-1] == "test"
+        assert con.execute("SELECT test FROM events").fetchall() == [(0,)]  # old rows: not a test
+    finally:
+        con.close()
 
 
 def test_journal_opens_a_file_from_before_user_version(tmp_path: Path) -> None:
@@ -310,8 +328,8 @@ def test_journal_opens_a_file_from_before_user_version(tmp_path: Path) -> None:
         assert [e["seq"] for e in j.events()] == [8, 7]
     finally:
         j._flush_and_close()
-    assert _version_and_meta(f) == (1, "1")
-    j2 = Journal(f, wall=lambda: W)  # and again, now at user_version 1
+    assert _version_and_meta(f) == (2, "2")
+    j2 = Journal(f, wall=lambda: W)  # and again, now at user_version 2
     try:
         assert j2.open().max_seq == 8
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from test_grafana_support import all_queries, demo_config, gateway_lines, panels
 from alerting.events import AlarmEvent, alarm_line
 from devkit.services import Influxd
 from gateway.config import Config
+from gateway.core.config import GAS_KINDS
 from gateway.core.lineprotocol import reading_line
 from gateway.grafana.export import build_site
 from gateway.grafana.influxql import expand_macros
@@ -61,6 +63,8 @@ def _events(now: int) -> list[AlarmEvent]:
         _event(5, "GT-102", "HS-001", "hh", 1, "acked", "NORM", now - 16 * MINUTE, 0.5, 2.0, 2, "zhao"),
         _event(6, "GT-201", "HS-002", "hh", 1, "raised", "UNACK", now - 10 * MINUTE, 45.0, 40.0, 3),
         _event(7, "GT-201", "HS-002", "hh", 1, "realarmed", "UNACK", now - 5 * MINUTE, 47.0, 40.0, 3),
+        # a bump test of GT-103 (test mode): in the history, never in the current alarms or the KPI panels
+        replace(_event(8, "GT-103", "HS-001", "h", 2, "raised", "UNACK", now - 4 * MINUTE, 1.5, 1.0, 4), test=True),
     ]
 
 
@@ -147,9 +151,9 @@ def test_query_results_match_the_demo_data(
 
     # alarm history, newest first, per hazard source
     history = run(_panel(dashboards, "alarms", T("history")))
-    assert [r["seq"] for r in history] == [7, 6, 5, 4, 3, 2, 1]
+    assert [r["seq"] for r in history] == [8, 7, 6, 5, 4, 3, 2, 1]
     hs1_history = run(_panel(dashboards, "hs:HS-001", T("history")))
-    assert {r["hs"] for r in hs1_history} == {"HS-001"} and len(hs1_history) == 5
+    assert {r["hs"] for r in hs1_history} == {"HS-001"} and len(hs1_history) == 6
 
     # annunciations: raised + realarmed
     rate = run(_panel(dashboards, "alarms", T("rate", per=T("per_min", n=10), n=10)))
@@ -172,6 +176,17 @@ def test_query_results_match_the_demo_data(
     assert max(rates["HS-002"]) == 100
     assert max(rates["HS-001"]) == 100
     assert any(abs(v - 100 * (n_hs1 - 1) / n_hs1) < 1e-9 for v in rates["HS-001"]), rates["HS-001"]
+
+    # gas detector in-use rate beside it (gateway.upkeep.inuse via the self metrics): GT-101 in test
+    in_use = _panel(dashboards, "overview", T("in_use"))
+    gas = [t for t in config.tags if t.kind in GAS_KINDS]
+    assert [t["alias"] for t in in_use["targets"]] == [T("site_all"), *(f"{h.code} {h.name}" for h in
+                                                                         config.hazard_sources)]
+    got = [run(in_use, i)[0]["in_use"] for i in range(len(in_use["targets"]))]
+    n_site, n_hs1 = len(gas), sum(1 for t in gas if t.hazard_source == "HS-001")
+    assert got == pytest.approx([100 * (n_site - 1) / n_site, 100 * (n_hs1 - 1) / n_hs1, 100.0], abs=0.01)  # 4 decimals
+    series = _panel(dashboards, "overview", T("in_use_now"))
+    assert [r["in_use"] for r in run(series, 2) if r["in_use"] is not None][-1] == pytest.approx(100.0)
 
     # connection uptime per data source
     conn = run(_panel(dashboards, "overview", T("uptime")))

@@ -96,8 +96,27 @@ def gateway_lines(config: Config, ts_ns: int, *, status: dict[str, int], active:
     for window in WINDOWS:
         for i, name in enumerate(KPIS):
             kpi.kpi.labels(name, window).set(float(i))
+    in_use_rate(config, metrics, ts_ns)
     writer = SelfMetricsWriter(config.site.code, metrics, sink=None, wall=lambda: ts_ns)  # type: ignore[arg-type]
     return writer.snapshot()
+
+
+IN_TEST = "GT-101"  # the in-use gauges of gateway_lines: this detector is in test, every other one in service
+
+
+def in_use_rate(config: Config, metrics: Any, ts_ns: int) -> Any:
+    """The real in-use rate collector (gateway.upkeep.inuse) over one minute of samples with every gas
+    detector good and :data:`IN_TEST` in test mode."""
+    from gateway.core.models import Reading
+    from gateway.upkeep.inuse import InUseRate
+
+    now = ts_ns / 1e9
+    latest = {t.id: Reading(t.id, 1.0, ts_ns, "good") for t in config.tags}
+    rate = InUseRate(config, metrics, latest=latest, testing=lambda: frozenset({IN_TEST}), out_of_service=set,
+                     overdue=set, clock=lambda: now)
+    for k in range(7, -1, -1):
+        rate.sample(now - 10 * k)
+    return rate
 
 
 def gateway_field_names(config: Config) -> set[str]:

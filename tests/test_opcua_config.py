@@ -175,3 +175,11 @@ def test_tag_csv_has_the_tag_list_columns_and_a_bom(tmp_path: Path) -> None:
                        "hh", "source", "address", "type", "byte_order", "scale", "offset", "node", "topic", "path")
     assert rows[0]["name"] == "压力" and rows[0]["range_hi"] == "2.5" and rows[0]["node"] == "ns=2;s=V101.PT101"
     assert rows[1]["kind"] == "discrete" and rows[1]["range_lo"] == ""
+
+
+def test_the_point_table_shows_where_each_tag_is_read() -> None:
+    src = OpcuaSource.model_validate({"id": "dcs", "type": "opcua", "url": "opc.tcp://10.0.0.5:4840",
+                                      "security": {"policy": "None"},
+                                      "points": [{"tag": "TT-101", "node": "ns=2;s=V101.TT101.PV"},
+                                                 {"tag": "PT-101", "path": "Objects/Plant/V101/PT101"}]})
+    assert src.point_addresses() == {"TT-101": "ns=2;s=V101.TT101.PV", "PT-101": "path Objects/Plant/V101/PT101"}

@@ -140,11 +140,13 @@ async def test_two_reloads_leave_every_subscriber_wired_once(tmp_path: Path) -> 
         await gw.start()
         for limit in (22.0, 24.0):  # a tag change rebuilds the downstream components
             assert "rebuilt tags" in await gw.reload(site(tmp_path, port_a, port_b, api=True, h_limit=limit))
-        names = ["live", "online", "alarms", "api-trends"]
+        names = ["live", "online", "alarms", "test-mode", "api-trends"]
         assert [s.name for s in gw.pipeline.subscribers] == names
         assert gw.pipeline.subscribers == gw.wiring.readings
-        assert gw.wiring.names() == {"readings": names, "alarm_events": ["notifier", "api-events"],
-                                     "notify_records": []}
+        assert gw.wiring.names() == {"readings": names, "alarm_events": ["notifier", "api-events", "test-records"],
+                                     "notify_records": [], "test_changes": ["alarms"]}
+        assert gw.testmode.listeners == list(gw.wiring.test_changes)  # the new engine's, not an old one's
+        assert gw.testmode.listeners[-1][1] == gw.alarms.set_tests
         assert gw.api is not None and gw.api.url is not None
         assert gw.wiring.readings[-1] is gw.api.trends  # the new API's, not an old one's
 

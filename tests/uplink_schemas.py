@@ -73,7 +73,7 @@ META = _envelope(
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["tagCode", "tagName", "hazardCode", "kind", "gas", "unit", "rangeLow", "rangeHigh",
-                             "LL", "L", "H", "HH", "sourceId"],
+                             "LL", "L", "H", "HH", "sourceId", "maintenance"],
                 "properties": {
                     "tagCode": {"type": "string"},
                     "tagName": {"type": "string"},
@@ -88,6 +88,7 @@ META = _envelope(
                     "H": NUM_OR_NULL,
                     "HH": NUM_OR_NULL,
                     "sourceId": STR_OR_NULL,
+                    "maintenance": {"type": "boolean"},
                 },
             },
         },
@@ -117,8 +118,8 @@ REALTIME = _envelope(
             "items": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["hazardCode", "tagCode", "value", "unit", "quality", "alarmStatus", "collectTime",
-                             "collectTs"],
+                "required": ["hazardCode", "tagCode", "value", "unit", "quality", "alarmStatus", "maintenance",
+                             "collectTime", "collectTs"],
                 "properties": {
                     "hazardCode": STR_OR_NULL,
                     "tagCode": {"type": "string"},
@@ -126,6 +127,7 @@ REALTIME = _envelope(
                     "unit": {"type": "string"},
                     "quality": QUALITY,
                     "alarmStatus": STATUS,
+                    "maintenance": {"type": "boolean"},
                     "collectTime": TIME,
                     "collectTs": TS,
                 },
@@ -193,18 +195,25 @@ HEARTBEAT = _envelope(
             "items": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["hazardCode", "status", "onlineRateHour", "onlineRateDay"],
+                "required": ["hazardCode", "status", "onlineRateHour", "onlineRateDay", "inUseRateHour",
+                             "inUseRateDay"],
                 "properties": {
                     "hazardCode": {"type": "string"},
                     "status": {"enum": ["red", "orange", "yellow", "blue", None]},
                     "onlineRateHour": RATE,
                     "onlineRateDay": RATE,
+                    "inUseRateHour": RATE,
+                    "inUseRateDay": RATE,
                 },
             },
         },
+        "inUseRateHour": RATE,
+        "inUseRateDay": RATE,
+        "gasDetectors": {"type": ["integer", "null"], "minimum": 0},
+        "gasDetectorsInService": {"type": ["integer", "null"], "minimum": 0},
     },
     ["sendTime", "sendTs", "status", "uptime", "gatewayVersion", "backlog", "activeAlarms", "components", "sources",
-     "hazardSources"],
+     "hazardSources", "inUseRateHour", "inUseRateDay", "gasDetectors", "gasDetectorsInService"],
 )
 
 SCHEMAS: dict[str, dict[str, Any]] = {"meta": META, "realtime": REALTIME, "alarm": ALARM, "heartbeat": HEARTBEAT}

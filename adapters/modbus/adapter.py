@@ -12,7 +12,7 @@ from adapters.modbus.device import DeviceState
 from adapters.modbus.metrics import ModbusMetrics
 from adapters.modbus.points import compile_points
 from adapters.modbus.poller import SourcePoller
-from gateway.core.sources import SourceContext
+from gateway.core.sources import RawValue, SourceContext
 
 log = logging.getLogger("adapters.modbus")
 
@@ -66,6 +66,10 @@ class ModbusSourceAdapter:
             except Exception:  # e.g. the pipeline raised from emit: restart, never go silent
                 log.exception("source %s: poll loop failed; restarting in one interval", self.id)
                 await asyncio.sleep(self.cfg.poll_interval)
+
+    def raw_points(self) -> dict[str, RawValue]:
+        """The register words of each point's last answer (gateway.core.sources.RawPoints)."""
+        return self.poller.raw_points()
 
     def health(self) -> dict[str, Any]:
         running = self._task is not None and not self._task.done()

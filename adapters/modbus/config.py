@@ -7,6 +7,7 @@ file. Checks that need more than one source (a shared bus) or the tag table are 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from adapters.modbus.addressing import modicon_suggestion, parse_modicon
+from adapters.modbus.addressing import modicon_suggestion, parse_modicon, to_modicon
 from gateway.core.config import CommLink, CommUnit, Duration, Id, Model, SourceConfig
 
 BYTE_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
@@ -207,6 +208,21 @@ class ModbusCommon(SourceConfig):
 
     def point_tags(self) -> Iterator[str]:
         return (p.tag for p in self.points)
+
+    def point_addresses(self) -> dict[str, str]:
+        """``holding:0 (40001) float32 ABCD, unit 1``: table and 0-based offset, the Modicon
+        reference, type and byte order (registers), the device's unit id."""
+        out: dict[str, str] = {}
+        for p in self.points:
+            text = f"{p.table}:{p.address}"
+            with contextlib.suppress(KeyError, ValueError):
+                text += f" ({to_modicon(p.table, p.register, p.bit)})"
+            if p.table in ("holding", "input"):
+                text += f" {p.type}"
+                if p.count > 1 and p.type != "string":
+                    text += f" {p.byte_order or self.byte_order}"
+            out.setdefault(p.tag, f"{text}, unit {self.device_id}")
+        return out
 
     @property
     def expected_interval(self) -> float:

@@ -29,6 +29,10 @@ when even the smallest requests get no answer the device is dead, not picky, and
 goes back to the configured limits.
 
 All readings of a cycle carry the cycle's start time and go out as one batch.
+
+Raw words (the console's point table): each answered request keeps a reference to its
+register/bit list (one dict assignment per request and cycle, nothing per point);
+:meth:`SourcePoller.raw_points` slices and formats them only when the API asks.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from adapters.modbus.planner import BIT_TABLES, Request, Span, plan_requests, sp
 from adapters.modbus.points import PointCodec
 from gateway.core.models import Quality, Reading
 from gateway.core.ratelog import RateLimitedLog
-from gateway.core.sources import SourceContext
+from gateway.core.sources import RawValue, SourceContext
 
 log = logging.getLogger("adapters.modbus")
 
@@ -94,6 +98,7 @@ class SourcePoller:
         self._fault_linked = [c for c in codecs if c.fault_index is not None]
         self._rlog = RateLimitedLog(log, interval=60.0)
         self.exceptions: dict[str, int] = {}  # request label -> last exception code
+        self._blocks: dict[int, tuple[Request, int | None, Any]] = {}  # id(request) -> (request, cycle ts, answer)
         self.polls = 0
         self.late_polls = 0
         self.skipped_polls = 0
@@ -218,6 +223,7 @@ class SourcePoller:
             self.exceptions.pop(req.label, None)
             (self._m_bits if req.table in BIT_TABLES else self._m_regs).inc(req.count)
             values = r.values
+            self._blocks[id(req)] = (req, self.last_poll_ns, values)  # raw words for the point table
             codecs = self.codecs
             for span in req.spans:
                 c = codecs[span.key]
@@ -387,6 +393,28 @@ class SourcePoller:
                     out[c.index] = (cur[0], Quality.UNCERTAIN)
             elif (f[0] != 0.0) == c.fault_state:
                 out[c.index] = (cur[0], Quality.BAD)
+
+    def raw_points(self) -> dict[str, RawValue]:
+        """The words (registers as hex, bits as 0/1) of every point in the last answer of its
+        request (on request; not the hot path)."""
+        live = {id(r) for r in self.requests}
+        for k in [k for k in self._blocks if k not in live]:  # requests replaced by a split or halving
+            del self._blocks[k]
+        out: dict[str, RawValue] = {}
+        for req in self.requests:
+            got = self._blocks.get(id(req))
+            if got is None or got[0] is not req:
+                continue
+            _, ts, values = got
+            bits = req.table in BIT_TABLES
+            for span in req.spans:
+                off = span.start - req.start
+                words = [int(bool(w)) if bits else int(w) for w in values[off:off + span.count]]
+                if len(words) != span.count:
+                    continue
+                text = " ".join(str(w) for w in words) if bits else " ".join(f"0x{w & 0xFFFF:04X}" for w in words)
+                out[self.codecs[span.key].tag] = RawValue(text, tuple(words), ts)
+        return out
 
     # ------------------------------------------------------------------ health
     def health(self) -> dict[str, Any]:

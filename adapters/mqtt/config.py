@@ -299,6 +299,23 @@ class MqttSource(SourceConfig):
     def point_tags(self) -> Iterator[str]:
         return (p.tag for sub in self.subscriptions for p in sub.points)
 
+    def point_addresses(self) -> dict[str, str]:
+        """``plant/gds7/telemetry $.gt101``: the topic (named levels filled in from ``match``) and
+        the JSON path / record key / Sparkplug metric of each point."""
+        out: dict[str, str] = {}
+        for sub in self.subscriptions:
+            for p in sub.points:
+                if sub.format == "sparkplug_b":
+                    what = f"metric {p.metric}"
+                elif sub.format == "records":
+                    what = f"{sub.tag_path or sub.values_path} = {p.key}"
+                else:
+                    what = p.path or ""
+                if p.scale != 1.0 or p.offset != 0.0:
+                    what += f" x{p.scale:g}{p.offset:+g}"
+                out.setdefault(p.tag, f"{sub.comm_unit(p)} {what}".strip())
+        return out
+
     def publishers(self) -> dict[str, str]:
         """``{tag: publisher}``: the publisher each bound tag depends on. Sparkplug B:
         ``spBv1.0/{group}/{edge_node}[/{device}]`` (NDEATH / DDEATH turn exactly these to

@@ -139,6 +139,11 @@ class OpcuaSource(SourceConfig):
     def point_tags(self) -> Iterator[str]:
         return (p.tag for p in self.points)
 
+    def point_addresses(self) -> dict[str, str]:
+        """``ns=2;s=V101.TT101.PV`` or ``path Objects/Plant/V101/PT101``: the node id, or the
+        browse path resolved at connect."""
+        return {p.tag: p.node if p.node is not None else f"path {p.path}" for p in self.points}
+
     @property
     def expected_interval(self) -> float:
         """``interval`` in both modes. A subscription reports changes only, so in subscribe

@@ -6,7 +6,8 @@ Flow::
         --(step due: roster/targets resolved now; push rows committed)--> outbox --> apprise
 
 * **Hot path.** ``on_alarm_event`` runs inside the engine's evaluation: it filters, appends to
-  the intake and wakes the task. No I/O, no lock, no logging.
+  the intake and wakes the task. No I/O, no lock, no logging. Test occurrences (a tag in
+  test mode, ``event.test``) are filtered out here: nobody's phone rings for a bump test.
 * **Intake bound** ``max_intake`` (10,000 events). When full, a non-annunciating event
   (acked, shelved, ...) is not queued (counted): every push re-reads the engine's state
   before it is sent, so a lost "acked" costs at most one check, never a wrong push, and a
@@ -178,8 +179,9 @@ class Notifier:
     def on_alarm_event(self, ev: AlarmEvent) -> None:
         """Engine callback (the owner subscribes it: ``engine.subscribe(notifier.on_alarm_event)``):
         filter and enqueue; nothing else. Events before ``start()`` wait in the intake;
-        from ``stop()`` on they are ignored."""
-        if self._stopping or ev.occurrence is None or ev.event == S.DISPOSED:
+        from ``stop()`` on they are ignored. Events of test occurrences (test mode: a detector
+        under a bump test) are never pushed."""
+        if self._stopping or ev.occurrence is None or ev.event == S.DISPOSED or ev.test:
             return
         ann = ev.event in ANNUNCIATING
         if not ann and ev.event != S.ACKED_EV and ev.state in UNACKED:
@@ -660,7 +662,7 @@ class Notifier:
                 info=r.info,
             )
         # occurrences the engine restored as unacknowledged but never escalated here
-        active = [v for v in self.engine.active() if v.occurrence is not None and v.state in UNACKED]
+        active = [v for v in self.engine.active() if v.occurrence is not None and v.state in UNACKED and not v.test]
         known: set[int] = set()
         if self._durable and active:
             known = await self._db_read(self.store.known_occurrences, [v.occurrence for v in active]) or set()

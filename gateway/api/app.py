@@ -2,8 +2,9 @@
 
 Routes: ``/api/health`` (open), ``/api/tags``, ``/api/tags/{tag}``, ``/api/alarms``,
 ``/api/alarms/history``, ``POST /api/alarms/ack`` (a group), ``POST /api/alarms/{id}/ack|shelve|unshelve|dispose``,
-``/api/online``, ``/api/kpi``, ``/api/events`` (SSE), ``/metrics`` (open), ``/`` and ``/static/`` (the duty console),
-``/openapi.json``. Extra routers (e.g. the one-tap ``/ack/{token}`` page) are passed in
+``/api/online``, ``/api/kpi``, ``POST|DELETE /api/tags/{tag}/test``, ``POST|DELETE /api/sources/{source}/test``,
+``/api/tests``, ``POST /api/tags/{tag}/calibration``, ``/api/events`` (SSE), ``/metrics`` (open), ``/`` and
+``/static/`` (the duty console), ``/openapi.json``. Extra routers (e.g. the one-tap ``/ack/{token}`` page) are passed in
 ``extra_routers`` or added later with ``app.include_router``.
 
 ``gw`` is the gateway's :class:`~gateway.api.facade.GatewayFacade`: what the API reads and
@@ -39,6 +40,7 @@ from gateway.api import (
     routes_security,
     routes_system,
     routes_tags,
+    routes_upkeep,
     routes_uplink,
 )
 from gateway.api.context import ApiContext, ApiSettings
@@ -103,6 +105,7 @@ def build_app(
     app.include_router(routes_kpi.router())
     app.include_router(routes_security.router())
     app.include_router(routes_uplink.router())
+    app.include_router(routes_upkeep.router())
     for r in extra_routers:
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -116,7 +119,7 @@ def build_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(gw.config.api.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
             allow_credentials=False,
         )

@@ -16,6 +16,11 @@ rebuilds them, since the API is rebuilt with them) and hands it to ``build_app``
   current state (``sources`` changes on a sources-only reload without an API rebuild).
 * ``registry``: the gateway's Prometheus registry (served by ``GET /metrics``).
 * ``register_points``: send the uplink's point registration again (``POST /api/uplink/register``).
+* ``tests``: test mode (:class:`TestModeActions`: the tags in test, start and end tests, the
+  test records); ``calibrations`` (:class:`CalibrationActions`: due dates, record one);
+  ``in_use``: the in-use rate of gas detectors (投用率); ``points``: per tag its source and
+  where it is read (the source type's text); ``raw_points``: the raw value of each point
+  whose adapter keeps one (Modbus register words), computed on request.
 
 Events reach the API the other way round: the supervisor subscribes the event hub's
 ``on_alarm_event`` to the alarm engine and the trend recorder to the pipeline, in its one
@@ -24,6 +29,7 @@ declared order (gateway/supervisor.py). The API subscribes itself to nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,6 +39,9 @@ from prometheus_client import CollectorRegistry
 from alerting import AlarmEvent, AlarmView, HazardStatus
 from gateway.core.config import SiteConfig
 from gateway.core.models import Reading
+from gateway.core.sources import RawValue
+from gateway.upkeep.calibration import CalibrationState
+from gateway.upkeep.store import TestRecord
 
 
 class JournalReads(Protocol):
@@ -129,6 +138,41 @@ class SourceHealth(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
+class TestModeActions(Protocol):
+    """Test mode (gateway/upkeep/testmode.py). ``begin``/``end`` raise TestModeError (400,
+    404, 409) and StoreUnavailable (503)."""
+
+    @property
+    def testing(self) -> frozenset[str]: ...
+
+    def running(self) -> list[TestRecord]: ...
+
+    async def begin(
+        self,
+        tags: Sequence[str] | None,
+        duration: float,
+        by: str,
+        *,
+        source: str | None = None,
+        comment: str | None = None,
+        levels: Sequence[str] | None = None,
+    ) -> tuple[list[TestRecord], list[tuple[str, str]]]: ...
+
+    async def end(self, tags: Sequence[str] | None, by: str, *, source: str | None = None) -> list[TestRecord]: ...
+
+    async def records(self, since_ns: int | None, until_ns: int | None, tag: str | None = None) -> list[TestRecord]:
+        ...
+
+
+class CalibrationActions(Protocol):
+    """Calibration due dates (gateway/upkeep/calibration.py)."""
+
+    def states(self) -> Mapping[str, CalibrationState]: ...
+
+    async def record(self, tag: str, by: str, *, date: dt.date | None = None, interval_s: float | None = None,
+                     comment: str | None = None) -> CalibrationState: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class GatewayFacade:
     config: SiteConfig
@@ -139,5 +183,10 @@ class GatewayFacade:
     online_rates: Callable[[], dict[str, Any]]
     sources: Callable[[], Sequence[SourceHealth]]
     registry: CollectorRegistry
+    tests: TestModeActions
+    calibrations: CalibrationActions
+    in_use: Callable[[], dict[str, Any]]
+    points: Callable[[], Mapping[str, Mapping[str, str | None]]]
+    raw_points: Callable[[], Mapping[str, RawValue]]
     #: queue the uplink's point registration (meta) again now; None without an uplink
     register_points: Callable[[str], None] | None = None

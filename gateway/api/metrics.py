@@ -9,7 +9,9 @@ Added here (issue 6 item 4 asks for them and nothing registered them yet):
 * ``hazardgw_api_sse_clients``, ``hazardgw_api_sse_dropped_total{reason}`` (slow / limit),
   ``hazardgw_api_sse_messages_total{event}``
 * ``hazardgw_alarms_unacknowledged{priority}``: open alarms waiting for an acknowledge
-  (UNACK, RTNUN), next to the engine's ``hazardgw_alarms_active{priority}``
+  (UNACK, RTNUN), next to the engine's ``hazardgw_alarms_active{priority}`` (test alarms, of
+  tags in test mode, are in neither: ``hazardgw_alarms_test`` counts them)
+* ``hazardgw_tags_in_test``: tags in test mode
 * ``hazardgw_alarms_shelved``, ``hazardgw_alarms_suppressed``, ``hazardgw_alarms_out_of_service``
 * ``hazardgw_tags{quality}``: configured tags by the quality of their latest reading
   (``none`` before the first one)
@@ -99,9 +101,11 @@ class _GatewayState(Collector):
     def collect(self) -> Iterator[Metric]:
         gw = self.gw
         unacked = {1: 0, 2: 0, 3: 0}
-        shelved = suppressed = oos = 0
+        shelved = suppressed = oos = test = 0
         for v in gw.alarms.alarms():
-            if v.state in (S.UNACK, S.RTNUN):
+            if v.test:
+                test += 1
+            elif v.state in (S.UNACK, S.RTNUN):
                 unacked[v.priority] = unacked.get(v.priority, 0) + 1
             shelved += v.shelved
             suppressed += v.suppressed
@@ -116,6 +120,8 @@ class _GatewayState(Collector):
         yield GaugeMetricFamily("hazardgw_alarms_shelved", "Alarms shelved by an operator", value=shelved)
         yield GaugeMetricFamily("hazardgw_alarms_suppressed", "Alarms suppressed by design", value=suppressed)
         yield GaugeMetricFamily("hazardgw_alarms_out_of_service", "Alarms out of service", value=oos)
+        yield GaugeMetricFamily("hazardgw_alarms_test", "Open test alarms (tags in test mode)", value=test)
+        yield GaugeMetricFamily("hazardgw_tags_in_test", "Tags in test mode", value=len(gw.tests.testing))
 
         counts = dict.fromkeys(("good", "bad", "uncertain", "stale", "comm", "none"), 0)
         latest = gw.latest

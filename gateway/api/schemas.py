@@ -10,7 +10,7 @@ Quality = Literal["good", "bad", "uncertain", "stale", "comm"]
 State = Literal["NORM", "UNACK", "ACKED", "RTNUN", "SHLVD", "DSUPR", "OOSRV"]
 EventName = Literal[
     "raised", "cleared", "acked", "realarmed", "shelved", "unshelved", "suppressed", "unsuppressed",
-    "out_of_service", "in_service", "disposed",
+    "out_of_service", "in_service", "disposed", "test_ended",
 ]
 
 
@@ -40,6 +40,53 @@ class TagAlarmOut(Out):
     alarms: list[str] = Field(description="ids of the tag's open alarms")
 
 
+class RawOut(Out):
+    text: str = Field(description="what the device sent, e.g. Modbus register words '0x41A0 0x0000'")
+    words: list[int] = Field(description="the raw numbers (Modbus: 16-bit registers, or 0/1 for bits)")
+    ts: int | None = Field(description="ns, when it was read")
+
+
+class CalibrationOut(Out):
+    status: Literal["ok", "due", "overdue", "none"] = Field(
+        description="due: within 30 days; overdue: past its due date (a gas detector is then not in use)"
+    )
+    last: str | None = Field(description="date of the last calibration (YYYY-MM-DD)")
+    interval_s: float | None
+    due: str | None = Field(description="date the next calibration is due")
+    days_left: int | None = Field(description="days until due; negative when overdue")
+    source: Literal["config", "record"] | None = Field(description="config: tags[].calibration; record: the API")
+    by: str | None = Field(description="who recorded it (record)")
+
+
+class ReachedOut(Out):
+    wall: int = Field(description="ns, when the alarm was raised")
+    after_s: float = Field(description="seconds after the test began (time to alarm)")
+    value: float | None = Field(description="value at the raise")
+
+
+class TagTestOut(Out):
+    """One tag's test (running, or its record)."""
+
+    id: int | None
+    tag: str
+    source: str | None = Field(description="the source id when the test was started for a whole source")
+    started: int = Field(description="ns")
+    until: int = Field(description="ns, when it ends by itself")
+    by: str = Field(description="who started it (API token name)")
+    comment: str | None
+    levels: list[str] = Field(description="alarm conditions the test verifies (h, hh ...)")
+    reached: dict[str, ReachedOut] = Field(description="every alarm condition raised during the test")
+    peak: float | None = Field(description="highest usable value during the test")
+    low: float | None = Field(description="lowest usable value during the test")
+    ended: int | None = Field(description="ns; null while running")
+    ended_by: str | None = Field(description="who ended it; 'system' at expiry")
+    end_reason: Literal["ended", "expired", "removed"] | None
+    result: Literal["running", "pass", "fail", "none"] = Field(
+        description="pass: every level reached; none: the tag has no alarm level to verify"
+    )
+    first_alarm_s: float | None = Field(description="seconds from the start to the first level reached")
+
+
 class TagOut(Out):
     id: str
     name: str
@@ -56,6 +103,19 @@ class TagOut(Out):
     recent: list[tuple[int, float | None]] | None = Field(
         default=None,
         description="recent values [ts_ns, value|null], oldest first, at most one per second (trend)",
+    )
+    source: str | None = Field(default=None, description="id of the source that reads it")
+    source_type: str | None = Field(default=None, description="type of that source (modbus_tcp, mqtt ...)")
+    where: str | None = Field(default=None, description="address / node / topic, as the source type writes it")
+    raw: RawOut | None = Field(default=None, description="?raw=true: what the device last sent (Modbus: registers)")
+    test: TagTestOut | None = Field(default=None, description="the running test, null when not in test mode")
+    calibration: CalibrationOut | None = Field(default=None, description="calibration due date")
+    in_service: bool | None = Field(
+        default=None, description="gas detectors: in service now (good, not in test, not out of service, not "
+        "overdue); null for other tags"
+    )
+    not_in_service: list[Literal["quality", "test", "out_of_service", "calibration_overdue"]] | None = Field(
+        default=None, description="gas detectors not in service: why"
     )
 
 
@@ -107,6 +167,7 @@ class AlarmOut(Out):
         default_factory=list, description="hazard sources the alarm concerns (a COMM alarm: every one it covers)"
     )
     comm: CommOut | None = Field(default=None, description="a COMM alarm (condition comm): what it covers")
+    test: bool = Field(default=False, description="the open occurrence is a test occurrence (its tag is in test)")
 
 
 class AlarmEventOut(Out):
@@ -132,6 +193,7 @@ class AlarmEventOut(Out):
     message: str | None
     data: dict[str, Any] | None
     source: str | None = Field(default=None, description="source id (live events; null from the journal)")
+    test: bool = Field(default=False, description="an event of a test occurrence: never pushed or sent upstream")
 
 
 class OccurrenceOut(Out):
@@ -198,10 +260,69 @@ class OnlineHazardSourceOut(Out):
     tags: int = Field(ge=0, description="counted tags of the hazard source, over all sources")
 
 
+class InUseEntryOut(Out):
+    hour: float | None = Field(ge=0, le=1, description="in-service detector time / detector time, last hour")
+    day: float | None = Field(ge=0, le=1, description="the same over the last day")
+    tags: int = Field(ge=0, description="gas detectors")
+    in_service: int | None = Field(description="gas detectors in service at the last sample (every 10 s)")
+
+
+class InUseOut(Out):
+    window: OnlineWindowOut
+    site: InUseEntryOut = Field(description="every gas detector of the site")
+    hazard_sources: dict[str, InUseEntryOut] = Field(description="by hazard source code")
+    not_in_service: dict[str, list[Literal["quality", "test", "out_of_service", "calibration_overdue"]]] = Field(
+        description="gas detectors not in service at the last sample, and why"
+    )
+
+
 class OnlineOut(Out):
     window: OnlineWindowOut
     sources: dict[str, OnlineSourceOut] = Field(description="by source id (enabled sources)")
     hazard_sources: dict[str, OnlineHazardSourceOut] = Field(description="by hazard source code")
+    in_use: InUseOut | None = Field(
+        default=None, description="in-use rate of gas detectors (投用率): in service = good quality, not in test, "
+        "not out of service, calibration not overdue"
+    )
+
+
+# ----------------------------------------------------------------------------- test mode, calibration
+
+
+class TagTestIn(In):
+    duration: float | str = Field(description="seconds, or '30m', '2h' (at most 8 h)", examples=["1h"])
+    comment: str | None = Field(default=None, max_length=2000, description="e.g. bump test with 50 ppm Cl2")
+    levels: list[Literal["hh", "h", "l", "ll", "roc", "discrete"]] | None = Field(
+        default=None, max_length=6, description="alarm levels the test verifies; default: the tag's limits in the "
+        "direction gas drives it (h, hh; oxygen l, ll)"
+    )
+
+
+class SkippedTagTestOut(Out):
+    tag: str
+    reason: str
+
+
+class TagTestStartOut(Out):
+    started: list[TagTestOut]
+    skipped: list[SkippedTagTestOut] = Field(description="a source's tags already in test")
+
+
+class TagTestEndOut(Out):
+    ended: list[TagTestOut] = Field(description="the records of the tests ended")
+
+
+class TagTestsOut(Out):
+    running: list[TagTestOut] = Field(description="the tests running now")
+    tests: list[TagTestOut] = Field(description="tests started in [from, to), oldest first")
+
+
+class CalibrationIn(In):
+    date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                             description="date of the calibration (YYYY-MM-DD); default today (site time)")
+    interval: float | str | None = Field(default=None, description="calibration interval: '365d', '180d' or "
+                                         "seconds; default: the config's (365 d)")
+    comment: str | None = Field(default=None, max_length=2000, description="e.g. certificate number")
 
 
 Comment = Field(default=None, max_length=2000, description="free text, kept in the journal")

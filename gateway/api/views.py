@@ -71,6 +71,7 @@ def alarm(v: AlarmView) -> dict[str, Any]:
         "parent": v.parent,
         "hazard_sources": list(v.hazard_sources),
         "comm": v.comm,
+        "test": v.test,
     }
 
 
@@ -106,6 +107,7 @@ def journal_event(row: Mapping[str, Any]) -> dict[str, Any]:
         "message": row["message"],
         "data": row["data"] if isinstance(row["data"], dict) else None,
         "source": None,  # not journaled: the config knows it
+        "test": bool(row.get("test", False)),
     }
 
 

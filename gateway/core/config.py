@@ -290,6 +290,14 @@ class SourceConfig(Model, ABC):
         own ``stale_after`` for a stale check."""
         return None
 
+    def point_addresses(self) -> dict[str, str]:
+        """``{tag: where}``: where each bound tag is read, as a technician reads it in the
+        console's point table and the commissioning report (e.g. Modbus ``holding:0 (40001)
+        float32 ABCD, unit 1``, MQTT ``plant/gds7/telemetry $.gt101``). One line of text
+        per tag; the application never parses it. Default: nothing (the point table then shows
+        only the source). Modbus, MQTT and OPC UA implement it."""
+        return {}
+
     def comm_units(self) -> list[CommUnit]:
         """What of this source fails as one unit (see the class docstring). Default: one
         unit, the whole source entry; it reports ``comm`` when the source is polled."""
@@ -401,6 +409,32 @@ class StandardsWaiver(Model):
     reason: str = Field(min_length=3, description="why this tag departs from the standard (who decided, where)")
 
 
+#: a detector whose calibration falls due within this many days is shown as due (``check``, console)
+CALIBRATION_DUE_DAYS = 30
+
+
+class Calibration(Model):
+    """When a detector was last calibrated (检定/校准) and how often it must be (JJG 693 and
+    the site's rules: usually yearly). ``check`` and the console show tags due within
+    :data:`CALIBRATION_DUE_DAYS` days and overdue; an overdue gas detector counts as not in
+    use (投用率). A calibration recorded through the API (``POST /api/tags/{id}/calibration``)
+    supersedes ``last`` when it is later."""
+
+    last: dt.date = Field(description="date of the last calibration, e.g. 2026-03-01")
+    interval: Duration = Field(default=365 * 86400.0, description="calibration interval, e.g. 365d or 180d")
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if not 86400 <= v <= 10 * 366 * 86400:
+            raise ValueError("interval must be 1d..10 years (e.g. 365d)")
+        return v
+
+    def due(self) -> dt.date:
+        """The date the next calibration is due."""
+        return self.last + dt.timedelta(seconds=self.interval)
+
+
 class Tag(Model):
     id: Id
     name: str = ""
@@ -416,6 +450,7 @@ class Tag(Model):
     stale_after: Duration | None = Field(default=None, description="default: 3 x the source's poll interval")
     suppressible: bool | None = Field(default=None, description="default: false for gas tags")
     standards_waiver: StandardsWaiver | None = None
+    calibration: Calibration | None = Field(default=None, description="last calibration and interval (检定周期)")
 
     @model_validator(mode="after")
     def _check(self) -> Tag:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from gateway.core.config import SourceConfig, Tag
 from gateway.core.metrics import Metrics
@@ -60,6 +60,29 @@ class SourceAdapter(Protocol):
 
     def health(self) -> dict[str, Any]:
         """``{"ok": bool, "connected": bool, ...}`` for /api/health."""
+
+
+@dataclass(frozen=True)
+class RawValue:
+    """What a device last sent for one point, before decoding: for the console's point table
+    (commissioning: is the register right, the byte order, the scale?). ``text`` is what a
+    technician reads (Modbus: the register words in hex, ``0x41A0 0x0000``); ``words`` the
+    numbers; ``ts`` when it was read (ns)."""
+
+    text: str
+    words: tuple[int, ...] = ()
+    ts: int | None = None
+
+
+@runtime_checkable
+class RawPoints(Protocol):
+    """Optional adapter hook: the raw value of each of its points, read on request (the API's
+    ``GET /api/tags?raw=true``), never per reading. An adapter keeps what it needs as a side
+    effect of work it does anyway (Modbus: a reference to the last answer of each request,
+    one assignment per request and poll) and decodes it here."""
+
+    def raw_points(self) -> dict[str, RawValue]:
+        """``{tag: RawValue}`` of the points read in the adapter's last successful cycle."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The site's Grafana dashboards, built with grafana-foundation-sdk from a site config.
 
 * **overview** (one per site): hazard-source status 红/橙/黄/蓝, active alarms by priority,
-  current alarms, data online rate per hazard source and connection uptime per data source,
+  current alarms, data online rate per hazard source, beside it the in-use rate of gas
+  detectors (投用率) for the site and per hazard source, connection uptime per data source,
   alarm annotations.
 * **hazard source** (one per ``hazard_sources[]`` entry): status, online rate, current
   values and alarms, then one row per tag kind with a time-series panel per tag group
@@ -33,7 +34,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dm
 
 from gateway.config import Config
-from gateway.core.config import HazardSource, Tag
+from gateway.core.config import GAS_KINDS, HazardSource, Tag
 from gateway.grafana import uids
 from gateway.grafana.groups import (
     KIND_TITLES,
@@ -295,6 +296,46 @@ def online_rate_panels(ctx: SiteContext, ids: _Panels, sources: Sequence[tuple[s
     return [_gridded(stat, w_stat, 6), _gridded(series, w_series, 6)]
 
 
+def in_use_panels(ctx: SiteContext, ids: _Panels, groups: Sequence[tuple[str, str, str]],
+                  w_stat: int = 8, w_series: int = 16) -> list[Any]:
+    """(stat of the last value, time series) of the gas detector in-use rate (投用率), last hour,
+    per (id, scope, label): the site and each hazard source, from the gateway's self metrics."""
+    desc = ctx.t("in_use_desc")
+    stat = (
+        stat_b.Panel()
+        .id(ids.id())
+        .title(ctx.t("in_use"))
+        .description(desc)
+        .datasource(ctx.ds)
+        .unit("percent")
+        .min(0)
+        .max(100)
+        .decimals(1)
+        .thresholds(_thresholds([(None, "red"), (95, "orange"), (100, "green")]))
+        .color_mode(common.BigValueColorMode.VALUE)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .text_mode(common.BigValueTextMode.VALUE_AND_NAME)
+        .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]))
+        .no_value(ctx.t("no_data"))
+    )
+    series = (
+        ts_b.Panel()
+        .id(ids.id())
+        .title(ctx.t("in_use_now"))
+        .description(desc)
+        .datasource(ctx.ds)
+        .unit("percent")
+        .min(0)
+        .max(100)
+        .interval("1m")
+        .line_interpolation(common.LineInterpolation.STEP_AFTER)
+    )
+    for ref, (ident_, scope, label) in zip(ref_ids(), groups, strict=False):
+        stat.with_target(_target(ctx, ctx.q.in_use_rate(ident_, scope), ref, alias=label))
+        series.with_target(_target(ctx, ctx.q.in_use_rate(ident_, scope, series=True), ref, alias=label))
+    return [_gridded(stat, w_stat, 6), _gridded(series, w_series, 6)]
+
+
 def connection_panel(ctx: SiteContext, ids: _Panels, w: int = 24) -> ts_b.Panel:
     p = (
         ts_b.Panel()
@@ -501,6 +542,14 @@ def overview(ctx: SiteContext) -> dash_b.Dashboard:
         groups.append(("", ctx.t("no_hs"), len(ctx.tags_of(None))))
     if groups:
         for p in online_rate_panels(ctx, ids, groups):
+            d.with_panel(p)
+    # beside the online rate: the in-use rate of gas detectors (投用率), site and per hazard source
+    gas = [t for t in cfg.tags if t.kind in GAS_KINDS]
+    if gas:
+        in_use = [(ctx.site, "site", ctx.t("site_all"))]
+        in_use += [(hs.code, "hazard_source", f"{hs.code} {hs.name}") for hs in cfg.hazard_sources
+                   if any(t.hazard_source == hs.code for t in gas)]
+        for p in in_use_panels(ctx, ids, in_use):
             d.with_panel(p)
     d.with_panel(connection_panel(ctx, ids))
     loose = ctx.tags_of(None)

@@ -208,6 +208,15 @@ class Queries:
             f"GROUP BY time($__interval), {ident('component')} fill(null)"
         )
 
+    def in_use_rate(self, ident_: str, scope: str, window: str = "1h", *, series: bool = False) -> str:
+        """In-use rate of gas detectors (投用率) in percent, written by gateway.upkeep.inuse via the self
+        metrics (``component=inuse``, field ``inuse_rate_<id>_<scope>_<window>``)."""
+        field = ident(f"inuse_rate_{ident_}_{scope}_{window}")
+        base = f"FROM {self.m('gateway')} WHERE {where(self._site(), eq('component', 'inuse'))} AND $timeFilter"
+        if series:
+            return f"SELECT last({field}) * 100 AS {ident('in_use')} {base} GROUP BY time($__interval) fill(previous)"
+        return f"SELECT last({field}) * 100 AS {ident('in_use')} {base}"
+
     def alarm_kpi(self, kpi: str, window: str, *, series: bool = False) -> str:
         """An alarm KPI over a rolling ``window`` (24h, 30d), written by gateway.alarmkpi via the
         self metrics (``component=alarm``, field ``alarm_kpi_<kpi>_<window>``)."""
@@ -227,8 +236,9 @@ class Queries:
         )
 
     def current_alarms(self, hs: str | None = None, lookback: str = "30d") -> str:
-        """Alarms whose last event left them in a state other than NORM (journal lookback)."""
-        cond = where(self._site(), eq("hs", hs) if hs is not None else "")
+        """Alarms whose last event left them in a state other than NORM (journal lookback); test
+        alarms (test mode) left out: the console shows them, marked TEST."""
+        cond = where(self._site(), eq("hs", hs) if hs is not None else "", _not_test())
         keys = ", ".join(ident(k) for k in ("hs", "tag", "condition", "priority"))
         lasts = ", ".join(f"last({ident(f)}) AS {ident(f)}" for f in ("state", "event", "value", "limit", "by"))
         inner = (
@@ -238,18 +248,19 @@ class Queries:
         return f"SELECT {cols} FROM ({inner}) WHERE {ident('state')} != 'NORM' GROUP BY {keys}"
 
     def alarm_counts(self) -> str:
-        """Annunciations per alarm over the range (bad actors, ISA-18.2 KPI)."""
+        """Annunciations per alarm over the range (bad actors, ISA-18.2 KPI); test alarms left out."""
         return (
             f"SELECT count({ident('seq')}) AS {ident('annunciations')} FROM {self.m('alarm')} "
-            f"WHERE {where(self._site(), _annunciated())} AND $timeFilter "
+            f"WHERE {where(self._site(), _annunciated(), _not_test())} AND $timeFilter "
             f"GROUP BY {ident('hs')}, {ident('tag')}, {ident('condition')}, {ident('priority')}"
         )
 
     def alarm_rate(self, window: str = "600s") -> str:
-        """Annunciations per ``window`` (flood KPI: more than ``flood_count`` per ``flood_window``)."""
+        """Annunciations per ``window`` (flood KPI: more than ``flood_count`` per ``flood_window``); test
+        alarms left out."""
         return (
             f"SELECT count({ident('seq')}) AS {ident('annunciations')} FROM {self.m('alarm')} "
-            f"WHERE {where(self._site(), _annunciated())} AND $timeFilter GROUP BY time({window}) fill(0)"
+            f"WHERE {where(self._site(), _annunciated(), _not_test())} AND $timeFilter GROUP BY time({window}) fill(0)"
         )
 
     def alarm_annotations(self, hs: str | None = None) -> str:
@@ -267,6 +278,12 @@ def _usable() -> str:
 
 def _annunciated() -> str:
     return any_of("event", ("raised", "realarmed"))
+
+
+def _not_test() -> str:
+    """Not an event of a test occurrence (test mode writes the tag ``test=true``; other events have no
+    such tag, which InfluxQL compares as the empty string)."""
+    return f"{ident('test')} != {literal('true')}"
 
 
 def annotation_columns() -> Mapping[str, str]:

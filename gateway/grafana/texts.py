@@ -37,6 +37,11 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "online_avg": "数据在线率（时段平均）",
         "online": "数据在线率",
         "online_short": "在线率",
+        "in_use": "气体检测器投用率（近 1 小时）",
+        "in_use_now": "气体检测器投用率",
+        "in_use_desc": "在用（最新读数正常、不在测试模式、报警未停用、检定未过期）的可燃/有毒/氧气检测器时间占比，"
+        "网关每 10 秒采样、按近 1 小时计算（gateway 测量，inuse 组件）；网关停机时段计为未投用。",
+        "site_all": "全厂",
         "no_hs": "（未关联危险源）",
         "uptime": "数据源连接在线率",
         "uptime_desc": "Modbus/MQTT 连接正常的自监测样本百分比（gateway 测量）。",
@@ -109,6 +114,12 @@ TEXTS: Final[dict[str, dict[str, str]]] = {
         "online_avg": "Data online rate (range average)",
         "online": "Data online rate",
         "online_short": "online",
+        "in_use": "Gas detector in-use rate (last hour)",
+        "in_use_now": "Gas detector in-use rate",
+        "in_use_desc": "Share of gas detector time in service (latest reading good, not in test mode, no alarm out "
+        "of service, calibration not overdue), sampled every 10 s by the gateway, over the last hour (gateway "
+        "measurement, component inuse); gateway downtime counts as not in use.",
+        "site_all": "site",
         "no_hs": "(no hazard source)",
         "uptime": "Data source connection uptime",
         "uptime_desc": "Percent of self-metric samples with the Modbus/MQTT connection up (gateway measurement).",

@@ -21,6 +21,7 @@ EXIT_CONFIG = 2
 #: report modules, one line each (``hazardgw report <name>``)
 REPORTS: tuple[str, ...] = (
     "gateway.reports.alarms",
+    "gateway.reports.tests",
 )
 
 

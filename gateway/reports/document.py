@@ -132,6 +132,8 @@ td.ok { background: #d8f3dc; }
 td.warn { background: #fff3bf; }
 td.bad { background: #ffd6d6; font-weight: 600; }
 td.muted, .muted { color: #666; }
+td.nowrap { white-space: nowrap; }
+td.lines { white-space: pre-line; }
 .kv th { width: 45%; background: #f4f5f7; font-weight: 500; }
 p.note { color: #444; font-size: 8.5pt; margin: 0 0 2mm; }
 p.warning { background: #fff3bf; border: 0.5pt solid #e0b000; padding: 1.5mm 2mm; }

@@ -69,11 +69,12 @@ def reading_prefixes(config: Config) -> dict[str, str]:
     return {t.id: _prefix(config.site.code, t) for t in config.tags}
 
 
-def _prefix(site: str, t: Tag | None, tag_id: str = "") -> str:
+def _prefix(site: str, t: Tag | None, tag_id: str = "", *, test: bool = False) -> str:
+    marker = "true" if test else None  # tag test=true while the tag is in test mode (docs/influxdb.md)
     if t is None:
-        return series_prefix("reading", {"site": site, "tag": tag_id})
+        return series_prefix("reading", {"site": site, "tag": tag_id, "test": marker})
     return series_prefix(
-        "reading", {"site": site, "hs": t.hazard_source, "tag": t.id, "kind": t.kind, "unit": t.unit}
+        "reading", {"site": site, "hs": t.hazard_source, "tag": t.id, "kind": t.kind, "unit": t.unit, "test": marker}
     )
 
 
@@ -102,7 +103,9 @@ class InfluxSink:
         self.writer = writer or make_writer(cfg)
         self.max_priority = max_priority
         self.shutdown_timeout = shutdown_timeout
+        self._tags = config.tag_map()
         self._prefix = reading_prefixes(config)
+        self._testing: frozenset[str] = frozenset()
         self.queue: SinkQueue
         if spool_dir is not None:
             self.queue = Spool(
@@ -151,6 +154,13 @@ class InfluxSink:
                 p = prefixes[tag] = _prefix(self.site, None, tag)
             add(reading_line(p, value, quality, ts))
         self.queue.append("reading", lines)
+
+    def set_tests(self, tags: frozenset[str]) -> None:
+        """Test mode (wired by the supervisor): readings of ``tags`` get the tag ``test=true``.
+        Swaps the tags' series prefixes; nothing changes on the per-reading path."""
+        for t in self._testing ^ tags:
+            self._prefix[t] = _prefix(self.site, self._tags.get(t), t, test=t in tags)
+        self._testing = tags
 
     def enqueue_priority(self, lines: Sequence[str]) -> None:
         """Alarm events and self-metrics: sent before readings, never dropped for them."""

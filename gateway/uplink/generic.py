@@ -4,8 +4,9 @@ Topics (``uplink.prefix`` / ``site.code``)::
 
     {prefix}/{site}/realtime    latest value of every tag, every uplink.period (QoS uplink.qos)
     {prefix}/{site}/alarm       each alarm event, immediately
-    {prefix}/{site}/heartbeat   gateway health, per-source online state and online rates
-    {prefix}/{site}/meta        tags (range, LL/L/H/HH), hazard sources (grade, 包保责任人): on start
+    {prefix}/{site}/heartbeat   gateway health, per-source online state, online rates, in-use rates (投用率)
+    {prefix}/{site}/meta        tags (range, LL/L/H/HH, maintenance), hazard sources (grade, 包保责任人): on
+                                start, and again when a tag enters or leaves test mode
 
 Every payload is one JSON object with ``msgId`` (unique; the same when a message is re-sent
 after an outage, so the platform can deduplicate), ``msgType`` and ``enterpriseCode``.
@@ -75,6 +76,9 @@ class GenericProfile(Profile):
         self.tags = config.tag_map()
         self.people = {p.id: p for p in config.people}
 
+    def set_maintenance(self, tags: frozenset[str]) -> bool:
+        self.maintenance = tags
+        return True  # meta lists each tag's maintenance flag: send it again
     # ------------------------------------------------------------------ config check
     @classmethod
     def check(cls, uplink: Uplink) -> list[str]:
@@ -159,6 +163,7 @@ class GenericProfile(Profile):
                 "rangeLow": t.range[0] if t.range else None,
                 "rangeHigh": t.range[1] if t.range else None,
                 "sourceId": bound.get(t.id),
+                "maintenance": t.id in self.maintenance,
             }
             for cond, key in (("ll", "LL"), ("l", "L"), ("h", "H"), ("hh", "HH")):
                 lim = getattr(a, cond)
@@ -187,6 +192,7 @@ class GenericProfile(Profile):
                 "unit": v.unit,
                 "quality": v.quality,
                 "alarmStatus": v.alarm_status,
+                "maintenance": v.maintenance,
                 "collectTime": collect_time(v.ts, tz),
                 "collectTs": epoch_ms(v.ts),
             }
@@ -253,8 +259,13 @@ class GenericProfile(Profile):
             ],
             hazardSources=[
                 {"hazardCode": code, "status": h.get("status"),
-                 "onlineRateHour": h.get("hour"), "onlineRateDay": h.get("day")}
+                 "onlineRateHour": h.get("hour"), "onlineRateDay": h.get("day"),
+                 "inUseRateHour": h.get("in_use_hour"), "inUseRateDay": h.get("in_use_day")}
                 for code, h in hb.hazard_sources.items()
             ],
+            inUseRateHour=(hb.in_use or {}).get("hour"),
+            inUseRateDay=(hb.in_use or {}).get("day"),
+            gasDetectors=(hb.in_use or {}).get("tags"),
+            gasDetectorsInService=(hb.in_use or {}).get("in_service"),
         )
         return doc

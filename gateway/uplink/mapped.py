@@ -114,7 +114,8 @@ def cipher_of(mapping: Mapping, uplink: Uplink) -> BodyCipher:
     return make_cipher(env.cipher, key, key_format, iv, iv_format)
 
 
-def tag_infos(config: SiteConfig, fields: dict[str, dict[str, Any]]) -> dict[str, TagInfo]:
+def tag_infos(config: SiteConfig, fields: dict[str, dict[str, Any]],
+              maintenance: frozenset[str] = frozenset()) -> dict[str, TagInfo]:
     bound = config.source_of_tag()
     out = {}
     for t in config.tags:
@@ -124,6 +125,7 @@ def tag_infos(config: SiteConfig, fields: dict[str, dict[str, Any]]) -> dict[str
             range_low=t.range[0] if t.range else None, range_high=t.range[1] if t.range else None,
             ll=a.ll.limit if a.ll else None, l=a.l.limit if a.l else None, h=a.h.limit if a.h else None,
             hh=a.hh.limit if a.hh else None, source=bound.get(t.id), fields=dict(fields.get(t.id) or {}),
+            maintenance=t.id in maintenance,
         )
     return out
 
@@ -158,6 +160,11 @@ class MappedProfile(Profile):
 
     def __repr__(self) -> str:
         return f"<MappedProfile {self.mapping.name} {self.sealer.cipher.name}>"  # never the key
+
+    def set_maintenance(self, tags: frozenset[str]) -> bool:
+        self.maintenance = tags
+        self._tags = tag_infos(self.config, self.tag_fields, tags)
+        return self.mapping.uses("meta", "tag.maintenance")
 
     # ------------------------------------------------------------------ checks
     @classmethod
@@ -229,7 +236,7 @@ class MappedProfile(Profile):
 
     def meta(self, now_ns: int) -> list[Message]:
         cfg = self.config
-        self._tags = tag_infos(cfg, self.tag_fields)  # a sources-only reload changes tag -> source
+        self._tags = tag_infos(cfg, self.tag_fields, self.maintenance)  # a sources-only reload changes tag -> source
         hazards = hazard_infos(cfg)
         cols: dict[str, list[Any]]
         cols = {"tags": [(None, t) for t in self._tags.values()],
@@ -244,7 +251,7 @@ class MappedProfile(Profile):
         t = self._tags.get(tag)
         if t is None:  # a vote, or a tag added since: its id and hazard source are known
             t = TagInfo(tag, tag, hs, None, None, "", None, None, None, None, None, None, None,
-                        dict(self.tag_fields.get(tag) or {}))
+                        dict(self.tag_fields.get(tag) or {}), tag in self.maintenance)
         return t
 
     def realtime(self, values: Sequence[TagValue], now_ns: int) -> list[Message]:

@@ -174,6 +174,7 @@ class TagInfo:
     hh: float | None
     source: str | None
     fields: dict[str, Any]
+    maintenance: bool = False  # in test mode (meta, alarm; realtime reads the value's own flag)
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,9 @@ SCOPES: dict[str, dict[str, FieldDef]] = {
         "status": _f(lambda t: t[0].alarm_status, "string", False, "worst active limit alarm", STATUS_WORDS, _RT),
         "valid": _f(lambda t: t[0].quality == Quality.GOOD and _num(t[0].value) is not None, "boolean", False,
                     "quality good and a value", (True, False), _RT),
+        "maintenance": _f(lambda t: bool(t[0].maintenance if t[0] is not None else t[1].maintenance), "boolean",
+                          False, "under maintenance: the tag is in test mode (bump test, calibration)",
+                          (True, False)),
     },
     "alarm": {
         "id": _f(lambda a: a[0].alarm, "string", False, "alarm id <tag>/<condition>"),
@@ -280,6 +284,10 @@ SCOPES: dict[str, dict[str, FieldDef]] = {
         "version": _f(lambda h: h.version, "string", False, "gateway version"),
         "backlog": _f(lambda h: h.backlog, "integer", False, "uplink messages waiting"),
         "active_alarms": _f(lambda h: h.active_alarms, "integer", False, "active alarms"),
+        "in_use_hour": _f(lambda h: (h.in_use or {}).get("hour"), "number", True,
+                          "in-use rate of the site's gas detectors (投用率), last hour"),
+        "in_use_day": _f(lambda h: (h.in_use or {}).get("day"), "number", True,
+                         "in-use rate of the site's gas detectors (投用率), last day"),
     },
     "hazard": {
         "code": _f(lambda h: h[0].code, "string", False, "hazard source code"),
@@ -294,6 +302,10 @@ SCOPES: dict[str, dict[str, FieldDef]] = {
                      ("red", "orange", "yellow", "blue"), _HB),
         "online_hour": _f(_dyn("hour"), "number", True, "online rate, last hour", None, _HB),
         "online_day": _f(_dyn("day"), "number", True, "online rate, last day", None, _HB),
+        "in_use_hour": _f(_dyn("in_use_hour"), "number", True, "in-use rate of its gas detectors (投用率), last hour",
+                          None, _HB),
+        "in_use_day": _f(_dyn("in_use_day"), "number", True, "in-use rate of its gas detectors (投用率), last day",
+                         None, _HB),
     },
     "source": {
         "id": _f(lambda s: s[0].id, "string", False, "source id"),
@@ -873,6 +885,12 @@ class Mapping:
                 if v == "{msg.id}":
                     return body.get(k)
         return None
+
+    def uses(self, kind: str, placeholder: str) -> bool:
+        """Does a ``kind`` message template use ``placeholder`` (e.g. ``tag.maintenance``)?"""
+        raw = self.spec.messages.get(kind)  # type: ignore[call-overload]
+        entries = raw if isinstance(raw, list) else [raw] if raw is not None else []
+        return any(p.split("|")[0].strip() == placeholder for e in entries for p in iter_placeholders(e.body))
 
     def service_of(self, envelope: dict[str, Any]) -> str | None:
         """The value of the envelope field whose template is ``{msg.service}``, if any."""

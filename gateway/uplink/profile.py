@@ -65,7 +65,8 @@ class TagValue(NamedTuple):
     value: float | None  # None when stale / unreachable
     quality: str  # good bad uncertain stale comm (gateway.core.models.Quality)
     ts: int  # ns, the reading's source timestamp
-    alarm_status: str  # HH H L LL normal: the worst active limit alarm of the tag
+    alarm_status: str  # HH H L LL normal: the worst active limit alarm of the tag (real alarms only)
+    maintenance: bool = False  # the tag is in test mode (bump test, maintenance): its value is not the process's
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class Heartbeat:
     backlog: int  # uplink messages waiting (spool)
     active_alarms: int
     version: str = ""
+    # in-use rate of gas detectors (投用率) of the site: {"hour", "day", "tags", "in_service"};
+    # per hazard source the same keys are in ``hazard_sources[code]`` as in_use_hour / in_use_day
+    in_use: Mapping[str, Any] | None = None
 
 
 def collect_time(ts_ns: int, tz: ZoneInfo) -> str:
@@ -168,6 +172,16 @@ class Profile(ABC):
         self.uplink = uplink
         self.site = config.site
         self.tz = ZoneInfo(config.site.timezone)
+        #: the tags in test mode (under maintenance); set by the core before it builds messages
+        self.maintenance: frozenset[str] = frozenset()
+
+    def set_maintenance(self, tags: frozenset[str]) -> bool:
+        """The tags in test mode changed (the core calls this; realtime items carry it as
+        :attr:`TagValue.maintenance` anyway). Return True when the profile's meta message
+        reports maintenance, so the core sends meta again at once; a profile that caches
+        per-tag data refreshes it here. Default: remember the set, no meta."""
+        self.maintenance = tags
+        return False
 
     @classmethod
     def check(cls, uplink: Uplink) -> list[str]:
@@ -196,7 +210,8 @@ class Profile(ABC):
     @abstractmethod
     def alarm(self, event: AlarmEvent, status: str) -> list[Message]:
         """One alarm event (raised, cleared, acked...); ``status`` is the tag's alarm status
-        (HH/H/L/LL/normal) after the event. Return [] to not report this event."""
+        (HH/H/L/LL/normal) after the event. Return [] to not report this event. Events of
+        test occurrences (``event.test``, test mode) never reach a profile."""
 
     @abstractmethod
     def heartbeat(self, hb: Heartbeat) -> list[Message]:

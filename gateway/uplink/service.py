@@ -19,7 +19,12 @@ Flow::
   acknowledges them in the spool only when the platform acknowledged them. A failed send
   releases the batch and reconnects: the same messages, same order, same msgIds, again.
 * **Heartbeat**: only the latest one waits (in memory); it is sent when connected, else
-  skipped and counted (a heartbeat says "alive now").
+  skipped and counted (a heartbeat says "alive now"). It carries the data online rate and
+  the in-use rate of gas detectors (投用率).
+* **Test mode** (:meth:`UplinkService.set_tests`, wired by the supervisor): events of test
+  occurrences are not sent (the platform never hears of a bump test as an alarm); the tags in
+  test are reported as under maintenance (realtime items, and meta again at once when the
+  profile's meta says so).
 
 Bounds and overflow: the spool holds at most ``spool_max_bytes`` on disk; beyond that the
 oldest *realtime* messages are dropped and counted (``hazardgw_sink_dropped{sink="uplink"}``),
@@ -119,6 +124,7 @@ class UplinkService:
         spool_dir: str | Path,
         spool_max_bytes: int,
         online: OnlineRate | None = None,
+        in_use: Callable[[], Mapping[str, Any]] | None = None,
         health: Callable[[], Mapping[str, Any]] | None = None,
         profile: Profile | None = None,
         batch_messages: int = 50,
@@ -133,7 +139,9 @@ class UplinkService:
         self.engine = engine
         self.live = live
         self.online = online
+        self._in_use = in_use
         self._health_fn = health
+        self._testing: frozenset[str] = frozenset()
         self.profile = profile or resolve_profile(self.cfg.profile)(config, self.cfg)
         self.transport: Transport = self.profile.transport()
         self.transport.request_handler = self._platform_request
@@ -176,7 +184,7 @@ class UplinkService:
         self._started = self.clock()
         self._stopping.clear()
         for a in self.engine.active():
-            if a.active and a.condition in LIMIT_STATUS:
+            if a.active and a.condition in LIMIT_STATUS and not a.test:
                 self._active.setdefault(a.tag, set()).add(a.condition)
         self._queue_meta()
         self._sender = asyncio.create_task(self._run_sender(), name="uplink-sender")
@@ -273,11 +281,22 @@ class UplinkService:
             self.queue.append("reading", reads)
         self.m.backlog.set(self.queue.records)
 
+    def set_tests(self, tags: frozenset[str]) -> None:
+        """Test mode (wired by the supervisor): the tags in test are under maintenance. The
+        profile's meta is queued again when it reports maintenance (and the uplink runs)."""
+        if tags == self._testing and tags == self.profile.maintenance:
+            return
+        self._testing = tags
+        resend = self.profile.set_maintenance(tags)
+        if resend and self._sender is not None and not self._stopping.is_set():
+            self._queue_meta()
+
     def on_alarm_event(self, event: AlarmEvent) -> None:
         """Engine callback (the supervisor subscribes it): cheap, no I/O (the spool commits in
         its own thread). Taken from ``start()`` (after the active alarms were read) until
-        ``stop()``; ignored outside that, when the spool is not open."""
-        if self._sender is None or self._stopping.is_set():
+        ``stop()``; ignored outside that, when the spool is not open. Events of test
+        occurrences (test mode) are not sent and do not change the tag's alarm status."""
+        if self._sender is None or self._stopping.is_set() or event.test:
             return
         if event.condition in LIMIT_STATUS:
             s = self._active.setdefault(event.tag, set())
@@ -296,12 +315,14 @@ class UplinkService:
         """The latest value of every tag that has one (realtime message content)."""
         latest = self.live.latest
         active = self._active
+        testing = self._testing
         out: list[TagValue] = []
         for tag, name, hs, kind, unit in self._tags:
             r = latest.get(tag)
             if r is None:
                 continue
-            out.append(TagValue(tag, name, hs, kind, unit, r.value, r.quality, r.ts, alarm_status(active.get(tag))))
+            out.append(TagValue(tag, name, hs, kind, unit, r.value, r.quality, r.ts, alarm_status(active.get(tag)),
+                                tag in testing))
         return out
 
     def realtime_now(self, at: float | None = None) -> None:
@@ -324,11 +345,15 @@ class UplinkService:
             sources[s.id] = {"type": s.type, "online": bool(sh.get("connected", sh.get("ok", False))),
                              "hour": r.get("hour"), "day": r.get("day")}
         statuses = self.engine.statuses()
+        in_use: Mapping[str, Any] = self._in_use() if self._in_use is not None else {}
+        used = in_use.get("hazard_sources", {})
         hazard: dict[str, dict[str, Any]] = {}
         for hs in self.config.hazard_sources:
             r = rates["hazard_sources"].get(hs.code, {})
             st = statuses.get(hs.code)
-            hazard[hs.code] = {"status": st.status if st else None, "hour": r.get("hour"), "day": r.get("day")}
+            u = used.get(hs.code, {})
+            hazard[hs.code] = {"status": st.status if st else None, "hour": r.get("hour"), "day": r.get("day"),
+                               "in_use_hour": u.get("hour"), "in_use_day": u.get("day")}
         return Heartbeat(
             ts=int(self.wall() * 1e9),
             status=str(h.get("status", "ok")),
@@ -337,8 +362,9 @@ class UplinkService:
             sources=sources,
             hazard_sources=hazard,
             backlog=self.queue.records,
-            active_alarms=sum(1 for a in self.engine.active() if a.active),
+            active_alarms=sum(1 for a in self.engine.active() if a.active and not a.test),
             version=self._version,
+            in_use=dict(in_use.get("site") or {}) if in_use else None,
         )
 
     def heartbeat_now(self) -> None:

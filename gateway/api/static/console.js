@@ -5,6 +5,12 @@
  * alarm events immediately, readings at most once a second, status and heartbeats.
  * Trends are seeded from GET /api/tags?recent=N and extended from the stream.
  * The token is asked for once and kept in localStorage.
+ *
+ * Point table (issue 17), the second view beside the tiles: one row per tag with its source,
+ * address, raw value, live value, quality, age, alarm, test and calibration state. Values,
+ * quality and age come from the stream; the slower fields from GET /api/tags?raw=true, every
+ * 5 s while the table is shown (never faster than the stream); the tags in test from
+ * GET /api/tests every 15 s otherwise; the in-use rate from GET /api/online every minute.
  */
 "use strict";
 (() => {
@@ -33,6 +39,12 @@
     view: Object.assign({ group: "", prio: [1, 2, 3], state: "", hs: "", q: "" },
       JSON.parse(LS.getItem("hazardgw.view") || "{}")),
     expanded: new Set(), // COMM alarm ids whose suppressed children are shown
+    // point table (issue 17)
+    pt: new Map(), // tag id -> {source, source_type, where, raw, test, calibration, in_service, not_in_service}
+    tests: new Map(), // tag id -> running test
+    inuse: null, // GET /api/online in_use
+    pview: Object.assign({ view: "tiles", q: "", source: "", hs: "", quality: "", state: "", sort: "id", dir: 1 },
+      JSON.parse(LS.getItem("hazardgw.points") || "{}")),
   };
   window.hazardgw = { horns: 0, state: S };
 
@@ -92,9 +104,12 @@
     document.documentElement.lang = S.lang === "zh" ? "zh-CN" : "en";
     for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
     for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
-    for (const opt of $("shelve-duration").options) {
+    for (const opt of [...$("shelve-duration").options, ...$("test-duration").options]) {
       const m = /^(\d+)([mh])$/.exec(opt.value);
       opt.textContent = m[1] + " " + (m[2] === "m" ? t("minutes") : t("hours"));
+    }
+    for (const opt of $("cal-interval").options) {
+      if (opt.value) opt.textContent = opt.value.replace("d", "") + " " + t("days");
     }
     renderSound();
     setConnected(S.connected);
@@ -147,7 +162,7 @@
     renderBanner();
   }
   function hornStillNeeded() {
-    for (const a of S.alarms.values()) if (a.priority === 1 && a.state === "UNACK") return true;
+    for (const a of S.alarms.values()) if (a.priority === 1 && a.state === "UNACK" && !a.test) return true;
     return false;
   }
   function renderSound() {
@@ -296,6 +311,8 @@
     try {
       const r = await api("GET", `/api/tags?recent=${TREND}`);
       if (r.status !== 200 || !Array.isArray(r.data)) return;
+      mergeExtras(r.data);
+      renderTileUpkeep();
       for (const d of r.data) {
         const tag = S.tags.get(d.id);
         if (tag && Array.isArray(d.recent)) {
@@ -307,6 +324,7 @@
         }
       }
     } catch (e) { /* trends are a nicety */ }
+    refreshInUse();
   }
 
   // ------------------------------------------------------------------ event stream
@@ -412,6 +430,7 @@
     renderAll();
     if (!hornStillNeeded()) stopHorn();
     seedTrends();
+    if (S.pview.view === "points") refreshPoints();
   }
 
   function onReadings(list) {
@@ -427,6 +446,7 @@
         if (tr.length > TREND) tr.shift();
       }
       renderTile(tag);
+      if (S.pview.view === "points") updatePointRow(tag);
     }
   }
 
@@ -454,6 +474,7 @@
     if (ev.limit !== null) a.limit = ev.limit;
     if (ev.message) a.message = ev.message;
     a.occurrence = ev.occurrence;
+    a.test = !!ev.test;
     switch (ev.event) {
       case "raised": a.raised_ts = ev.ts; a.acked_by = null; break;
       case "acked": a.acked_by = ev.user; a.acked_wall = ev.wall; break;
@@ -466,11 +487,13 @@
       default: break;
     }
     if (ev.event !== "disposed") applyView(a);
-    if ((ev.event === "raised" || ev.event === "realarmed") && ev.priority === 1) startHorn();
+    // a test alarm (test mode: a bump test) is shown, marked TEST, but does not sound the horn
+    if ((ev.event === "raised" || ev.event === "realarmed") && ev.priority === 1 && !ev.test) startHorn();
     else if (hornTimer && !hornStillNeeded()) stopHorn();
     renderAlarms();
     renderTileAlarms();
     renderSummary();
+    if (S.pview.view === "points") { const tag = S.tags.get(ev.tag); if (tag) updatePointRow(tag); }
   }
 
   // ------------------------------------------------------------------ rendering
@@ -480,10 +503,13 @@
     renderSummary();
     renderAlarms();
     renderSources(true);
+    renderView();
   }
 
   function renderSummary() {
-    const open = [...S.alarms.values()].filter((a) => OPEN.has(a.state));
+    const all = [...S.alarms.values()].filter((a) => OPEN.has(a.state));
+    const open = all.filter((a) => !a.test);
+    const tests = all.length - open.length;
     const el = $("summary");
     el.replaceChildren();
     for (const p of [1, 2, 3]) {
@@ -492,6 +518,7 @@
     }
     const un = open.filter((a) => a.state === "UNACK" || a.state === "RTNUN").length;
     el.append(h("span", { class: "chip" + (un ? "" : " zero") }, `${t("unacked")} ${un}`));
+    if (tests) el.append(h("span", { class: "chip test", "data-test-alarms": tests }, `${t("testMark")} ${tests}`));
     if (S.flood) el.append(h("span", { class: "chip flood" }, t("flood")));
   }
 
@@ -553,7 +580,7 @@
     const tag = S.tags.get(a.tag);
     const unit = tag ? tag.unit : "";
     const st = a.state;
-    const cls = `alarm p${a.priority} ${st.toLowerCase()}${st === "UNACK" ? " unack" : ""}`;
+    const cls = `alarm p${a.priority} ${st.toLowerCase()}${st === "UNACK" ? " unack" : ""}${a.test ? " test" : ""}`;
     const actions = h("div", { class: "actions" });
     if (!suppressedList) {
       if (st === "UNACK" || st === "RTNUN" || (st === "ACKED" && !a.active && a.latch)) {
@@ -587,12 +614,14 @@
     if (a.shelved && a.shelved_until) stateText += ` ${t("until")} ${fmtTime(a.shelved_until)}`;
     const row = h(
       "div",
-      { class: cls + (cond === "comm" ? " comm" : ""), role: "listitem", "data-alarm": a.id, "data-state": st },
+      { class: cls + (cond === "comm" ? " comm" : ""), role: "listitem", "data-alarm": a.id, "data-state": st,
+        "data-test": a.test ? "1" : null },
       h("div", { class: "prio" }, h("b", {}, `P${a.priority}`), h("span", {}, tt("priority", a.priority))),
       h("div", { class: "body" },
         h("div", { class: "l1" },
           h("span", { class: "tag" }, a.tag),
           h("span", { class: "cond" }, `${cond.toUpperCase()} ${tt("cond", cond)}`),
+          a.test ? h("span", { class: "chip test", title: t("testAlarmHelp") }, t("testMark")) : null,
           a.chattering ? h("span", { class: "chip" }, t("chattering")) : null,
           h("span", { class: "time" }, fmtTime(a.raised_ts))),
         desc ? h("div", { class: "desc", title: desc }, desc) : null,
@@ -705,7 +734,9 @@
       box.replaceChildren(...sections);
       for (const tag of S.tags.values()) renderTile(tag);
       renderTileAlarms();
+      renderTileUpkeep();
     }
+    renderInUse();
     for (const s of S.hs) {
       const sec = document.querySelector(`[data-hs="${CSS.escape(s.code)}"]`);
       if (!sec) continue;
@@ -725,6 +756,7 @@
         code ? h("span", { class: "code" }, code) : null,
         s ? s.name : t("otherTags"),
         s && s.grade ? h("div", { class: "hs-meta" }, tt("gradeNames", s.grade)) : null),
+      code ? h("span", { class: "hs-inuse hidden", "data-inuse": code }) : null,
       h("div", { class: "hs-counts" }));
     const tiles = h("div", { class: "tiles" }, tags.map((tag) => tileSkeleton(tag)));
     return h("section", { class: "hs " + (s ? s.status : "blue"), "data-hs": code || "" }, head, tiles);
@@ -733,7 +765,9 @@
   function tileSkeleton(tag) {
     const sp = svg("svg", { class: "spark", viewBox: "0 0 100 30", preserveAspectRatio: "none", "aria-hidden": "true" });
     return h("div", { class: "tile", id: tileId(tag), "data-tag": tag.id, title: tag.name || tag.id },
-      h("div", { class: "t-head" }, h("span", { class: "t-id" }, tag.id), h("span", { class: "t-q hidden" })),
+      h("div", { class: "t-head" }, h("span", { class: "t-id" }, tag.id),
+        h("span", { class: "t-badges" }, h("span", { class: "t-test hidden" }), h("span", { class: "t-cal hidden" }),
+          h("span", { class: "t-q hidden" }))),
       h("div", { class: "t-name" }, tag.name || "\u00a0"),
       h("div", { class: "t-val" }, h("span", { class: "v" }, "—"), h("span", { class: "u" }, tag.unit || "")),
       sp);
@@ -808,9 +842,346 @@
     }
   }
 
+  // ------------------------------------------------------------------ point table, test mode, calibration (issue 17)
+  const QUALITIES = ["good", "uncertain", "bad", "stale", "comm", "none"];
+  const PSTATES = ["alarm", "test", "cal", "out"];
+  const COLUMNS = [
+    ["id", "colTag"], ["source", "colSource"], ["where", "colWhere"], ["raw", "colRaw"], ["value", "colValue"],
+    ["quality", "colQuality"], ["age", "colAge"], ["alarm", "colAlarm"], ["upkeep", "colUpkeep"], [null, "colActions"],
+  ];
+  const QRANK = { good: 0, uncertain: 1, bad: 2, stale: 3, comm: 4, none: 5 };
+  const rowEls = new Map(); // tag id -> <tr> of the table as last rendered
+
+  function savePview() { LS.setItem("hazardgw.points", JSON.stringify(S.pview)); }
+
+  function mergeExtras(list) {
+    for (const d of list || []) {
+      S.pt.set(d.id, {
+        source: d.source || null, source_type: d.source_type || null, where: d.where || null,
+        raw: d.raw || (S.pt.get(d.id) || {}).raw || null, test: d.test || null, calibration: d.calibration || null,
+        in_service: d.in_service, not_in_service: d.not_in_service || null,
+      });
+      if (d.test) S.tests.set(d.id, d.test); else S.tests.delete(d.id);
+    }
+  }
+  async function refreshPoints() {
+    try {
+      const r = await api("GET", "/api/tags?raw=true");
+      if (r.status !== 200 || !Array.isArray(r.data)) return;
+      mergeExtras(r.data);
+      renderTileUpkeep();
+      if (S.pview.view === "points") renderPoints();
+    } catch (e) { /* next refresh */ }
+  }
+  async function refreshTests() {
+    try {
+      const r = await api("GET", `/api/tests?from=${encodeURIComponent(new Date().toISOString())}`);
+      if (r.status !== 200 || !r.data) return;
+      S.tests = new Map((r.data.running || []).map((x) => [x.tag, x]));
+      for (const [id, p] of S.pt) p.test = S.tests.get(id) || null;
+      renderTileUpkeep();
+    } catch (e) { /* next refresh */ }
+  }
+  async function refreshInUse() {
+    try {
+      const r = await api("GET", "/api/online");
+      if (r.status !== 200 || !r.data) return;
+      S.inuse = r.data.in_use || null;
+      renderInUse();
+    } catch (e) { /* next refresh */ }
+  }
+  const pct = (v) => (v === null || v === undefined ? "—" : (v * 100).toFixed(1) + "%");
+  function renderInUse() {
+    const u = S.inuse;
+    const site = $("inuse-site");
+    if (!u || !u.site || !u.site.tags) { site.classList.add("hidden"); return; }
+    site.classList.remove("hidden");
+    site.textContent = `${t("inUse")} ${pct(u.site.hour)}`;
+    site.title = `${t("inUseHelp")} · ${u.site.in_service ?? "—"}/${u.site.tags}`;
+    site.classList.toggle("low", u.site.hour !== null && u.site.hour < 1);
+    for (const el of document.querySelectorAll("[data-inuse]")) {
+      const e = (u.hazard_sources || {})[el.dataset.inuse];
+      if (!e || !e.tags) { el.classList.add("hidden"); continue; }
+      el.classList.remove("hidden");
+      el.textContent = `${t("inUse")} ${pct(e.hour)}`;
+      el.title = `${t("inUseHelp")} · ${e.in_service ?? "—"}/${e.tags}`;
+      el.classList.toggle("low", e.hour !== null && e.hour < 1);
+    }
+  }
+
+  function renderTileUpkeep() {
+    for (const el of document.querySelectorAll(".tile")) {
+      const id = el.dataset.tag;
+      const test = S.tests.get(id);
+      const p = S.pt.get(id) || {};
+      const cal = p.calibration;
+      const tb = el.querySelector(".t-test");
+      el.classList.toggle("in-test", !!test);
+      tb.textContent = t("testMark");
+      tb.title = test ? `${t("testUntil")} ${fmtTime(test.until)} · ${test.by}` : "";
+      tb.classList.toggle("hidden", !test);
+      const cb = el.querySelector(".t-cal");
+      const show = cal && (cal.status === "overdue" || cal.status === "due");
+      cb.classList.toggle("hidden", !show);
+      if (show) {
+        cb.textContent = tt("calShort", cal.status);
+        cb.className = `t-cal ${cal.status}`;
+        cb.title = `${t("calDue")} ${cal.due}`;
+      }
+      el.dataset.test = test ? "1" : "";
+    }
+  }
+
+  function renderView() {
+    const points = S.pview.view === "points";
+    $("sources").classList.toggle("hidden", points);
+    $("points-view").classList.toggle("hidden", !points);
+    document.querySelector(".layout").classList.toggle("points-mode", points);
+    for (const b of document.querySelectorAll(".view-switch .tab")) {
+      b.setAttribute("aria-selected", b.dataset.view === S.pview.view ? "true" : "false");
+    }
+    if (points) { renderPointTools(); renderPoints(); }
+  }
+  function setPview(k, v) { S.pview[k] = v; savePview(); renderPointTools(); renderPoints(); }
+
+  function renderPointTools() {
+    const v = S.pview;
+    const sources = [...new Set([...S.pt.values()].map((p) => p.source).filter(Boolean))].sort();
+    const fill = (sel, all, items, cur) => {
+      sel.replaceChildren(h("option", { value: "" }, all), ...items.map(([val, text]) => h("option", { value: val }, text)));
+      sel.value = items.some(([val]) => val === cur) ? cur : "";
+    };
+    fill($("p-source"), t("allSources"), sources.map((x) => [x, x]), v.source);
+    fill($("p-hs"), t("allHs"), S.hs.map((x) => [x.code, `${x.code} ${x.name}`]), v.hs);
+    fill($("p-quality"), t("allQualities"), QUALITIES.map((q) => [q, tt("quality", q)]), v.quality);
+    fill($("p-state"), t("allStates"), PSTATES.map((x) => [x, tt("pstate", x)]), v.state);
+    if ($("p-text").value !== v.q) $("p-text").value = v.q;
+    const b = $("p-test-source");
+    b.classList.toggle("hidden", !v.source);
+    if (v.source) {
+      const any = [...S.pt.entries()].some(([id, p]) => p.source === v.source && S.tests.has(id));
+      b.textContent = (any ? t("endTestSource") : t("testSource")).replace("{s}", v.source);
+      b.dataset.mode = any ? "end" : "start";
+    }
+    const head = $("points-head");
+    head.replaceChildren(...COLUMNS.map(([key, label]) => {
+      const th = h("th", { scope: "col", "data-col": key || "actions" }, t(label));
+      if (key) {
+        th.classList.add("sortable");
+        th.setAttribute("aria-sort", v.sort === key ? (v.dir > 0 ? "ascending" : "descending") : "none");
+        th.addEventListener("click", () => { if (v.sort === key) v.dir = -v.dir; else { v.sort = key; v.dir = 1; } savePview(); renderPointTools(); renderPoints(); });
+      }
+      return th;
+    }));
+  }
+
+  let worstCache = null; // tag -> worst open alarm, while a whole table is rendered
+  function worstOf() {
+    const m = new Map();
+    for (const a of S.alarms.values()) {
+      if (!OPEN.has(a.state)) continue;
+      const w = m.get(a.tag);
+      if (!w || a.priority < w.priority || (a.priority === w.priority && a.state === "UNACK")) m.set(a.tag, a);
+    }
+    return m;
+  }
+  function worstAlarm(tagId) {
+    return (worstCache || worstOf()).get(tagId) || null;
+  }
+  function ageSeconds(tag) { return tag.ts ? Math.max(0, Math.round(Date.now() - tag.ts / 1e6) / 1000) : null; }
+  function fmtAge(s) {
+    if (s === null) return "—";
+    if (s < 60) return `${Math.round(s)} s`;
+    if (s < 3600) return `${Math.floor(s / 60)} min`;
+    return `${Math.floor(s / 3600)} h`;
+  }
+  function upkeepRank(id) {
+    const p = S.pt.get(id) || {};
+    if (S.tests.has(id)) return 0;
+    const c = p.calibration ? p.calibration.status : "none";
+    return c === "overdue" ? 1 : c === "due" ? 2 : p.in_service === false ? 3 : 4;
+  }
+  function pointPasses(tag) {
+    const v = S.pview;
+    const p = S.pt.get(tag.id) || {};
+    if (v.source && p.source !== v.source) return false;
+    if (v.hs && tag.hs !== v.hs) return false;
+    if (v.quality && (tag.quality || "none") !== v.quality) return false;
+    if (v.state === "alarm" && !worstAlarm(tag.id)) return false;
+    if (v.state === "test" && !S.tests.has(tag.id)) return false;
+    if (v.state === "cal" && !(p.calibration && (p.calibration.status === "due" || p.calibration.status === "overdue"))) return false;
+    if (v.state === "out" && p.in_service !== false) return false;
+    if (v.q) {
+      const text = [tag.id, tag.name, p.where, p.source].filter(Boolean).join(" ").toLowerCase();
+      if (!text.includes(v.q.toLowerCase())) return false;
+    }
+    return true;
+  }
+  function pointKey(tag, key) {
+    const p = S.pt.get(tag.id) || {};
+    switch (key) {
+      case "source": return p.source || "~";
+      case "where": return p.where || "~";
+      case "raw": return (p.raw && p.raw.text) || "~";
+      case "value": return tag.value === null || tag.value === undefined ? Infinity : tag.value;
+      case "quality": return QRANK[tag.quality || "none"];
+      case "age": { const a = ageSeconds(tag); return a === null ? Infinity : a; }
+      case "alarm": { const w = worstAlarm(tag.id); return w ? w.priority : 9; }
+      case "upkeep": return upkeepRank(tag.id);
+      default: return tag.id;
+    }
+  }
+
+  function renderPoints() {
+    if (!S.site) return;
+    worstCache = worstOf();
+    try { renderPointRows(); } finally { worstCache = null; }
+  }
+  function renderPointRows() {
+    const v = S.pview;
+    const all = [...S.tags.values()];
+    const rows = all.filter(pointPasses);
+    rows.sort((a, b) => {
+      const x = pointKey(a, v.sort), y = pointKey(b, v.sort);
+      return (x < y ? -1 : x > y ? 1 : 0) * v.dir || (a.id < b.id ? -1 : 1);
+    });
+    rowEls.clear();
+    $("points-body").replaceChildren(...rows.map((tag) => {
+      const tr = h("tr", { "data-point": tag.id });
+      rowEls.set(tag.id, tr);
+      fillPointRow(tr, tag);
+      return tr;
+    }));
+    $("p-count").textContent = t("shownOf").replace("{n}", rows.length).replace("{m}", all.length);
+  }
+  function updatePointRow(tag) {
+    const tr = rowEls.get(tag.id);
+    if (tr) fillPointRow(tr, tag);
+  }
+  function cell(key, label, ...children) { return h("td", { "data-col": key, "data-label": t(label) }, ...children); }
+
+  function fillPointRow(tr, tag) {
+    const p = S.pt.get(tag.id) || {};
+    const q = tag.quality || "none";
+    const shown = q === "good" || q === "uncertain" ? tag.value : null;
+    const w = worstAlarm(tag.id);
+    const test = S.tests.get(tag.id);
+    const cal = p.calibration;
+    const upkeep = [];
+    if (test) upkeep.push(h("span", { class: "chip test", title: `${test.by}${test.comment ? " · " + test.comment : ""}` },
+      `${t("testMark")} ${t("testUntil")} ${fmtTime(test.until)}`));
+    if (cal && cal.status !== "none") upkeep.push(h("span", { class: `cal ${cal.status}`, title: `${t("calLast")} ${cal.last}` },
+      `${tt("calShort", cal.status)} ${cal.due}`));
+    if (p.in_service === false && !test) upkeep.push(h("span", { class: "chip out", title: (p.not_in_service || []).map((x) => tt("reason", x)).join(", ") }, t("notInService")));
+    const actions = h("div", { class: "actions" },
+      test ? h("button", { class: "btn", type: "button", "data-action": "end-test", onclick: () => endTest(tag.id) }, t("endTest"))
+        : h("button", { class: "btn", type: "button", "data-action": "test", onclick: () => askTest({ tag: tag.id }) }, t("test")),
+      h("button", { class: "btn", type: "button", "data-action": "calibrate", onclick: () => askCal(tag.id) }, t("calibrated")));
+    const age = ageSeconds(tag);
+    tr.className = `q-${q}${w ? " a" + w.priority : ""}${test ? " in-test" : ""}`;
+    tr.dataset.quality = q;
+    tr.dataset.test = test ? "1" : "";
+    tr.replaceChildren(
+      cell("id", "colTag", h("b", {}, tag.id), tag.name ? h("div", { class: "muted name" }, tag.name) : null),
+      cell("source", "colSource", p.source || "—"),
+      cell("where", "colWhere", h("span", { class: "mono" }, p.where || "—")),
+      cell("raw", "colRaw", h("span", { class: "mono" }, p.raw ? p.raw.text : "—")),
+      cell("value", "colValue", h("b", {}, fmtValue(tag, shown)), " ", h("span", { class: "muted" }, tag.unit || "")),
+      cell("quality", "colQuality", h("span", { class: `qchip q-${q}` }, tt("quality", q))),
+      cell("age", "colAge", fmtAge(age)),
+      cell("alarm", "colAlarm", w ? h("span", { class: `chip p${w.priority}${w.test ? " test" : ""}` },
+        `P${w.priority} ${w.condition.toUpperCase()} ${tt("state", w.state)}${w.test ? " · " + t("testMark") : ""}`) : "—"),
+      cell("upkeep", "colUpkeep", ...(upkeep.length ? upkeep : ["—"])),
+      cell("actions", "colActions", actions),
+    );
+  }
+  function tickAges() {
+    if (S.pview.view !== "points") return;
+    for (const [id, tr] of rowEls) {
+      const tag = S.tags.get(id);
+      const td = tr.querySelector('td[data-col="age"]');
+      if (tag && td) td.textContent = fmtAge(ageSeconds(tag));
+    }
+  }
+
+  // actions: test mode (one tag or a whole source) and calibration
+  async function upkeep(method, path, body, done) {
+    let r;
+    try {
+      r = await api(method, path, body);
+    } catch (e) {
+      toast(`${t("failed")}${S.lang === "zh" ? "：" : ": "}${errorText(0, null, e)}`, "error");
+      return;
+    }
+    const retry = () => upkeep(method, path, body, done);
+    if (r.status === 200) { done(r.data); refreshPoints(); return; }
+    if (r.status === 401) return askToken("invalidToken", retry);
+    if (r.status === 403 && r.data && r.data.error === "forbidden") return askToken("needOperator", retry);
+    toast(`${t("failed")}${S.lang === "zh" ? "：" : ": "}${errorText(r.status, r.data, null)}`, "error");
+  }
+  let testTarget = null;
+  function askTest(target) {
+    testTarget = target;
+    $("test-what").textContent = target.tag || `${t("source")} ${target.source}`;
+    $("test-comment").value = "";
+    $("dlg-test").showModal();
+  }
+  function onTestClose() {
+    if ($("dlg-test").returnValue !== "ok" || !testTarget) return;
+    const tg = testTarget;
+    const body = { duration: $("test-duration").value };
+    const c = $("test-comment").value.trim();
+    if (c) body.comment = c;
+    const path = tg.tag ? `/api/tags/${encodeURIComponent(tg.tag)}/test` : `/api/sources/${encodeURIComponent(tg.source)}/test`;
+    upkeep("POST", path, body, (d) => {
+      for (const x of d.started || []) S.tests.set(x.tag, x);
+      renderTileUpkeep();
+      toast(t("doneTest").replace("{n}", (d.started || []).length) + (d.skipped && d.skipped.length ? " · " + t("skippedN").replace("{n}", d.skipped.length) : ""));
+    });
+  }
+  function endTest(tag) {
+    upkeep("DELETE", `/api/tags/${encodeURIComponent(tag)}/test`, undefined, (d) => {
+      for (const x of d.ended || []) S.tests.delete(x.tag);
+      renderTileUpkeep();
+      const rec = (d.ended || [])[0];
+      toast(`${t("doneEndTest")}: ${tag}` + (rec ? ` · ${tt("result", rec.result)}` : ""));
+    });
+  }
+  function endSourceTest(source) {
+    upkeep("DELETE", `/api/sources/${encodeURIComponent(source)}/test`, undefined, (d) => {
+      for (const x of d.ended || []) S.tests.delete(x.tag);
+      renderTileUpkeep();
+      toast(`${t("doneEndTest")}: ${(d.ended || []).length}`);
+    });
+  }
+  let calTag = null;
+  function askCal(tag) {
+    calTag = tag;
+    $("cal-tag").textContent = tag;
+    const d = new Date();
+    $("cal-date").value = new Intl.DateTimeFormat("en-CA", { timeZone: S.tz }).format(d);
+    $("cal-interval").value = "";
+    $("cal-comment").value = "";
+    $("dlg-cal").showModal();
+  }
+  function onCalClose() {
+    if ($("dlg-cal").returnValue !== "ok" || !calTag) return;
+    const tag = calTag;
+    const body = {};
+    if ($("cal-date").value) body.date = $("cal-date").value;
+    if ($("cal-interval").value) body.interval = $("cal-interval").value;
+    const c = $("cal-comment").value.trim();
+    if (c) body.comment = c;
+    upkeep("POST", `/api/tags/${encodeURIComponent(tag)}/calibration`, body, (d) => {
+      toast(`${t("doneCal")}: ${tag} · ${t("calDue")} ${d.due}`);
+    });
+  }
+  window.hazardgw.refreshPoints = refreshPoints;
+
   function tickClock() {
     const now = Date.now() * 1e6;
     $("clock").textContent = S.tz ? fmtTime(now) : "";
+    tickAges();
     if (!S.connected && S.site) {
       const age = Math.round((Date.now() - S.lastMsg) / 1000);
       $("conn-text").textContent = `${t("disconnected")} · ${t("lastUpdate")} ${age}${t("ago")}`;
@@ -835,6 +1206,23 @@
     $("btn-token").addEventListener("click", () => askToken("needToken"));
     $("dlg-token").addEventListener("close", onTokenClose);
     $("dlg-shelve").addEventListener("close", onShelveClose);
+    $("dlg-test").addEventListener("close", onTestClose);
+    $("dlg-cal").addEventListener("close", onCalClose);
+    for (const b of document.querySelectorAll(".view-switch .tab")) {
+      b.addEventListener("click", () => { S.pview.view = b.dataset.view; savePview(); renderView(); if (b.dataset.view === "points") refreshPoints(); });
+    }
+    $("p-text").addEventListener("input", (e) => { S.pview.q = e.target.value.trim(); savePview(); renderPoints(); });
+    $("p-source").addEventListener("change", (e) => setPview("source", e.target.value));
+    $("p-hs").addEventListener("change", (e) => setPview("hs", e.target.value));
+    $("p-quality").addEventListener("change", (e) => setPview("quality", e.target.value));
+    $("p-state").addEventListener("change", (e) => setPview("state", e.target.value));
+    $("p-test-source").addEventListener("click", (e) => {
+      if (e.currentTarget.dataset.mode === "end") endSourceTest(S.pview.source); else askTest({ source: S.pview.source });
+    });
+    // the slow fields: never faster than the stream (readings come at most once a second)
+    setInterval(() => { if (S.connected && !document.hidden && S.pview.view === "points") refreshPoints(); }, 5000);
+    setInterval(() => { if (S.connected && !document.hidden && S.pview.view !== "points") refreshTests(); }, 15000);
+    setInterval(() => { if (S.connected && !document.hidden) refreshInUse(); }, 60000);
     const setView = (k, v) => { S.view[k] = v; saveView(); renderAlarms(); };
     $("f-text").addEventListener("input", (e) => setView("q", e.target.value.trim()));
     $("f-hs").addEventListener("change", (e) => setView("hs", e.target.value));
