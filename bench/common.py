@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from devkit.webapp import serve
+
 BASE_MS = 1_732_300_000_000
 
 
@@ -142,13 +144,7 @@ class Receiver:
     _runner: web.AppRunner | None = None
 
     async def start(self) -> Receiver:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site.port  # the bound port once started (port 0 asks for a free one)
+        self._runner, self.port = await serve(self._handle)
         return self
 
     async def stop(self) -> None:

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from alerting import AlarmEvent
 from devkit.services import Influxd, Mosquitto, free_port
+from devkit.webapp import serve
 from gateway.core.config import Tag
 from gateway.supervisor import Gateway
 from gateway.validate import validate_file
@@ -185,11 +186,7 @@ class DemoPhones:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=1024 * 1024)
-        app.router.add_route("*", "/{topic:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner, _ = await serve(self._handle, port=self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -82,6 +82,7 @@ STAGE=$BUILD/$NAME
 rm -rf "$STAGE"
 cp -a "$BUILD/pyi-dist/hazardgw" "$STAGE"
 install -m 0755 "$ROOT/packaging/install.sh" "$ROOT/packaging/uninstall.sh" "$STAGE/"
+install -m 0644 "$ROOT/packaging/install-lib.sh" "$STAGE/"
 install -m 0644 "$ROOT/packaging/INSTALL.txt" "$STAGE/"
 install -d -m 0755 "$STAGE/share"
 install -m 0644 "$ROOT/deploy/hazardgw.service" "$STAGE/share/hazardgw.service"

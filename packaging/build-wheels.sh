@@ -84,7 +84,8 @@ for arch in "${ARCHES[@]}"; do
         )
         install -m 0755 "$ROOT/packaging/install-wheels.sh" "$ROOT/packaging/install.sh" \
             "$ROOT/packaging/uninstall.sh" "$STAGE/"
-        install -m 0644 "$ROOT/packaging/INSTALL.txt" "$ROOT/requirements.lock" "$STAGE/"
+        install -m 0644 "$ROOT/packaging/install-lib.sh" "$ROOT/packaging/INSTALL.txt" "$ROOT/requirements.lock" \
+            "$STAGE/"
         install -m 0644 "$ROOT/deploy/hazardgw.service" "$STAGE/share/hazardgw.service"
         install -m 0644 "$ROOT/config/demo-site.yaml" "$STAGE/share/site.example.yaml"
         install -m 0644 "$ROOT/packaging/hazardgw.env.example" "$STAGE/share/hazardgw.env.example"

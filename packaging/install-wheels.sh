@@ -88,7 +88,7 @@ else
     pip_offline "$DEST/bin/python" -m pip install -q --no-deps "hazardgw==$VERSION"
     ln -sfn bin/hazardgw "$DEST/hazardgw"
     install -m 0755 "$HERE/install.sh" "$HERE/uninstall.sh" "$DEST/"
-    install -m 0644 "$HERE/BUILDINFO" "$HERE/INSTALL.txt" "$DEST/"
+    install -m 0644 "$HERE/install-lib.sh" "$HERE/BUILDINFO" "$HERE/INSTALL.txt" "$DEST/"
     cp -r "$HERE/share" "$DEST/share"
     "$DEST/hazardgw" --help >/dev/null
     rm -f "$DEST/.incomplete"

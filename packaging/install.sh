@@ -26,16 +26,14 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROG=install.sh
+[ -r "$HERE/install-lib.sh" ] || { echo "$PROG: error: $HERE/install-lib.sh is missing (it ships beside $PROG)" >&2; exit 1; }
+# shellcheck source=packaging/install-lib.sh
+. "$HERE/install-lib.sh"
 ROOT=""
 ROLLBACK=0
 FORCE=0
 IN_PLACE=0      # the files are already in /opt/hazardgw/<version> (install-wheels.sh, the .deb)
 UNIT_DEST=""    # default: $ROOT/etc/systemd/system; the .deb ships its unit in /lib/systemd/system
-
-say() { printf '%s: %s\n' "$PROG" "$*"; }
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
-
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -49,12 +47,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ -n "$ROOT" ]; then
-    [ -d "$ROOT" ] || die "--root $ROOT: no such directory"
-    ROOT=$(cd "$ROOT" && pwd)
-elif [ "$(id -u)" != 0 ]; then
-    die "run as root (sudo $0), or pass --root DIR"
-fi
+resolve_root
 
 OPT=$ROOT/opt/hazardgw
 ETC=$ROOT/etc/hazardgw
@@ -63,8 +56,6 @@ UNIT=${UNIT_DEST:-$ROOT/etc/systemd/system/hazardgw.service}
 
 # key=value lines written by packaging/build-bundle.sh or build-wheels.sh
 buildinfo() { sed -n "s/^$2=//p" "$1/BUILDINFO" 2>/dev/null | head -n 1; }
-
-systemd_running() { [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 
 # ------------------------------------------------------------------ helpers
 
@@ -230,8 +221,7 @@ summary() {
 
 # A box where the .deb is installed is managed by dpkg (upgrade: dpkg -i, rollback: dpkg -i
 # of the old .deb); the .deb's own postinst calls this script with --unit-installed-at.
-if [ -z "$ROOT" ] && [ -z "$UNIT_DEST" ] && command -v dpkg-query >/dev/null 2>&1 \
-        && dpkg-query -W -f='${Status}' hazardgw 2>/dev/null | grep ' installed$' >/dev/null; then
+if [ -z "$UNIT_DEST" ] && deb_installed; then
     die "hazardgw is installed from the .deb here: upgrade with dpkg -i / apt install ./hazardgw_<version>_<arch>.deb"
 fi
 

@@ -8,35 +8,31 @@
 #   ./uninstall.sh [--root DIR]
 set -euo pipefail
 
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROG=uninstall.sh
 ROOT=""
-say() { printf '%s: %s\n' "$PROG" "$*"; }
-die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+[ -r "$HERE/install-lib.sh" ] || { echo "$PROG: error: $HERE/install-lib.sh is missing (it ships beside $PROG)" >&2; exit 1; }
+# shellcheck source=packaging/install-lib.sh
+. "$HERE/install-lib.sh"
 
 while [ $# -gt 0 ]; do
     case $1 in
         --root) [ $# -ge 2 ] || die "--root needs a directory"; ROOT=${2%/}; shift 2 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) usage; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
 
-if [ -n "$ROOT" ]; then
-    [ -d "$ROOT" ] || die "--root $ROOT: no such directory"
-    ROOT=$(cd "$ROOT" && pwd)
-elif [ "$(id -u)" != 0 ]; then
-    die "run as root (sudo $0), or pass --root DIR"
-fi
+resolve_root
 
-if [ -z "$ROOT" ] && command -v dpkg-query >/dev/null 2>&1 \
-        && dpkg-query -W -f='${Status}' hazardgw 2>/dev/null | grep ' installed$' >/dev/null; then
+if deb_installed; then
     die "hazardgw is installed from the .deb here: apt remove hazardgw (keeps config and data too)"
 fi
 
 OPT=$ROOT/opt/hazardgw
 UNIT=$ROOT/etc/systemd/system/hazardgw.service
 
-if [ -z "$ROOT" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+if systemd_running; then
     systemctl disable --now hazardgw 2>/dev/null || true
     rm -f "$UNIT"
     systemctl daemon-reload

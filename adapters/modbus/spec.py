@@ -21,8 +21,10 @@ from gateway.core.sources import (
     SourceContext,
     SourceProblem,
     SourceSpec,
+    listed_points,
     merged_point,
-    number_cell,
+    number_cells,
+    point_cells,
 )
 from gateway.core.yamlsrc import Path_
 
@@ -73,11 +75,7 @@ class ModbusSpec(SourceSpec):
         return build_modbus_sources(cast(Sequence[ModbusConfig], configs), ctx)
 
     def raw_points(self, source: Mapping[str, Any]) -> Iterator[tuple[Path_, Mapping[str, Any]]]:
-        points = source.get("points")
-        if isinstance(points, list):
-            for k, p in enumerate(points):
-                if isinstance(p, dict):
-                    yield ("points", k), p
+        return listed_points(source)
 
     def check_raw(self, source: Mapping[str, Any]) -> Iterator[tuple[Path_, str]]:
         """A ``fault`` status point is a point of the same source, and not the point itself."""
@@ -112,9 +110,7 @@ class ModbusSpec(SourceSpec):
             a = p.get("address")
             if a is not None:
                 cells["address"] = str(a) if modicon else f"{p.get('table', 'holding')}:{a}"
-            for key in ("type", "byte_order", "scale", "offset"):
-                if p.get(key) is not None:
-                    cells[key] = str(p[key])
+            cells.update(point_cells(p, ("type", "byte_order", "scale", "offset")))
             yield p["tag"], cells
 
     def import_point(
@@ -155,12 +151,9 @@ class ModbusSpec(SourceSpec):
             choices = ", ".join(BYTE_ORDERS)
             problems.append(ColumnProblem("byte_order", f"{row['byte_order']!r} is not one of {choices}"))
         values["byte_order"] = order or None
-        for key in ("scale", "offset"):
-            text = row.get(key, "")
-            try:
-                values[key] = number_cell(text) if text else None
-            except ValueError:
-                problems.append(ColumnProblem(key, f"{text!r} is not a number"))
+        numbers, bad = number_cells(row, ("scale", "offset"))
+        values.update(numbers)
+        problems += bad
         if problems:
             return problems
         return PointPlacement(("points",), merged_point(existing, values))

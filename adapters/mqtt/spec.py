@@ -21,7 +21,8 @@ from gateway.core.sources import (
     SourceContext,
     SourceSpec,
     merged_point,
-    number_cell,
+    number_cells,
+    point_cells,
 )
 from gateway.core.yamlsrc import Path_
 
@@ -140,9 +141,7 @@ class MqttSpec(SourceSpec):
                     if select is None:
                         continue
                     cells = {"topic": _fill(topic, p.get("match")), "path": str(select)}
-                for key in ("scale", "offset"):
-                    if p.get(key) is not None:
-                        cells[key] = str(p[key])
+                cells.update(point_cells(p, ("scale", "offset")))
                 yield p["tag"], cells
 
     def import_point(
@@ -156,12 +155,9 @@ class MqttSpec(SourceSpec):
             problems.append(ColumnProblem("path", "an MQTT point needs what selects its value: a JSON path "
                                                   "(e.g. $.lel), a record key or a Sparkplug metric name"))
         values: dict[str, Any] = {"tag": row["id"]}
-        for key in ("scale", "offset"):
-            text = row.get(key, "")
-            try:
-                values[key] = number_cell(text) if text else None
-            except ValueError:
-                problems.append(ColumnProblem(key, f"{text!r} is not a number"))
+        numbers, bad = number_cells(row, ("scale", "offset"))
+        values.update(numbers)
+        problems += bad
         if problems:
             return problems
         subs = source.get("subscriptions")

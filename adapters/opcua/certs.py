@@ -17,7 +17,6 @@ never overwritten without ``force``.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 import socket
 from dataclasses import dataclass
@@ -49,9 +48,11 @@ def make_certificate(
 ) -> tuple[bytes, bytes]:
     """(certificate DER, private key PEM) of a new self-signed application certificate."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    from gateway.core.tls import build_self_signed, host_name, private_pem
 
     if not uri or any(c.isspace() for c in uri) or ":" not in uri:
         raise CertError(f"application URI {uri!r} must be a URI such as urn:plant-a:hazardgw")
@@ -64,37 +65,16 @@ def make_certificate(
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hazardgw"),
     ])
     now = dt.datetime.now(dt.UTC)
-    alt: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
-    try:
-        alt.append(x509.IPAddress(ipaddress.ip_address(host)))
-    except ValueError:
-        alt.append(x509.DNSName(host))
-    usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=True, key_encipherment=True, data_encipherment=True,
-                key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    cert = build_self_signed(
+        key, name, [x509.UniformResourceIdentifier(uri), host_name(host)], now=now,
+        not_after=now + dt.timedelta(days=days), ca=False,
+        usage=x509.KeyUsage(
+            digital_signature=True, content_commitment=True, key_encipherment=True, data_encipherment=True,
+            key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+        ),
+        extended=[ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []),
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.DER), key_pem
+    return cert.public_bytes(serialization.Encoding.DER), private_pem(key)
 
 
 def make_client_cert(

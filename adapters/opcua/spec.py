@@ -19,7 +19,9 @@ from gateway.core.sources import (
     SourceContext,
     SourceProblem,
     SourceSpec,
+    listed_points,
     merged_point,
+    point_cells,
 )
 from gateway.core.yamlsrc import Path_
 
@@ -35,11 +37,7 @@ class OpcuaSpec(SourceSpec):
         return [OpcuaAdapter(cast(OpcuaSource, c), ctx) for c in configs]
 
     def raw_points(self, source: Mapping[str, Any]) -> Iterator[tuple[Path_, Mapping[str, Any]]]:
-        points = source.get("points")
-        if isinstance(points, list):
-            for k, p in enumerate(points):
-                if isinstance(p, dict):
-                    yield ("points", k), p
+        return listed_points(source)
 
     def check(self, configs: Sequence[SourceConfig], tags: Mapping[str, Tag]) -> list[SourceProblem]:
         from adapters.opcua.checks import check_opcua_sources
@@ -55,8 +53,7 @@ class OpcuaSpec(SourceSpec):
         for _, p in self.raw_points(source):
             if not isinstance(p.get("tag"), str):
                 continue
-            cells = {k: str(p[k]) for k in ("node", "path") if p.get(k) is not None}
-            yield p["tag"], cells
+            yield p["tag"], point_cells(p, ("node", "path"))
 
     def import_point(
         self, source: MutableMapping[str, Any], row: Mapping[str, str], existing: Mapping[str, Any] | None

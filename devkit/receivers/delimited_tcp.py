@@ -23,6 +23,7 @@ import ssl
 from typing import Any
 
 from devkit.receivers.mapped import MappedReceiver
+from devkit.receivers.stream import StreamPlatform
 from gateway.uplink.delimited import FrameReader
 from gateway.uplink.generic import dumps
 from gateway.uplink.mapping import Mapping
@@ -30,36 +31,18 @@ from gateway.uplink.mapping import Mapping
 FAIL = "-1"
 
 
-class DelimitedTcpPlatform(MappedReceiver):
+class DelimitedTcpPlatform(MappedReceiver, StreamPlatform):
     def __init__(self, mapping: str | Mapping, options: dict[str, Any], *,
                  ssl_context: ssl.SSLContext | None = None) -> None:
-        super().__init__(mapping, options)
+        MappedReceiver.__init__(self, mapping, options)
+        StreamPlatform.__init__(self, ssl_context)
         tcp = self.mapping.tcp
         assert tcp is not None, f"mapping {self.mapping.name} has no tcp: section"
         self.tcp = tcp
         self.delimiter = tcp.delimiter.encode("utf-8")
-        self.ssl_context = ssl_context
         self.drop_after: int | None = None
         self.connections = 0
         self.frame_errors: list[str] = []
-        self.port: int | None = None
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._handle, host, port, ssl=self.ssl_context)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for w in list(self._writers):
-            w.close()
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5.0)
 
     async def request(self, kind: str = "meta") -> int:
         """Send the mapping's request frame for ``kind`` to every connection; how many got it."""
@@ -70,8 +53,7 @@ class DelimitedTcpPlatform(MappedReceiver):
             await w.drain()
         return len(self._writers)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         frames = FrameReader(reader, self.delimiter, self.tcp.max_frame)
         n = 0
@@ -85,15 +67,8 @@ class DelimitedTcpPlatform(MappedReceiver):
                     return  # close without answering
                 writer.write(self._answer(raw, received, error))
                 await writer.drain()
-        except ValueError as e:
+        except ValueError as e:  # the gateway broke the framing: record why, drop the connection
             self.frame_errors.append(str(e))
-        except (asyncio.IncompleteReadError, OSError):
-            return
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
     def _answer(self, raw: bytes, received: Any, error: str | None) -> bytes:
         ack = self.tcp.ack

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from devkit.receivers.mapped import MappedReceiver
+from devkit.webapp import serve
 from gateway.uplink.mapping import Mapping
 
 FAIL = -1
@@ -42,13 +43,8 @@ class HttpPlatform(MappedReceiver):
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=self.ssl_context)
-        await site.start()
-        self.port = site.port  # the bound port once started (port 0 asks for a free one)
+        self._runner, self.port = await serve(self._handle, host, port, ssl_context=self.ssl_context,
+                                              client_max_size=16 * 1024 * 1024)
         return self.port
 
     async def stop(self) -> None:

@@ -20,7 +20,6 @@ the knob goes back to None).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import ssl
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from devkit.receivers.stream import StreamPlatform
 from gateway.uplink.tcp_aes import DEFAULT_KEY_ID, VERSION, FrameError, encode_frame, open_envelope, read_frame
 
 TYPES = frozenset({"realtime", "alarm", "heartbeat", "meta"})
@@ -43,41 +43,23 @@ class Received:
     payload: dict[str, Any]
 
 
-class AesTcpPlatform:
+class AesTcpPlatform(StreamPlatform):
     def __init__(
         self, key: bytes, *, key_id: str = DEFAULT_KEY_ID, ent: str | None = None, username: str | None = None,
         password: str | None = None, ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        super().__init__(ssl_context)
         self._aead = AESGCM(key)
         self.key_id = key_id
         self.ent = ent  # None: accept any enterprise code
         self.username = username  # None: no credential check
         self.password = password
-        self.ssl_context = ssl_context
         self.received: list[Received] = []
         self.errors: list[str] = []  # reasons sent in ok:false acks (and logins refused)
         self.logins = 0  # successful logins
         self.refuse_login = False
         self.reject_types: set[str] = set()
         self.drop_after: int | None = None
-        self.port: int | None = None
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._handle, host, port, ssl=self.ssl_context)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for w in list(self._writers):
-            w.close()
-        if server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5.0)
 
     def msg_ids(self) -> list[str | None]:
         """The msgIds received, duplicates removed (first arrival order): what a platform keeps
@@ -85,21 +67,13 @@ class AesTcpPlatform:
         return list(dict.fromkeys(r.payload.get("msgId") for r in self.received))
 
     # ------------------------------------------------------------------ connection
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await self._session(reader, writer)
+            await self._frames(reader, writer)
         except FrameError as e:  # the gateway broke the framing: record why, drop the connection
             self.errors.append(f"frame: {e}")
-        except (asyncio.IncompleteReadError, OSError):
-            return  # the gateway went away
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
-    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _frames(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         error = self._login_error(await read_frame(reader))
         await self._ack(writer, 0, error)
         if error is not None:

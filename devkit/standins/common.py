@@ -8,6 +8,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from devkit.webapp import serve
+
 
 @dataclass
 class Call:
@@ -39,13 +41,7 @@ class StandinServer:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> Self:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site.port  # the bound port once started (port 0 asks for a free one)
+        self._runner, self.port = await serve(self.handle)
         return self
 
     async def stop(self) -> None:

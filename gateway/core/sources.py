@@ -12,7 +12,7 @@ sources only through the spec, so it never names a source type.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -239,3 +239,35 @@ def number_cell(text: str) -> int | float:
     if v != v or v in (float("inf"), float("-inf")):
         raise ValueError(f"{text!r} is not a finite number")
     return v
+
+
+def listed_points(source: Mapping[str, Any], key: str = "points") -> Iterator[tuple[Path_, Mapping[str, Any]]]:
+    """The point entries of a raw source entry that keeps them in one list (``points:``), with
+    their paths (for :meth:`SourceSpec.raw_points`)."""
+    points = source.get(key)
+    if isinstance(points, list):
+        for k, p in enumerate(points):
+            if isinstance(p, dict):
+                yield (key, k), p
+
+
+def point_cells(point: Mapping[str, Any], columns: Iterable[str]) -> dict[str, str]:
+    """The cells of ``columns`` a raw point entry sets, as text (for :meth:`SourceSpec.export_rows`)."""
+    return {k: str(point[k]) for k in columns if point.get(k) is not None}
+
+
+def number_cells(
+    row: Mapping[str, str], columns: Iterable[str]
+) -> tuple[dict[str, int | float | None], list[ColumnProblem]]:
+    """The number cells of a tag-list row (``scale``, ``offset`` ...): {column: number, or None
+    for an empty cell (the key is removed)}, and a problem per cell that is not a number (for
+    :meth:`SourceSpec.import_point`)."""
+    values: dict[str, int | float | None] = {}
+    problems: list[ColumnProblem] = []
+    for key in columns:
+        text = row.get(key, "")
+        try:
+            values[key] = number_cell(text) if text else None
+        except ValueError:
+            problems.append(ColumnProblem(key, f"{text!r} is not a number"))
+    return values, problems

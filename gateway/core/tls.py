@@ -7,6 +7,9 @@
 * :func:`check_server_files`: what ``hazardgw check`` says about ``api.tls`` (readable, PEM,
   key matches the certificate, expiry, the host names it is valid for).
 * :func:`self_signed`: a certificate and key for sites without a PKI (``hazardgw tls self-signed``).
+* :func:`build_self_signed`, :func:`host_name`, :func:`private_pem`: the one way to make a
+  self-signed certificate, used by :func:`self_signed` and by the OPC UA application
+  instance certificates (adapters/opcua/certs.py), which differ only in key and extensions.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 #: TLS 1.2 suites: ECDHE key exchange (forward secrecy) with AES-GCM or ChaCha20-Poly1305
 #: (Mozilla's "intermediate" list without DHE). TLS 1.3 suites are all AEAD and always on.
@@ -177,6 +180,53 @@ class SelfSigned:
     not_after: dt.datetime
 
 
+def host_name(host: str) -> x509.GeneralName:
+    """A subjectAltName entry for ``host``: its IP address, else a DNS name."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def build_self_signed(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    name: x509.Name,
+    alt: list[x509.GeneralName],
+    *,
+    now: dt.datetime,
+    not_after: dt.datetime,
+    ca: bool,
+    usage: x509.KeyUsage,
+    extended: list[ObjectIdentifier],
+) -> x509.Certificate:
+    """A certificate for ``key`` signed by itself (SHA-256): subject = issuer = ``name``,
+    valid from 5 minutes before ``now`` (clocks differ) to ``not_after``, subjectAltName
+    ``alt``, basic constraints (``ca``: a CA that signs only itself, as clients that import a
+    self-signed certificate expect) and ``usage`` critical, extended key usage ``extended``,
+    subject key identifier."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(extended), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def private_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    """The key as unencrypted PKCS#8 PEM (the gateway reads it unattended: keep the file 0600)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
 def self_signed(hosts: Iterable[str], *, days: int = 825, now: dt.datetime | None = None) -> SelfSigned:
     """An ECDSA P-256 self-signed server certificate valid for ``hosts`` (DNS names or IP
     addresses, all in subjectAltName) for ``days`` days. Trust it on the clients (import
@@ -186,37 +236,20 @@ def self_signed(hosts: Iterable[str], *, days: int = 825, now: dt.datetime | Non
         raise ValueError("at least one host name or address")
     now = now or dt.datetime.now(dt.UTC)
     key = ec.generate_private_key(ec.SECP256R1())
-    alt: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            alt.append(x509.DNSName(h))
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0][:64]),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hazardgw (self-signed)")])
     not_after = now + dt.timedelta(days=days)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    cert = build_self_signed(
+        key, name, [host_name(h) for h in hosts], now=now, not_after=not_after, ca=True,
+        usage=x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
+                            key_encipherment=False, data_encipherment=False, key_agreement=False,
+                            crl_sign=False, encipher_only=False, decipher_only=False),
+        extended=[ExtendedKeyUsageOID.SERVER_AUTH],
     )
     fp = cert.fingerprint(hashes.SHA256()).hex().upper()
     return SelfSigned(
         cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()),
+        key_pem=private_pem(key),
         sha256=":".join(fp[i:i + 2] for i in range(0, len(fp), 2)),
         not_after=not_after,
     )

@@ -23,14 +23,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from gateway.core.ratelog import RateLimitedLog
-from gateway.core.tls import load_client_context
-from gateway.uplink.mapping import Mapping, TcpSpec, dotted, escape_char, matches
+from gateway.uplink.connection import hand_request, open_stream, reason, tcp_endpoint, tls_context, wait_closed
+from gateway.uplink.mapping import Mapping, TcpSpec, dotted, escape_char, matches, request_kind
 from gateway.uplink.profile import Message, Transport, TransportError
 
 if TYPE_CHECKING:
@@ -38,7 +36,6 @@ if TYPE_CHECKING:
     from gateway.uplink.mapped import Sealer
 
 log = logging.getLogger(__name__)
-CONNECT_TIMEOUT = 10.0
 
 
 def escape_frame(text: str, delimiter: str, char: str) -> str:
@@ -85,12 +82,7 @@ class DelimitedTcpTransport(Transport):
         self.spec: TcpSpec = mapping.tcp
         self.requests = mapping.spec.requests
         self.sealer = sealer
-        u = urlsplit(uplink.url)
-        self.tls = u.scheme == "tls"
-        self.host = u.hostname or "localhost"
-        if u.port is None:
-            raise ValueError("uplink.url needs a port: tcp://host:port or tls://host:port")
-        self.port = u.port
+        self.tls, self.host, self.port = tcp_endpoint(uplink.url)
         self.delimiter = self.spec.delimiter
         self._escape = escape_char(self.delimiter) or self.delimiter[0]
         self._writer: asyncio.StreamWriter | None = None
@@ -113,17 +105,8 @@ class DelimitedTcpTransport(Transport):
 
     async def connect(self) -> None:
         await self.close()
-        ctx: ssl.SSLContext | None = None
-        if self.tls:
-            try:
-                ctx = await load_client_context(self.uplink.ca, self.uplink.cert, self.uplink.key)
-            except (OSError, ssl.SSLError) as e:
-                raise TransportError(f"TLS settings: {e}") from None
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=ctx), CONNECT_TIMEOUT)
-        except (OSError, ssl.SSLError, TimeoutError) as e:
-            raise TransportError(f"cannot connect to {self.describe()}: {str(e) or type(e).__name__}") from None
+        ctx = await tls_context(self.uplink) if self.tls else None
+        reader, writer = await open_stream(self.host, self.port, ctx, self.describe())
         self._writer = writer
         self._closed_why = None
         frames = FrameReader(reader, self.delimiter.encode("utf-8"), self.spec.max_frame)
@@ -168,15 +151,10 @@ class DelimitedTcpTransport(Transport):
                 if not fut.done():
                     fut.set_result(doc)
                 return
-        for kind, rule in self.requests.items():
-            if matches(rule, doc):
-                self.requests_seen += 1
-                if self.request_handler is not None:
-                    try:
-                        self.request_handler(kind)
-                    except Exception:
-                        log.exception("uplink: handling the platform's %s request failed", kind)
-                return
+        kind = request_kind(self.requests, doc)
+        if kind is not None:
+            hand_request(self, kind)
+            return
         self.unmatched += 1
         self._rlog.warning("unmatched", "uplink: a frame from %s matches no pending message nor request "
                            "(%d so far)", self.describe(), self.unmatched)
@@ -231,7 +209,7 @@ class DelimitedTcpTransport(Transport):
                     if ack.ok is not None and not matches(ack.ok, doc):
                         got = dotted(doc, ack.ok.field)
                         raise TransportError(f"the platform rejected message {key}: {ack.ok.field}="
-                                             f"{str(got)[:40]} {_reason(doc)}")
+                                             f"{str(got)[:40]}{reason(doc)}")
         except TimeoutError:
             n = sum(1 for _, f in window if not f.done())
             raise TransportError(f"no acknowledgement for {n} message(s) within {ack.timeout:g} s") from None
@@ -256,8 +234,7 @@ class DelimitedTcpTransport(Transport):
             _settle(fut)
         self._pending.clear()
         if writer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
+            await wait_closed(writer)
 
 
 def _settle(fut: asyncio.Future[Any]) -> None:
@@ -266,11 +243,3 @@ def _settle(fut: asyncio.Future[Any]) -> None:
         fut.cancel()
     elif not fut.cancelled():
         fut.exception()
-
-
-def _reason(doc: dict[str, Any]) -> str:
-    for k in ("msg", "message", "error", "reason"):
-        v = doc.get(k)
-        if isinstance(v, str) and v:
-            return f"({v[:160]})"
-    return ""

@@ -20,27 +20,22 @@ the point registration again.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import logging
-import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.core.tls import load_client_context
-from gateway.uplink.mapping import Mapping, dotted, matches
+from gateway.uplink.connection import hand_request, open_stream, reason, tls_context, wait_closed
+from gateway.uplink.mapping import Mapping, dotted, matches, request_kind
 from gateway.uplink.profile import Message, Transport, TransportError
 
 if TYPE_CHECKING:
     from gateway.core.config import Uplink
     from gateway.uplink.mapped import Sealer
 
-log = logging.getLogger(__name__)
-CONNECT_TIMEOUT = 10.0
 MAX_RESPONSE = 1024 * 1024
 
 
@@ -75,19 +70,11 @@ class HttpTransport(Transport):
 
     async def connect(self) -> None:
         await self.close()
-        ctx: ssl.SSLContext | None = None
-        if self.tls:
-            try:
-                ctx = await load_client_context(self.uplink.ca, self.uplink.cert, self.uplink.key)
-            except (OSError, ssl.SSLError) as e:
-                raise TransportError(f"TLS settings: {e}") from None
-        try:  # is the platform there at all? (else: backoff in the core, not a failed send per message)
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-        except (OSError, TimeoutError) as e:
-            raise TransportError(f"cannot connect to {self.describe()}: {str(e) or type(e).__name__}") from None
+        ctx = await tls_context(self.uplink) if self.tls else None
+        # is the platform there at all? (else: backoff in the core, not a failed send per message)
+        _, writer = await open_stream(self.host, self.port, None, self.describe())
+        writer.close()
+        await wait_closed(writer)
         connector = aiohttp.TCPConnector(ssl=ctx if ctx is not None else False, limit=1)
         self._session = aiohttp.ClientSession(connector=connector,
                                               timeout=aiohttp.ClientTimeout(total=self.spec.timeout))
@@ -125,24 +112,17 @@ class HttpTransport(Transport):
             doc = json.loads(raw.decode("utf-8")) if raw else None
         self._requests(doc)
         if status not in self.spec.success.status:
-            raise TransportError(f"POST {path or '/'}: the platform answered HTTP {status}{_reason(doc)}")
+            raise TransportError(f"POST {path or '/'}: the platform answered HTTP {status}{reason(doc)}")
         rule = self.spec.success.body
         if rule is not None and not matches(rule, doc):
             got = dotted(doc, rule.field) if isinstance(doc, dict) else "(not JSON)"
             raise TransportError(f"POST {path or '/'}: the platform rejected it: {rule.field}={str(got)[:40]}"
-                                 f"{_reason(doc)}")
+                                 f"{reason(doc)}")
 
     def _requests(self, doc: Any) -> None:
-        if doc is None:
-            return
-        for kind, rule in self.requests.items():
-            if matches(rule, doc):
-                self.requests_seen += 1
-                if self.request_handler is not None:
-                    try:
-                        self.request_handler(kind)
-                    except Exception:
-                        log.exception("uplink: handling the platform's %s request failed", kind)
+        kind = request_kind(self.requests, doc) if doc is not None else None
+        if kind is not None:
+            hand_request(self, kind)
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -150,12 +130,3 @@ class HttpTransport(Transport):
         if session is not None:
             with contextlib.suppress(Exception):
                 await session.close()
-
-
-def _reason(doc: Any) -> str:
-    if isinstance(doc, dict):
-        for k in ("msg", "message", "error", "reason"):
-            v = doc.get(k)
-            if isinstance(v, str) and v:
-                return f" ({v[:160]})"
-    return ""

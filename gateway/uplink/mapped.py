@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 from gateway.core.problems import Problem
 from gateway.uplink import codes
 from gateway.uplink.ciphers import KEY_FORMATS, BodyCipher, CipherError, make_cipher
+from gateway.uplink.connection import port_of
 from gateway.uplink.generic import dumps
 from gateway.uplink.mapping import (
     Env,
@@ -331,11 +332,7 @@ def _config_problems(mapping: Mapping, config: SiteConfig, up: Uplink) -> list[P
         err(("uplink", "url"), f"mapping {mapping.name} sends over {', '.join(mapping.schemes())}: "
                                f"url {u.scheme}:// does not fit (the mapping has no {u.scheme} section)")
     elif u.scheme in ("tcp", "tls"):
-        try:
-            port = u.port
-        except ValueError:
-            port = None
-        if port is None:
+        if port_of(u) is None:
             err(("uplink", "url"), "url needs a port: tcp://host:port or tls://host:port")
         if mapping.tcp is not None and mapping.tcp.ack.match is None:
             err(("uplink", "mapping"), f"mapping {mapping.name} has no acknowledgement (tcp.ack.match: null): a "

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -51,6 +51,7 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 STATUS_WORDS = ("HH", "H", "L", "LL", "normal")
 ALARM_TYPES = ("HH", "H", "L", "LL", "ROC", "STALE", "BAD", "FROZEN", "DISCRETE", "VOTE")
 GRADE_NAMES = {1: "一级", 2: "二级", 3: "三级", 4: "四级"}
+_K = TypeVar("_K", bound=str)
 
 
 # =========================================================================== file schema
@@ -942,6 +943,14 @@ def _same(a: Any, b: Any) -> bool:
 def matches(rule: MatchRule, doc: Any) -> bool:
     v = dotted(doc, rule.field)
     return any(_same(v, x) for x in rule.in_)
+
+
+def request_kind(rules: dict[_K, MatchRule], doc: Any) -> _K | None:
+    """Which of the mapping's ``requests:`` a document from the platform is (None: none)."""
+    for kind, rule in rules.items():
+        if matches(rule, doc):
+            return kind
+    return None
 
 
 def compile_mapping(spec: MappingFile, file: str) -> tuple[Mapping | None, list[tuple[Path_, str]]]:

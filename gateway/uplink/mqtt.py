@@ -20,14 +20,13 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from gateway.core import mqttclient
-from gateway.core.tls import load_client_context
+from gateway.uplink.connection import CONNECT_TIMEOUT, tls_context
 from gateway.uplink.profile import Message, Transport, TransportError
 
 if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.core.config import Uplink
 
-CONNECT_TIMEOUT = 10.0
 
 
 class MqttTransport(Transport):
@@ -58,10 +57,7 @@ class MqttTransport(Transport):
         await self.close()
         kw: dict[str, Any] = {}
         if self.tls:
-            try:
-                kw["tls_context"] = await load_client_context(self.uplink.ca, self.uplink.cert, self.uplink.key)
-            except (OSError, ssl.SSLError) as e:
-                raise TransportError(f"TLS settings: {e}") from None
+            kw["tls_context"] = await tls_context(self.uplink)
         if self.uplink.username is not None:
             kw["username"] = self.uplink.username
             pw = self.uplink.password

@@ -45,11 +45,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import os
 import re
-import ssl
 import struct
 import time
 from collections import deque
@@ -59,7 +57,7 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.core.tls import load_client_context
+from gateway.uplink.connection import open_stream, port_of, tcp_endpoint, tls_context, wait_closed
 from gateway.uplink.generic import GenericProfile, dumps
 from gateway.uplink.profile import Message, Transport, TransportError
 
@@ -70,7 +68,6 @@ if TYPE_CHECKING:
 VERSION = 1
 MAX_FRAME = 16 * 1024 * 1024
 NONCE_BYTES = 12
-CONNECT_TIMEOUT = 10.0
 DEFAULT_KEY_ID = "1"
 DEFAULT_MAX_INFLIGHT = 32
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
@@ -154,12 +151,7 @@ class AesTcpTransport(Transport):
         max_inflight: int = DEFAULT_MAX_INFLIGHT,
     ) -> None:
         self.uplink = uplink
-        u = urlsplit(uplink.url)
-        self.tls = u.scheme == "tls"
-        self.host = u.hostname or "localhost"
-        if u.port is None:
-            raise ValueError("uplink.url needs a port: tcp://host:port or tls://host:port")
-        self.port = u.port
+        self.tls, self.host, self.port = tcp_endpoint(uplink.url)
         self.ent = ent
         self.key_id = key_id
         self.ack_timeout = ack_timeout
@@ -179,17 +171,8 @@ class AesTcpTransport(Transport):
 
     async def connect(self) -> None:
         await self.close()
-        ctx: ssl.SSLContext | None = None
-        if self.tls:
-            try:
-                ctx = await load_client_context(self.uplink.ca, self.uplink.cert, self.uplink.key)
-            except (OSError, ssl.SSLError) as e:
-                raise TransportError(f"TLS settings: {e}") from None
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=ctx), CONNECT_TIMEOUT)
-        except (OSError, ssl.SSLError, TimeoutError) as e:
-            raise TransportError(f"cannot connect to {self.describe()}: {str(e) or type(e).__name__}") from None
+        ctx = await tls_context(self.uplink) if self.tls else None
+        reader, writer = await open_stream(self.host, self.port, ctx, self.describe())
         self._reader, self._writer, self._seq = reader, writer, 0
         pw = self.uplink.password
         login = dumps({"username": self.uplink.username, "password": pw.get_secret_value() if pw else None})
@@ -272,8 +255,7 @@ class AesTcpTransport(Transport):
         writer = self._writer
         self._abort()
         if writer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 2.0)
+            await wait_closed(writer)
 
 
 def _error_text(ack: dict[str, Any]) -> str:
@@ -305,11 +287,7 @@ class AesTcpProfile(GenericProfile):
         if u.scheme not in ("tcp", "tls"):
             problems.append(f"profile {uplink.profile} sends over TCP: url must be tcp:// or tls://")
         else:
-            try:
-                port = u.port
-            except ValueError:
-                port = None
-            if port is None:
+            if port_of(u) is None:
                 problems.append(f"profile {uplink.profile}: url needs a port (tcp://host:port or tls://host:port)")
         opts = dict(uplink.options)
         if "keepalive" in opts:  # an MQTT setting: this transport has none

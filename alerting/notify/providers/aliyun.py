@@ -38,7 +38,8 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import ClassVar
 from urllib.parse import quote, urlsplit
 
 from apprise.exception import AppriseImproperlyConfigured
@@ -50,8 +51,6 @@ from alerting.notify.providers.base import (
     ProviderResult,
     http_failure,
     json_body,
-    parse_common,
-    split,
 )
 
 ALGORITHM = "ACS3-HMAC-SHA256"
@@ -232,16 +231,14 @@ class AliyunSms(_AliyunPlugin):
     action: ClassVar[str] = "SendSms"
     default_endpoint: ClassVar[str] = "https://dysmsapi.aliyuncs.com"
     templates = ("{schema}://{user}:{password}@{sign}/{template}/{targets}",)
+    url_layout: ClassVar[tuple[str, ...]] = ("sign", "template")
 
     def validate(self) -> None:
         if not self.sign:
             raise AppriseImproperlyConfigured("aliyun-sms: the SMS sign name (短信签名, URL host) is missing")
         if not self.template:
             raise AppriseImproperlyConfigured("aliyun-sms: the template code (SMS_..., first path part) is missing")
-        if not self.phones:
-            raise AppriseImproperlyConfigured("aliyun-sms: no phone number after the template code")
-        if len(self.phones) > 1000:
-            raise AppriseImproperlyConfigured("aliyun-sms: at most 1000 phone numbers per URL")
+        self.check_some_phones(1000, after="template code")
         self.ident = self.sign
 
     def request_params(self, values: list[tuple[str, str]]) -> dict[str, str]:
@@ -252,28 +249,11 @@ class AliyunSms(_AliyunPlugin):
             "TemplateParam": _template_param(values),
         }
 
-    def url(self, privacy: bool = False, *args: Any, **kwargs: Any) -> str:
-        return "{}://{}{}/{}/{}?{}".format(
-            self.secure_protocol,
-            self.auth(privacy),
-            self.part(self.sign, privacy),
-            self.part(self.template, privacy),
-            "/".join(self.shown_phones(privacy)),
-            self.query(privacy, *args, **kwargs),
-        )
-
-    @staticmethod
-    def parse_url(url: str) -> dict[str, Any] | None:  # type: ignore[override]  # apprise passes the URL only
-        results = NotifyBase.parse_url(url, verify_host=False)
-        if not results:
-            return results
-        host, segs = split(results)
-        results["sign"] = NotifyBase.unquote(results["qsd"]["sign"]) if results["qsd"].get("sign") else host
-        if results["qsd"].get("sign"):
-            segs = ([host] if host else []) + segs
-        results["template"] = segs[0] if segs else None
-        results["targets"] = segs[1:]
-        return parse_common(results)
+    @classmethod
+    def url_parts(cls, qsd: Mapping[str, str], host: str, segs: list[str]) -> list[str]:
+        if qsd.get("sign"):  # ?sign=NAME: the host, if any, is the template code
+            return [NotifyBase.unquote(qsd["sign"]), *([host] if host else []), *segs]
+        return [host, *segs]
 
 
 class AliyunVoice(_AliyunPlugin):
@@ -290,6 +270,8 @@ class AliyunVoice(_AliyunPlugin):
         "volume": ("Volume", 0, 100),
         "speed": ("Speed", -500, 500),
     }
+    url_layout: ClassVar[tuple[str, ...]] = ("sign", "template")
+    option_keys: ClassVar[tuple[str, ...]] = tuple(_OPTIONS)
 
     def validate(self) -> None:
         if not self.sign:
@@ -300,10 +282,7 @@ class AliyunVoice(_AliyunPlugin):
             raise AppriseImproperlyConfigured(
                 "aliyun-voice: the TTS template code (TTS_..., first path part) is missing"
             )
-        if len(self.phones) != 1:
-            raise AppriseImproperlyConfigured(
-                "aliyun-voice: exactly one phone number per URL (one call; give each number its own URL)"
-            )
+        self.check_one_phone()
         for k, v in self.options.items():
             _name, lo, hi = self._OPTIONS[k]
             if not (v.lstrip("-").isdigit() and lo <= int(v) <= hi):
@@ -320,27 +299,3 @@ class AliyunVoice(_AliyunPlugin):
         for k, v in self.options.items():
             out[self._OPTIONS[k][0]] = v
         return out
-
-    def url(self, privacy: bool = False, *args: Any, **kwargs: Any) -> str:
-        return "{}://{}{}/{}/{}?{}".format(
-            self.secure_protocol,
-            self.auth(privacy),
-            self.part(self.sign, privacy),
-            self.part(self.template, privacy),
-            "/".join(self.shown_phones(privacy)),
-            self.query(privacy, *args, **kwargs),
-        )
-
-    @staticmethod
-    def parse_url(url: str) -> dict[str, Any] | None:  # type: ignore[override]  # apprise passes the URL only
-        results = NotifyBase.parse_url(url, verify_host=False)
-        if not results:
-            return results
-        host, segs = split(results)
-        results["sign"] = host
-        results["template"] = segs[0] if segs else None
-        results["targets"] = segs[1:]
-        results["options"] = {
-            k: NotifyBase.unquote(results["qsd"][k]) for k in AliyunVoice._OPTIONS if results["qsd"].get(k)
-        }
-        return parse_common(results)

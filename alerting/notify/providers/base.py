@@ -194,6 +194,11 @@ class ProviderPlugin(NotifyBase):
     kind: ClassVar[str] = ""  # "sms" | "voice"
     default_endpoint: ClassVar[str] = ""
     default_maxlen: ClassVar[int] = 0
+    #: the URL's parts before the phone numbers, in order (the host, then path segments), as
+    #: attribute names: :meth:`url` writes them, :meth:`parse_url` reads them back
+    url_layout: ClassVar[tuple[str, ...]] = ()
+    #: the scheme's own query options (kept in ``self.options``)
+    option_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -239,6 +244,26 @@ class ProviderPlugin(NotifyBase):
 
     def build_request(self, values: list[tuple[str, str]], now: float, nonce: str) -> HttpRequest:
         raise NotImplementedError
+
+    @classmethod
+    def url_parts(cls, qsd: Mapping[str, str], host: str, segs: list[str]) -> list[str]:
+        """The positional URL parts (``url_layout`` then the phone numbers), unquoted."""
+        return [host, *segs]
+
+    # ---------------------------------------------------------------- validation helpers
+    def check_one_phone(self) -> None:
+        """A call: one number per URL."""
+        if len(self.phones) != 1:
+            raise AppriseImproperlyConfigured(
+                f"{self.scheme}: exactly one phone number per URL (one call; give each number its own URL)"
+            )
+
+    def check_some_phones(self, most: int, after: str) -> None:
+        """An SMS: 1..``most`` numbers (``after``: the URL part the numbers follow)."""
+        if not self.phones:
+            raise AppriseImproperlyConfigured(f"{self.scheme}: no phone number after the {after}")
+        if len(self.phones) > most:
+            raise AppriseImproperlyConfigured(f"{self.scheme}: at most {most} phone numbers per URL")
 
     def parse_response(self, status: int, body: bytes) -> ProviderResult:
         raise NotImplementedError
@@ -292,6 +317,30 @@ class ProviderPlugin(NotifyBase):
         else:
             self.logger.warning("%s push failed: %s", self.service_name, res.text())
         return res.ok
+
+    # ---------------------------------------------------------------- URL
+    @classmethod
+    def parse_url(cls, url: str) -> dict[str, Any] | None:  # type: ignore[override]  # apprise passes the URL only
+        results = NotifyBase.parse_url(url, verify_host=False)
+        if not results:
+            return results
+        qsd = results["qsd"]
+        host, segs = split(results)
+        parts = cls.url_parts(qsd, host, segs)
+        for i, name in enumerate(cls.url_layout):
+            results[name] = parts[i] if i < len(parts) else None
+        results["targets"] = parts[len(cls.url_layout) :]
+        results["options"] = {k: NotifyBase.unquote(qsd[k]) for k in cls.option_keys if qsd.get(k)}
+        return parse_common(results)
+
+    def url(self, privacy: bool = False, *args: Any, **kwargs: Any) -> str:
+        return "{}://{}{}/{}?{}".format(
+            self.secure_protocol,
+            self.auth(privacy),
+            "/".join(self.part(getattr(self, name), privacy) for name in self.url_layout),
+            "/".join(self.shown_phones(privacy)),
+            self.query(privacy, *args, **kwargs),
+        )
 
     # ---------------------------------------------------------------- display
     def shown_phones(self, privacy: bool) -> list[str]:

@@ -38,7 +38,6 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from apprise.exception import AppriseImproperlyConfigured
-from apprise.plugins.base import NotifyBase
 
 from alerting.notify.providers.base import (
     HttpRequest,
@@ -47,8 +46,6 @@ from alerting.notify.providers.base import (
     http_failure,
     json_body,
     mask_phone,
-    parse_common,
-    split,
 )
 
 ALGORITHM = "TC3-HMAC-SHA256"
@@ -164,6 +161,13 @@ class _TencentPlugin(ProviderPlugin):
                 f"{self.scheme}: the SdkAppId (URL host) must be digits (1400...), got {self.ident!r}"
             )
 
+    def check_template_id(self, where: str) -> None:
+        if not self.template.isdigit():
+            raise AppriseImproperlyConfigured(
+                f"{self.scheme}: the template id ({where}) must be digits"
+                + (f", got {self.template!r}" if self.template else "")
+            )
+
     def build_request(self, values: list[tuple[str, str]], now: float, nonce: str) -> HttpRequest:
         body = json.dumps(self.payload(values), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         host = urlsplit(self.endpoint).netloc
@@ -209,20 +213,15 @@ class TencentSms(_TencentPlugin):
     version: ClassVar[str] = "2021-01-11"
     default_endpoint: ClassVar[str] = "https://sms.tencentcloudapi.com"
     templates = ("{schema}://{user}:{password}@{appid}/{sign}/{template}/{targets}",)
+    url_layout: ClassVar[tuple[str, ...]] = ("ident", "sign", "template")
+    option_keys: ClassVar[tuple[str, ...]] = ("region",)
 
     def validate(self) -> None:
         self.check_region_and_app()
         if not self.sign:
             raise AppriseImproperlyConfigured("tencent-sms: the sign name (短信签名, first path part) is missing")
-        if not self.template.isdigit():
-            raise AppriseImproperlyConfigured(
-                "tencent-sms: the template id (second path part) must be digits"
-                + (f", got {self.template!r}" if self.template else "")
-            )
-        if not self.phones:
-            raise AppriseImproperlyConfigured("tencent-sms: no phone number after the template id")
-        if len(self.phones) > 200:
-            raise AppriseImproperlyConfigured("tencent-sms: at most 200 phone numbers per URL")
+        self.check_template_id("second path part")
+        self.check_some_phones(200, after="template id")
 
     def payload(self, values: list[tuple[str, str]]) -> dict[str, Any]:
         return {
@@ -245,30 +244,6 @@ class TencentSms(_TencentPlugin):
                 return ProviderResult(False, code or "Error", classify(code), f"{phone}: {msg}", rid)
         return ProviderResult(True, "Ok", "ok", "", rid)
 
-    def url(self, privacy: bool = False, *args: Any, **kwargs: Any) -> str:
-        return "{}://{}{}/{}/{}/{}?{}".format(
-            self.secure_protocol,
-            self.auth(privacy),
-            self.ident,
-            self.part(self.sign, privacy),
-            self.part(self.template, privacy),
-            "/".join(self.shown_phones(privacy)),
-            self.query(privacy, *args, **kwargs),
-        )
-
-    @staticmethod
-    def parse_url(url: str) -> dict[str, Any] | None:  # type: ignore[override]  # apprise passes the URL only
-        results = NotifyBase.parse_url(url, verify_host=False)
-        if not results:
-            return results
-        host, segs = split(results)
-        results["ident"] = host
-        results["sign"] = segs[0] if segs else None
-        results["template"] = segs[1] if len(segs) > 1 else None
-        results["targets"] = segs[2:]
-        results["options"] = {k: NotifyBase.unquote(results["qsd"][k]) for k in ("region",) if results["qsd"].get(k)}
-        return parse_common(results)
-
 
 class TencentVoice(_TencentPlugin):
     service_name = "Tencent Cloud voice message (腾讯云语音消息)"
@@ -281,18 +256,13 @@ class TencentVoice(_TencentPlugin):
     version: ClassVar[str] = "2020-09-02"
     default_endpoint: ClassVar[str] = "https://vms.tencentcloudapi.com"
     templates = ("{schema}://{user}:{password}@{appid}/{template}/{target}",)
+    url_layout: ClassVar[tuple[str, ...]] = ("ident", "template")
+    option_keys: ClassVar[tuple[str, ...]] = ("region", "play_times")
 
     def validate(self) -> None:
         self.check_region_and_app()
-        if not self.template.isdigit():
-            raise AppriseImproperlyConfigured(
-                "tencent-voice: the template id (first path part) must be digits"
-                + (f", got {self.template!r}" if self.template else "")
-            )
-        if len(self.phones) != 1:
-            raise AppriseImproperlyConfigured(
-                "tencent-voice: exactly one phone number per URL (one call; give each number its own URL)"
-            )
+        self.check_template_id("first path part")
+        self.check_one_phone()
         pt = self.options.get("play_times")
         if pt is not None and pt not in ("1", "2", "3"):
             raise AppriseImproperlyConfigured(f"tencent-voice: play_times must be 1..3, got {pt!r}")
@@ -313,27 +283,3 @@ class TencentVoice(_TencentPlugin):
         if not isinstance(st, dict) or not st.get("CallId"):
             return ProviderResult(False, "NoCallId", "http", "answer without SendStatus.CallId", rid)
         return ProviderResult(True, "Ok", "ok", "", rid)
-
-    def url(self, privacy: bool = False, *args: Any, **kwargs: Any) -> str:
-        return "{}://{}{}/{}/{}?{}".format(
-            self.secure_protocol,
-            self.auth(privacy),
-            self.ident,
-            self.part(self.template, privacy),
-            "/".join(self.shown_phones(privacy)),
-            self.query(privacy, *args, **kwargs),
-        )
-
-    @staticmethod
-    def parse_url(url: str) -> dict[str, Any] | None:  # type: ignore[override]  # apprise passes the URL only
-        results = NotifyBase.parse_url(url, verify_host=False)
-        if not results:
-            return results
-        host, segs = split(results)
-        results["ident"] = host
-        results["template"] = segs[0] if segs else None
-        results["targets"] = segs[1:]
-        results["options"] = {
-            k: NotifyBase.unquote(results["qsd"][k]) for k in ("region", "play_times") if results["qsd"].get(k)
-        }
-        return parse_common(results)
