@@ -55,7 +55,7 @@ STORE=$ROOT/var/lib/hazardgw
 UNIT=${UNIT_DEST:-$ROOT/etc/systemd/system/hazardgw.service}
 
 # key=value lines written by packaging/build-bundle.sh or build-wheels.sh
-buildinfo() { sed -n "s/^$2=//p" "$1/BUILDINFO" 2>/dev/null | head -n 1; }
+buildinfo() { [ -f "$1/BUILDINFO" ] || return 0; sed -n "s/^$2=//p" "$1/BUILDINFO" | head -n 1; }
 
 # ------------------------------------------------------------------ helpers
 
@@ -246,7 +246,7 @@ if [ "$ROLLBACK" = 1 ]; then
 fi
 
 VERSION=$(buildinfo "$HERE" version)
-[ -n "$VERSION" ] || die "$HERE/BUILDINFO has no version= line"
+[ -n "$VERSION" ] || die "$HERE/BUILDINFO is missing or has no version= line (run install.sh from an unpacked bundle or wheelhouse)"
 KIND=$(buildinfo "$HERE" kind)
 
 # A bundle carries the libc it was built against: refuse an older one here, with a clear
