@@ -312,13 +312,18 @@ def test_connection_exhaustion_does_not_delay_a_p1_push(gw: Gw) -> None:
         t1 = raise_p1(g, "GT-102")
         latency = wait_push(g, t1, "GT-102", within=10)
         # keep trickling the slow heads for longer than header_timeout: they are cut anyway
-        deadline = time.monotonic() + HEADER_TIMEOUT + 1.5
-        while time.monotonic() < deadline:
+        # a slow head's header timer starts when the API accepts it, and the API accepts at most
+        # api.limits.accept_rate (500/s) connections a second: the last of the attack's ~3,200
+        # can sit in the listen backlog for ~6 s on a loaded machine before its timer starts
+        deadline = time.monotonic() + HEADER_TIMEOUT + 1.5 + len(attackers) / 500
+        while True:
             for s in attackers[2000::50]:
                 with contextlib.suppress(OSError):
                     s.send(b"a")
             time.sleep(0.3)
-        still_open = sum(1 for s in attackers[2000:] if alive(s))
+            still_open = sum(1 for s in attackers[2000:] if alive(s))
+            if still_open == 0 or time.monotonic() > deadline:
+                break
     finally:
         close_all(attackers)
     attack_s = time.monotonic() - t_attack
@@ -330,7 +335,7 @@ def test_connection_exhaustion_does_not_delay_a_p1_push(gw: Gw) -> None:
     print(f"\nconnection exhaustion: push latency {latency * 1000:.0f} ms (baseline {baseline * 1000:.0f} ms); "
           f"gateway fds under attack {fds_under_attack} (limit {NOFILE}); loop lag during {attack_s:.1f} s: "
           f"{samples} samples, {over_50ms} over 50 ms, all <= {bound * 1000:g} ms; refused {refused}; "
-          f"header timeouts {timeouts:.0f}; slow heads still open after {HEADER_TIMEOUT + 1.5:g} s: {still_open}")
+          f"header timeouts {timeouts:.0f}; slow heads still open at the end: {still_open}")
     assert latency < 2.0
     assert fds_under_attack < NOFILE - 200  # the reserve stayed free for sinks, notifier, uplink
     # (accepted at api.limits.accept_rate: how many of the 2,000 were refused by then depends on timing)
