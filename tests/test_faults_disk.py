@@ -570,19 +570,26 @@ async def test_a_push_sent_while_the_disk_is_full_is_not_sent_again_after_a_rest
 
 
 def modes(root: Path) -> dict[str, int]:
+    """path -> mode (with the directory bit) of everything under ``root`` now; a file the
+    gateway deletes meanwhile (an acknowledged spool segment) is simply not listed."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in [*dirnames, *filenames]:
             p = Path(dirpath) / name
-            out[str(p.relative_to(root))] = stat.S_IMODE(os.lstat(p).st_mode)
-    out["."] = stat.S_IMODE(os.lstat(root).st_mode)
+            with contextlib.suppress(FileNotFoundError):
+                out[str(p.relative_to(root))] = os.lstat(p).st_mode
+    out["."] = os.lstat(root).st_mode
     return out
+
+
+def not_private(found: dict[str, int]) -> dict[str, str]:
+    return {p: oct(stat.S_IMODE(m)) for p, m in found.items()
+            if stat.S_IMODE(m) != (0o700 if stat.S_ISDIR(m) else 0o600)}
 
 
 def assert_private(root: Path) -> dict[str, int]:
     found = modes(root)
-    wrong = {p: oct(m) for p, m in found.items()
-             if m != (0o700 if (root / p).is_dir() else 0o600)}
+    wrong = not_private(found)
     assert not wrong, f"not private under {root}: {wrong}"
     return found
 
@@ -617,9 +624,17 @@ async def test_every_file_under_store_path_is_private_and_old_ones_are_tightened
                 for i in range(20):
                     await emit(gw, "TT-202", 20.0 + i)
                 await async_wait_for(lambda: phones.count("GT-101") == 1, timeout=10)
-                await async_wait_for(lambda: expected <= set(modes(store)) and any(
-                    p.endswith(".seg") for p in modes(store)), timeout=20, desc="every kind of store file on disk")
-                found = assert_private(store)
+                # every file as it was seen while the gateway ran (segments come and go as InfluxDB
+                # acknowledges them): each kind must have shown up, and each time it was private
+                seen: dict[str, int] = {}
+
+                def all_kinds_seen() -> bool:
+                    seen.update(modes(store))
+                    return expected <= set(seen) and any(p.endswith(".seg") for p in seen)
+
+                await async_wait_for(all_kinds_seen, timeout=20, desc="every kind of store file on disk")
+                assert not not_private(seen), f"not private under {store}: {not_private(seen)}"
+                found = seen
             finally:
                 await gw.stop()
         assert any(p.startswith("spool/") and p.endswith(".seg") for p in found)  # a segment was checked too
