@@ -22,8 +22,6 @@ from devkit.simulator.opcua import MUTATING, OpcuaPlantServer
 from gateway.core.metrics import Metrics
 from gateway.core.models import Quality
 
-pytestmark = pytest.mark.asyncio
-
 # tag -> (variant type served, value set, status, expected value, expected quality)
 CASES: dict[str, tuple[str, Any, str, float | None, str]] = {
     "B": ("Boolean", True, "Good", 1.0, Quality.GOOD),

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 from helpers import async_wait_for
 
@@ -17,8 +16,6 @@ from devkit.simulator.opcua import OpcuaPlantServer
 from gateway.core.models import Quality
 from gateway.supervisor import Gateway
 from gateway.validate import validate_text
-
-pytestmark = pytest.mark.asyncio
 
 
 async def test_gateway_reads_a_secured_dcs_and_survives_its_outage(tmp_path: Path) -> None:

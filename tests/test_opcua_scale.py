@@ -8,7 +8,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 from helpers import async_wait_for
 from opcua_support import ChildServer, make_adapter, running, write_site
 
@@ -16,8 +15,6 @@ from adapters.opcua.config import OpcuaSource
 from devkit.services import free_port
 from gateway.core.models import Quality
 from gateway.validate import load_config
-
-pytestmark = pytest.mark.asyncio
 
 
 def _points(n_nodes: int, n_paths: int, per_folder: int = 20) -> list[dict[str, str]]:

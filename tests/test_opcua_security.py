@@ -19,8 +19,6 @@ from devkit.services import free_port
 from devkit.simulator.opcua import OpcuaPlantServer
 from gateway.core.models import Quality
 
-pytestmark = pytest.mark.asyncio
-
 PASSWORD = "Pa55-w0rd-XYZ"  # a test secret the logs must never show
 
 

@@ -150,14 +150,16 @@ class Guard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                if is_link and status == 403:
+                    # counted before the client can see the answer: its next guess already
+                    # meets the lockout this one may have started
+                    self._failure(client, "invalid_link", method, path, counts=True)
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            if is_link and status == 403:
-                self._failure(client, "invalid_link", method, path, counts=True)
-            elif method not in SAFE_METHODS:
+            if method not in SAFE_METHODS and not (is_link and status == 403):
                 self._audit_request(scope, client, principal, status)
 
     async def _read_body(self, receive: Receive, limit: int) -> bytes:
