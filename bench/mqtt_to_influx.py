@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import shutil
@@ -122,6 +123,7 @@ async def gateway_run(broker: Mosquitto, payload_file: Path, influx: dict[str, A
                       store: str, shape: str = "native", ack: str = "commit") -> tuple[float, float]:
     gw = Gateway(config(broker.url, influx, store, shape, ack))
     await gw.start()
+    as_hazardgw_run()
     while not gw.health()["components"]["source:m"].get("connected"):  # noqa: ASYNC110 - polling a flag
         await asyncio.sleep(0.05)
     assert gw.influx is not None
@@ -145,7 +147,19 @@ async def gateway_run(broker: Mosquitto, payload_file: Path, influx: dict[str, A
     elapsed = time.perf_counter() - t0
     pub.wait()
     await gw.stop()
+    gc.unfreeze()
     return (t_in or elapsed), elapsed
+
+
+def as_hazardgw_run() -> None:
+    """What ``hazardgw run`` does to its process (gateway/runner.py): the 1 ms switch interval,
+    and once the gateway started, everything that exists then frozen out of the collector's way
+    (``gc.unfreeze()`` after the run, so runs in one process do not pile up)."""
+    from gateway.runner import SWITCH_INTERVAL
+
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    gc.collect()
+    gc.freeze()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
