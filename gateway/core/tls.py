@@ -18,12 +18,14 @@ import os
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# cryptography (~7 MB) is imported by the functions that read or make certificates
+# (check_server_files, self_signed), not here: sources and the uplink import this module for
+# their TLS contexts, which need only ssl (issue 23)
 
 #: TLS 1.2 suites: ECDHE key exchange (forward secrecy) with AES-GCM or ChaCha20-Poly1305
 #: (Mozilla's "intermediate" list without DHE). TLS 1.3 suites are all AEAD and always on.
@@ -84,6 +86,8 @@ def _read(path: str) -> bytes:
 
 
 def _names(cert: x509.Certificate) -> list[str]:
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -108,6 +112,9 @@ def check_server_files(
     shows a certificate error; alarms and pushes are not affected, so the gateway still
     runs), expiring within 30 days, a key others can read, ``host`` (from ``api.public_url``)
     not among the certificate's names."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     now = now or dt.datetime.now(dt.UTC)
     out: list[TlsFinding] = []
     try:
@@ -181,6 +188,11 @@ def self_signed(hosts: Iterable[str], *, days: int = 825, now: dt.datetime | Non
     """An ECDSA P-256 self-signed server certificate valid for ``hosts`` (DNS names or IP
     addresses, all in subjectAltName) for ``days`` days. Trust it on the clients (import
     the certificate) or replace it with one from the site's PKI."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     hosts = [h.strip() for h in hosts if h.strip()]
     if not hosts:
         raise ValueError("at least one host name or address")
