@@ -41,7 +41,7 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
 }
 # only with --peers (installs Node.js 22 and Node-RED from the npm registry into a cache directory)
 PEERS: dict[str, tuple[list[str], list[str]]] = {
-    "peers": ([], ["--rounds", "2", "--messages", "1000", "--modbus-rounds", "1", "--modbus-seconds", "8"]),
+    "peers": ([], ["--rounds", "2", "--messages", "1000"]),
 }
 
 

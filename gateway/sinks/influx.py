@@ -10,7 +10,7 @@ directory (the supervisor always gives ``{store.path}/spool/influx``), else a
 visible to the senders at a group commit (a full batch of readings, any priority record,
 or ``min(flush_interval, 1 s)`` at the latest; memory mode: ``flush_interval``). A sender
 takes one batch (priority records first), writes it, and acknowledges it; up to
-``INFLIGHT`` (4) senders run at once, so several batches are in flight (issue 23): they are
+``INFLIGHT`` (3) senders run at once, so several batches are in flight (issue 23): they are
 taken in the spool's order and each is acknowledged when InfluxDB answered it (the spool
 records acknowledgements per block, in any order). A failed write is retried with capped
 exponential backoff and blocks the batches behind it: no sender takes a new batch until a
@@ -60,8 +60,7 @@ from gateway.spool import Batch, MemorySpool, SinkQueue, Spool, SpoolMetrics
 log = logging.getLogger(__name__)
 RETRY_INITIAL = 0.2  # s, first wait after a failed write; doubles up to influx.backoff_max
 PROBE_INTERVAL = 1.0  # s between pings while waiting out a backoff with the server down
-INFLIGHT = 4  # batches written concurrently (issue 23: influxd takes several requests at once; 4 measured
-# ahead of 3 on the bench, as many as the v1 writer's connections)
+INFLIGHT = 3  # batches written concurrently (issue 23: influxd takes several requests at once)
 _DROPPED = re.compile(r"dropped=(\d+)")
 
 
