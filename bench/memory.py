@@ -49,11 +49,17 @@ PER = 100
 TARGET_MB = 100.0  # issue 23 (was 150)
 
 
-def site(mqtt_url: str, influx_url: str, store: str) -> dict[str, Any]:
+def site(mqtt_url: str, influx_url: str, store: str, people: bool = False) -> dict[str, Any]:
     tags = [{"id": f"TT-{i:04d}", "kind": "temperature", "unit": "°C", "range": [0, 100],
              "alarms": {"h": {"limit": 90.0, "priority": 2}, "hh": {"limit": 95.0, "priority": 1}}}
             for i in range(N_TAGS)]
+    duty: dict[str, Any] = {}
+    if people:  # a site that pushes: apprise and its plugins are loaded (the first URL check)
+        duty = {"people": [{"id": "duty", "name": "On duty", "notify": ["json://127.0.0.1:9/duty"]}],
+                "duty": {"shifts": [{"name": "all", "start": "00:00", "end": "00:00", "people": ["duty"]}],
+                         "escalation": [{"after": "0s", "notify": ["on_duty"]}]}}
     return {
+        **duty,
         "site": {"code": "BENCH", "name": "bench"},
         "sources": [{"id": "m", "type": "mqtt", "url": mqtt_url, "client_id": "bench-mem-gw",
                      "persistent_session": False,
@@ -137,13 +143,13 @@ def sample(gw: GatewayProcess, seconds: float) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    r: dict[str, Any] = {"outage_s": args.outage, "rate": args.rate, "load": [loadavg()]}
+    r: dict[str, Any] = {"outage_s": args.outage, "rate": args.rate, "people": args.people, "load": [loadavg()]}
     with tempfile.TemporaryDirectory(prefix="hazardgw-bench-") as d:
         work = Path(d)
         with Mosquitto(work / "mq", persistence=False) as broker, Influxd(work / "influxd") as influxd:
             influxd.create_database("bench")
             cfg_file = work / "site.yaml"
-            cfg_file.write_text(yaml.safe_dump(site(broker.url, influxd.url, str(work / "store")),
+            cfg_file.write_text(yaml.safe_dump(site(broker.url, influxd.url, str(work / "store"), args.people),
                                                allow_unicode=True))
             gw = GatewayProcess(cfg_file, work)
             load: PacedPublisher | None = None
@@ -194,7 +200,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 gw.stop()
     ref = (f"idle (hazardgw run started, no load) {r['rss_idle_mb']:.0f} MB; load {'/'.join(r['load'])}")
     r["metrics"] = [
-        metric(f"RSS steady (hazardgw run), {N_TAGS} tags, {r['readings_per_s']:,.0f} readings/s", r["rss_steady_mb"],
+        metric(f"RSS steady (hazardgw run), {N_TAGS} tags, {r['readings_per_s']:,.0f} readings/s"
+               + (", with people (apprise loaded)" if args.people else ""), r["rss_steady_mb"],
                "MB", TARGET_MB, "<=", ref),
         metric(f"RSS peak during {r['outage_s']:g} s InfluxDB outage (spool {r['spool_mb']:.0f} MB)",
                r["rss_outage_peak_mb"], "MB", TARGET_MB, "<=",
@@ -211,6 +218,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steady", type=float, default=30, help="seconds of steady state")
     ap.add_argument("--outage", type=float, default=60, help="InfluxDB outage seconds (the issue: 600)")
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--people", action="store_true",
+                    help="the site has an on-duty person with a json:// URL (apprise is loaded)")
     return ap.parse_args(argv)
 
 
