@@ -41,7 +41,7 @@ PLAN: dict[str, tuple[list[str], list[str]]] = {
 }
 # only with --peers (installs Node.js 22 and Node-RED from the npm registry into a cache directory)
 PEERS: dict[str, tuple[list[str], list[str]]] = {
-    "peers": ([], ["--rounds", "2", "--messages", "1000"]),
+    "peers": ([], ["--rounds", "2", "--messages", "1000", "--modbus-rounds", "1", "--modbus-seconds", "8"]),
 }
 
 
@@ -60,7 +60,9 @@ def fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        return f"{v:,.1f}" if abs(v) >= 10 else f"{v:,.2f}"  # ratios near a target (0.77 x) keep two digits
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import shutil
 import statistics
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as paho  # noqa: E402
 
 from bench.common import PacedPublisher, Receiver, loadavg, metric, pct  # noqa: E402
+from bench.mqtt_to_influx import as_hazardgw_run  # noqa: E402
 from devkit.services import Mosquitto  # noqa: E402
 from gateway.config import Config  # noqa: E402
 from gateway.supervisor import Gateway  # noqa: E402
@@ -200,6 +202,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     stalls = LoopStalls()
     try:
         await gw.start()
+        as_hazardgw_run()  # the switch interval and gc.freeze of hazardgw run (gateway/runner.py)
         if not await _wait(lambda: gw.health()["components"]["source:m"].get("connected"), 20, 0.05):
             raise SystemExit("gateway did not connect to mosquitto")
         await asyncio.sleep(2.0)  # load reaches steady state
@@ -224,6 +227,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     finally:
         peer.close()
         await gw.stop()
+        gc.unfreeze()
         broker.stop()
     if not lat:
         raise SystemExit(f"no alarm push received ({missing} missing)")

@@ -31,10 +31,12 @@ class LiveState:
         now = self.clock()
         latest = self.latest
         received = self.received
+        stale = Quality.STALE
         for r in batch:
-            latest[r.tag] = r
-            if r.quality != Quality.STALE:
-                received[r.tag] = now
+            tag = r[0]  # (index, not .tag: a NamedTuple field is a descriptor call per access)
+            latest[tag] = r
+            if r[3] != stale:
+                received[tag] = now
 
     def get(self, tag: str) -> Reading | None:
         return self.latest.get(tag)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import signal
@@ -52,7 +53,20 @@ async def reload_from_file(gw: Gateway, path: Path, sd: SdNotify, env: Mapping[s
     finally:
         sd.notify("READY=1", "STATUS=running")
     log.info("config reloaded from %s: %s", path, changes or "no changes")
+    trim_heap()
     return True
+
+
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op where the
+    C library has none). Validating and starting a site leaves megabytes of freed temporaries
+    (the YAML, pydantic's validation) spread through the heap: 8 MB of RSS with 5,000 tags
+    (issue 23, bench/memory.py). Called once after start and after each reload."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 async def run_gateway(path: Path, stop: asyncio.Event | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -93,6 +107,7 @@ async def run_gateway(path: Path, stop: asyncio.Event | None = None, env: Mappin
         # time it takes to walk all of it (measured: 0.6 s with 500 tags and a connection flood)
         gc.collect()
         gc.freeze()
+        trim_heap()
         await watchdog.start()
         sd.notify("READY=1", f"STATUS=running: {len(gw.sources)} sources, {len(result.config.tags)} tags")
         stop_wait = asyncio.create_task(stop.wait())

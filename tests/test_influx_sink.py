@@ -254,3 +254,22 @@ async def test_v2_connection_refused_is_retryable(victoria: VictoriaMetrics) -> 
 def test_influx_config_defaults() -> None:
     cfg = Influx.model_validate({"url": "http://x:8086", "bucket": "b"})
     assert (cfg.api, cfg.batch_size, cfg.flush_interval) == ("v2", 5000, 1.0)
+
+
+def test_inline_reading_lines_match_reading_line() -> None:
+    """on_readings formats the usual reading inline (issue 23); every reading gets exactly the
+    line gateway.core.lineprotocol.reading_line makes (ints, bools, NaN, inf, None, odd qualities)."""
+    from gateway.core.lineprotocol import reading_line
+    from gateway.sinks.influx import reading_prefixes
+
+    cfg = site_config(url="http://127.0.0.1:1", api="v1", bucket="b")
+    sink = sink_for(cfg)
+    values: list[Any] = [0.35, -0.0, 1e300, 5e-324, 3, True, float("nan"), float("inf"), -float("inf"), None]
+    batch = [Reading(tag, v, T0 + i, q) for i, (tag, v, q) in enumerate(
+        (tag, v, q) for tag in ("GT-101", "NEW-1") for v in values
+        for q in ("good", "uncertain", "bad", "stale", "comm", 'we"ird\n'))]
+    sink.on_readings(batch)
+    prefixes = reading_prefixes(cfg)
+    want = [reading_line(prefixes.get(r.tag) or sink._prefix[r.tag], r.value, r.quality, r.ts) for r in batch]
+    assert list(sink.queue._r) == want  # type: ignore[attr-defined]
+    assert "value=3.0," in want[4 * 6] and "value=1.0," in want[5 * 6]

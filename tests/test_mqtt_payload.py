@@ -415,6 +415,51 @@ def test_native_ts_unit_and_iso() -> None:
     assert problems == () and [r.ts for r in out] == [1732300000 * 10**9, 1732300000123456789]
 
 
+@pytest.mark.parametrize("unit", ["auto", "s", "ms", "us", "ns"])
+def test_native_integer_timestamp_fast_path_agrees_with_to_ns(unit: str) -> None:
+    """The decoder's shortcut for integer epochs (issue 23) gives what to_ns gives, and leaves
+    to it what it does not cover: 14-digit local times, seconds/us/ns by magnitude, out of range."""
+    edges = [0, 1, 99_999_999_999, 100_000_000_000, TS_MS, 9_223_372_036_854, 9_223_372_036_855,
+             9_999_999_999_999, 20241123102640, 10**14, 10**17, 2**63 - 1, 2**63, -TS_MS, 1732300000]
+    d = make_decoder(MqttSubscription(topic="bulk", format="native", ts_unit=unit), TAGS, 1 << 20, "Asia/Shanghai")
+    assert isinstance(d, NativeDecoder)
+    for ts in edges:
+        out, problems = d.decode(json.dumps([{"tag": "LT-203", "v": 1.5, "ts": ts}]).encode(), RECV)
+        try:
+            want = to_ns(ts, unit, d.local)
+        except BadTimestamp as e:
+            assert out == [] and reasons(problems) == {e.reason: 1}, ts
+        else:
+            assert problems == () and out == [Reading("LT-203", 1.5, want, Quality.GOOD)], ts
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=4), c, max_size=4),
+                    max_leaves=12))
+def test_load_takes_what_the_stdlib_takes(doc: Any) -> None:
+    """load() parses with orjson and leaves what it refuses to the stdlib (issue 23): every
+    document means what json.loads says (integers beyond 64 bits: the float of that integer)."""
+    from adapters.mqtt.payload import load
+
+    raw = json.dumps(doc).encode()  # NaN/Infinity literals and big integers included
+    got, problem = load(raw, 1 << 20)
+    assert problem is None
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(b, int) and not isinstance(b, bool) and not -(2**63) <= b < 2**64:
+            return (type(a) is int and a == b) or (type(a) is float and a == float(b))
+        if isinstance(b, float) and math.isnan(b):
+            return isinstance(a, float) and math.isnan(a)
+        if isinstance(b, list):
+            return isinstance(a, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+        if isinstance(b, dict):
+            return isinstance(a, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in b)
+        return type(a) is type(b) and a == b
+
+    assert same(got, json.loads(raw))
+
+
 # --------------------------------------------------------------------------- topic routing
 
 

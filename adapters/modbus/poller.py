@@ -194,8 +194,9 @@ class SourcePoller:
         self._m_connected.set(1 if self.bus.connected else 0)
         self._apply_fault_links(out)
         tags = [c.tag for c in self.codecs]
+        new, comm = tuple.__new__, Quality.COMM  # tuple.__new__(Reading, ...): Reading(...) without its Python __new__
         return [
-            Reading(tag, None, ts, Quality.COMM) if r is None else Reading(tag, r[0], ts, r[1])
+            new(Reading, (tag, None, ts, comm) if r is None else (tag, r[0], ts, r[1]))
             for tag, r in zip(tags, out, strict=True)
         ]
 

@@ -51,6 +51,8 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
+import orjson
+
 from adapters.mqtt.config import MqttSubscription, quality_key
 from adapters.mqtt.jsonpath import (
     Path,
@@ -62,7 +64,7 @@ from adapters.mqtt.jsonpath import (
     has_filter,
     resolve,
 )
-from adapters.mqtt.timestamps import BadTimestamp, LocalTime, to_ns
+from adapters.mqtt.timestamps import BadTimestamp, LocalTime, fast_epoch_range, to_ns
 from gateway.core.config import Tag
 from gateway.core.models import Quality, Reading
 from gateway.core.units import normalize_unit
@@ -134,6 +136,13 @@ class _Bad(_Reject):
     """The point is read, but its value cannot be trusted: a ``bad`` reading without a value."""
 
 
+_fast_loads: Final = orjson.loads
+_FastError: Final = orjson.JSONDecodeError
+
+# tuple.__new__(Reading, (...)) makes the same Reading as Reading(...) at half the cost (the
+# NamedTuple's __new__ is a Python function): used where a decoder makes one per reading
+_new_tuple: Final = tuple.__new__
+
 _QUALITY_RANK: Final = {Quality.GOOD: 0, Quality.UNCERTAIN: 1, Quality.STALE: 2, Quality.COMM: 3, Quality.BAD: 4}
 _NOT_FINITE_WORDS: Final = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity",
                                       "-infinity"})
@@ -154,12 +163,23 @@ _NONE: Final[tuple[Problem, ...]] = ()
 
 
 def load(payload: bytes, max_payload: int) -> tuple[Any, Problem | None]:
-    """Parse a message: size check first, then strict UTF-8, then stdlib JSON."""
+    """Parse a message: size check first, then strict UTF-8, then JSON.
+
+    orjson first (issue 23: ~2.5x the stdlib's speed, a tenth of the per-reading cost of a
+    bulk message); whatever it refuses (invalid UTF-8, NaN/Infinity literals, numbers beyond
+    a float, lone surrogates, nesting deeper than 1,024, malformed JSON) goes to the stdlib
+    as before, which decides and names the problem. Where both accept a document they give
+    the same values, except that integers beyond 64 bits come out as floats rounded the same
+    way ``float()`` rounds them (a value or timestamp ends up the same either way)."""
     n = len(payload)
     if n > max_payload:
         return None, Problem(Reason.OVERSIZED, f"{n} bytes > max_payload {max_payload}")
     if n == 0:
         return None, Problem(Reason.EMPTY, "empty payload")
+    try:
+        return _fast_loads(payload), None
+    except _FastError:
+        pass
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -482,6 +502,7 @@ class NativeDecoder:
         self._meta: dict[str, tuple[tuple[float, float] | None, str | None]] = {
             t: (_range_of(tag), _unit_of(tag)) for t, tag in tags.items()
         }
+        self._ts_fast = fast_epoch_range(self.ts_unit)
 
     def decode(self, payload: bytes, recv_ns: int, retained: bool = False,
                topic: str = "") -> tuple[list[Reading], Sequence[Problem]]:
@@ -494,8 +515,10 @@ class NativeDecoder:
         unit_ = self.ts_unit
         local = self.local
         value = self.values.value
+        ts_lo, ts_hi, ts_mul = self._ts_fast
         problems: list[Problem] | None = None
         out: list[Reading] = []
+        add = out.append
         good = Quality.GOOD
         for i, e in enumerate(doc):
             tag: Any = None
@@ -512,14 +535,20 @@ class NativeDecoder:
                     raise _Reject(Reason.UNKNOWN_TAG, f"tag {tag[:64]!r} is not in the tag table") from None
                 raw_ts = e.get("ts")
                 if raw_ts is not None:
-                    ts = _timestamp(raw_ts, unit_, local)
+                    # fast path (issue 23): an integer epoch of the unit most payloads use, in
+                    # the range where to_ns would take the same unit and accept the result
+                    if type(raw_ts) is int and ts_lo <= raw_ts <= ts_hi:
+                        ts = raw_ts * ts_mul
+                    else:
+                        ts = _timestamp(raw_ts, unit_, local)
                 elif retained:
                     raise _Reject(Reason.RETAINED_NO_TS, "retained message without 'ts'")
                 try:
                     raw = e["v"]
                 except KeyError:
                     raise _Reject(Reason.MISSING_PATH, "no 'v'") from None
-                v = value(raw, unit)
+                # fast path: a finite JSON float is its own value (ValueRules.value's first case)
+                v = raw if type(raw) is float and raw - raw == 0.0 else value(raw, unit)
                 q = good
                 if rng is not None and not (rng[0] <= v <= rng[1]):
                     q = Quality.UNCERTAIN
@@ -532,7 +561,7 @@ class NativeDecoder:
                             problems = []
                         problems.append(_bad_quality(raw_q, tag))
                     q = _worse(q, pq)
-                out.append(Reading(tag, v, ts, q))
+                add(_new_tuple(Reading, (tag, v, ts, q)))  # = Reading(...) without the Python-level __new__
             except _Reject as r:
                 if problems is None:
                     problems = []

@@ -91,6 +91,20 @@ def epoch_to_ns(x: int | float, unit: str = "auto") -> int:
     raise BadTimestamp("bad_ts", f"timestamp must be a number or a string, got {type(x).__name__}")
 
 
+def fast_epoch_range(unit: str) -> tuple[int, int, int]:
+    """``(lo, hi, factor)``: an ``int`` timestamp ``x`` with ``lo <= x <= hi`` is ``x * factor``
+    ns, exactly as :func:`to_ns` would make it (same unit choice, inside 1970..2262, not a
+    14-digit local time). Decoders use it to skip the general path for the usual case:
+    epoch milliseconds (or the subscription's fixed unit). ``(1, 0, 1)`` matches nothing."""
+    if unit == "auto":
+        # milliseconds by magnitude (1e11 <= x < 1e14), below the 14-digit local times
+        return 100_000_000_000, min(_COMPACT_MIN - 1, MAX_NS // 1_000_000), 1_000_000
+    f = UNIT_NS.get(unit)
+    if f is None:
+        return 1, 0, 1
+    return 1, MAX_NS // f, f
+
+
 class LocalTime:
     """Offsets of one IANA zone for local wall-clock times, cached per hour (DST changes on hour
     boundaries in every zone the gateway will meet; the cache is bounded)."""

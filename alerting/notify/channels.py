@@ -4,10 +4,12 @@
 that single URL and awaits ``Apprise.async_notify`` (apprise runs the plugin's blocking
 HTTP request in its own worker pool, so the event loop never blocks). The whole call is
 limited by ``timeout``. Apprise's own per-service retry stays at its default (0): the
-outbox decides about retries.
+outbox decides about retries. ``json://`` / ``jsons://`` webhooks are the exception: the same
+request apprise would make, sent on the event loop over kept-alive connections
+(alerting/notify/webhook.py, issue 23: no thread hand-off, no new connection per push).
 
 SMS and voice calls (``aliyun-sms`` ``aliyun-voice`` ``tencent-sms`` ``tencent-voice``,
-alerting/notify/providers/) are apprise plugins registered at import. For them ``send``
+alerting/notify/providers/) are apprise plugins, registered when apprise is loaded. For them ``send``
 hands the alarm's template parameters (``params``) to the plugin's ``deliver`` (in a worker
 thread, like apprise does) and gets the provider's code back: every answer is counted in
 ``hazardgw_notify_provider_results_total{scheme, result}`` (``result``: ok or the code class,
@@ -25,12 +27,17 @@ apprise's privacy form without the query, with long path segments shortened, and
 texts are scrubbed of every secret-looking part of the URL. :class:`SecretFilter` does the
 same (and hides ack tokens) in the log records of apprise and urllib3 (the notifier attaches
 it while it runs).
+
+apprise (with its ~100 plugins, requests and cryptography: ~26 MB of the gateway's memory)
+and the provider plugins are imported on first use (:func:`apprise_module`): the first push,
+URL check or masked URL. A site without ``people`` never loads them (issue 23).
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import logging
 import re
 import threading
@@ -38,17 +45,41 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from types import ModuleType
+from typing import Final, Literal
 from urllib.parse import unquote, urlsplit
 
-import apprise
-
-from alerting.notify import providers
 from alerting.notify.metrics import NotifyMetrics
+from alerting.notify.webhook import Webhooks, document
 
 log = logging.getLogger(__name__)
 
-providers.register()
+#: the SMS/voice schemes of alerting/notify/providers/ (both spellings; providers.PLUGINS has the
+#: same keys, tests/test_notify_providers.py checks), known here without importing apprise
+PROVIDER_SCHEMES: Final = frozenset({"aliyun-sms", "aliyun-voice", "tencent-sms", "tencent-voice",
+                                     "aliyunsms", "aliyunvoice", "tencentsms", "tencentvoice"})
+
+
+@functools.cache
+def apprise_module() -> ModuleType:
+    """apprise, with the provider schemes registered: imported on the first call (issue 23)."""
+    import apprise
+
+    _providers()
+    return apprise
+
+
+@functools.cache
+def _providers() -> ModuleType:
+    from alerting.notify import providers
+
+    providers.register()
+    return providers
+
+
+def is_provider(url: str) -> bool:
+    """An SMS/voice URL of alerting/notify/providers/ (without importing them)."""
+    return (url.split("://", 1)[0].lower() if "://" in url else "") in PROVIDER_SCHEMES
 
 _SECRETISH = re.compile(r"^(?=.*[A-Za-z])(?=.*\d).{8,}$|^.{16,}$")
 
@@ -66,17 +97,19 @@ def _shorten(seg: str) -> str:
     return seg
 
 
+@functools.lru_cache(maxsize=1024)
 def mask_url(url: str) -> str:
-    """A display form of an apprise URL without its secrets (for logs, records, health)."""
+    """A display form of an apprise URL without its secrets (for logs, records, health).
+    Remembered per URL (every attempt shows its channel: 0.16 ms of apprise parsing each)."""
     scheme = url.split("://", 1)[0] if "://" in url else "?"
-    if providers.is_provider(url):
+    if is_provider(url):
         try:
-            return providers.plugin_for(url).display()
+            return _providers().plugin_for(url).display()
         except Exception:
             return f"{scheme}://****"
     try:
         with _quiet_apprise():
-            obj = apprise.Apprise.instantiate(url, suppress_exceptions=True)
+            obj = apprise_module().Apprise.instantiate(url, suppress_exceptions=True)
         shown = obj.url(privacy=True) if obj is not None else None
     except Exception:
         shown = None
@@ -212,12 +245,13 @@ def check_url(url: str) -> tuple[Severity, str] | None:
     if "://" not in url:
         return "error", "not a URL: expected scheme://... (e.g. dingtalk://TOKEN/, aliyun-sms://...)"
     scheme = url.split("://", 1)[0].lower()
-    if providers.is_provider(url):
+    if is_provider(url):
         try:
-            providers.plugin_for(url)
+            _providers().plugin_for(url)
         except Exception as e:
             return "error", f"{mask_url(url)}: {redact(str(e), url_secrets(url))}"
         return None
+    apprise = apprise_module()
     with _quiet_apprise() as said:
         try:
             ok = apprise.Apprise.instantiate(url, suppress_exceptions=True) is not None
@@ -236,7 +270,7 @@ def check_url(url: str) -> tuple[Severity, str] | None:
 
     known = NotificationManager()
     if scheme not in known:
-        names = sorted(set(known.schemas()) | set(providers.SCHEMES))
+        names = sorted(set(known.schemas()) | set(_providers().SCHEMES))
         close = difflib.get_close_matches(scheme, names, n=1)
         hint = f" (did you mean {close[0]}://?)" if close else ""
         return "error", f"unknown scheme {scheme}://{hint}: apprise {apprise.__version__} has no such service"
@@ -248,13 +282,18 @@ def check_url(url: str) -> tuple[Severity, str] | None:
 
 def needs_params(url: str) -> bool:
     """True for SMS/voice URLs (their pushes carry template parameters, not the text)."""
-    return providers.is_provider(url)
+    return is_provider(url)
 
 
 class Channels:
     def __init__(self, *, timeout: float = 20.0, metrics: NotifyMetrics | None = None) -> None:
         self.timeout = timeout
         self.metrics = metrics
+        self.webhooks = Webhooks()  # json:// on the loop, connections kept (alerting/notify/webhook.py)
+
+    async def close(self) -> None:
+        """Close the kept-alive webhook connections (the notifier's stop)."""
+        await self.webhooks.close()
 
     async def send(
         self,
@@ -265,11 +304,20 @@ class Channels:
         params: Mapping[str, str] | None = None,
     ) -> SendResult:
         """One attempt on one URL. ``params``: the template parameters of SMS/voice pushes."""
-        if providers.is_provider(url):
+        if is_provider(url):
             return await self._send_provider(url, title, params)
         t0 = time.monotonic()
+        hook = self.webhooks.target(url)
+        if hook is not None:
+            data = document(hook, title, body, notify_type)
+            if data is not None:
+                error = await self.webhooks.send(hook, data, self.timeout)
+                elapsed = time.monotonic() - t0
+                if error is None:
+                    return SendResult(True, None, elapsed)
+                return SendResult(False, redact(error, url_secrets(url)), elapsed)
         secrets = url_secrets(url)
-        ap = apprise.Apprise()
+        ap = apprise_module().Apprise()
         try:
             if not ap.add(url):
                 return SendResult(False, "invalid or unsupported apprise URL", 0.0)
@@ -286,6 +334,7 @@ class Channels:
     async def _send_provider(self, url: str, title: str, params: Mapping[str, str] | None) -> SendResult:
         t0 = time.monotonic()
         secrets = url_secrets(url)
+        providers = _providers()
         scheme = providers.scheme_of(url)
         scheme = next((s for s, a in providers.APPRISE_SCHEMES.items() if a == scheme), scheme)
         try:

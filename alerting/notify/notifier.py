@@ -270,6 +270,7 @@ class Notifier:
                 await self._task
             self._task = None
         await self.outbox.stop(self.stop_grace)
+        await self.outbox.channels.close()
         await self.db.stop()
         if self._filter is not None:
             for name in LOGGERS:

@@ -21,7 +21,6 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from alerting.comm import comm_descriptions, comm_summary
-from alerting.notify.providers import FIELDS as SMS_FIELDS
 from alerting.notify.records import AlarmInfo
 from gateway.core.config import TEMPLATE_FIELDS, SiteConfig
 
@@ -105,6 +104,15 @@ ESCALATION_TEXT: Final = {
 }
 REALARM_TEXT: Final = {"zh": "【再次报警】", "en": "[RE-ALARM] "}
 SUMMARY_MAX_LINKS: Final = 10
+
+
+def _sms_fields() -> tuple[str, ...]:
+    """The SMS/voice template fields (alerting/notify/providers/base.py). Imported here, not at
+    the top: the providers subclass apprise's plugin base, and apprise is loaded only by a site
+    that pushes (issue 23)."""
+    from alerting.notify.providers import FIELDS
+
+    return FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +284,7 @@ class Templates:
             "person": person,
             "link": link,
         }
-        assert tuple(out) == SMS_FIELDS
+        assert tuple(out) == _sms_fields()
         return out
 
     def summary_sms_fields(
@@ -306,7 +314,7 @@ class Templates:
             "person": person,
             "link": link,
         }
-        assert tuple(out) == SMS_FIELDS
+        assert tuple(out) == _sms_fields()
         return out
 
     # ------------------------------------------------------------------ pushes

@@ -373,6 +373,10 @@ class ModbusPlantServer:
             fault_tag, state = tag, self._fault_state.get(tag, True)
         self.set_value(fault_tag, state if active else not state)
 
+    def requests_served(self) -> int:
+        """Requests received so far by every device (all function codes; benchmarks count polls)."""
+        return sum(sum(d.requests.values()) for ep in self._endpoints.values() for d in ep.devices.values())
+
     def register_values(self, key: str, table: str, start: int, count: int) -> list[int]:
         """What the device would answer (for tests)."""
         dev = self._one_device(key)

@@ -21,12 +21,16 @@ import os
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ObjectIdentifier
+
+# cryptography (~7 MB) is imported by the functions that read or make certificates
+# (check_server_files, self_signed, build_self_signed...), not here: sources and the uplink
+# import this module for their TLS contexts, which need only ssl (issue 23)
 
 #: TLS 1.2 suites: ECDHE key exchange (forward secrecy) with AES-GCM or ChaCha20-Poly1305
 #: (Mozilla's "intermediate" list without DHE). TLS 1.3 suites are all AEAD and always on.
@@ -87,6 +91,8 @@ def _read(path: str) -> bytes:
 
 
 def _names(cert: x509.Certificate) -> list[str]:
+    from cryptography import x509
+
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -111,6 +117,9 @@ def check_server_files(
     shows a certificate error; alarms and pushes are not affected, so the gateway still
     runs), expiring within 30 days, a key others can read, ``host`` (from ``api.public_url``)
     not among the certificate's names."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     now = now or dt.datetime.now(dt.UTC)
     out: list[TlsFinding] = []
     try:
@@ -182,6 +191,8 @@ class SelfSigned:
 
 def host_name(host: str) -> x509.GeneralName:
     """A subjectAltName entry for ``host``: its IP address, else a DNS name."""
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
@@ -204,6 +215,9 @@ def build_self_signed(
     ``alt``, basic constraints (``ca``: a CA that signs only itself, as clients that import a
     self-signed certificate expect) and ``usage`` critical, extended key usage ``extended``,
     subject key identifier."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -223,6 +237,8 @@ def build_self_signed(
 
 def private_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
     """The key as unencrypted PKCS#8 PEM (the gateway reads it unattended: keep the file 0600)."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -231,6 +247,11 @@ def self_signed(hosts: Iterable[str], *, days: int = 825, now: dt.datetime | Non
     """An ECDSA P-256 self-signed server certificate valid for ``hosts`` (DNS names or IP
     addresses, all in subjectAltName) for ``days`` days. Trust it on the clients (import
     the certificate) or replace it with one from the site's PKI."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     hosts = [h.strip() for h in hosts if h.strip()]
     if not hosts:
         raise ValueError("at least one host name or address")

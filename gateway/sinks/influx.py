@@ -44,7 +44,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.core.backoff import Backoff
 from gateway.core.config import Influx, Tag
-from gateway.core.lineprotocol import reading_line, series_prefix
+from gateway.core.lineprotocol import QUALITY_FIELD, reading_line, series_prefix
 from gateway.core.metrics import Metrics
 from gateway.core.models import Reading
 from gateway.core.ratelog import RateLimitedLog
@@ -146,13 +146,19 @@ class InfluxSink:
     # ------------------------------------------------------------------ producers (no I/O)
     def on_readings(self, batch: Sequence[Reading]) -> None:
         prefixes = self._prefix
+        qfield = QUALITY_FIELD
         lines: list[str] = []
         add = lines.append
         for tag, value, ts, quality in batch:
             p = prefixes.get(tag)
             if p is None:
                 p = prefixes[tag] = _prefix(self.site, None, tag)
-            add(reading_line(p, value, quality, ts))
+            # the usual reading inline (issue 23: a function call per reading is 10 % of this
+            # loop): a finite float and a known quality, else reading_line decides
+            if type(value) is float and value - value == 0.0 and (q := qfield.get(quality)) is not None:
+                add(f"{p}value={value!r}{q}{ts}")
+            else:
+                add(reading_line(p, value, quality, ts))
         self.queue.append("reading", lines)
 
     def set_tests(self, tags: frozenset[str]) -> None:
