@@ -624,15 +624,34 @@ async def test_every_file_under_store_path_is_private_and_old_ones_are_tightened
                 for i in range(20):
                     await emit(gw, "TT-202", 20.0 + i)
                 await async_wait_for(lambda: phones.count("GT-101") == 1, timeout=10)
-                # every file as it was seen while the gateway ran (segments come and go as InfluxDB
-                # acknowledges them): each kind must have shown up, and each time it was private
+                # every file as it was seen while the gateway ran: each kind must have shown up,
+                # and each time it was private
                 seen: dict[str, int] = {}
 
-                def all_kinds_seen() -> bool:
+                def missing_kinds() -> list[str]:
                     seen.update(modes(store))
-                    return expected <= set(seen) and any(p.endswith(".seg") for p in seen)
+                    return sorted(expected - set(seen))
 
-                await async_wait_for(all_kinds_seen, timeout=20, desc="every kind of store file on disk")
+                try:
+                    await async_wait_for(lambda: not missing_kinds(), timeout=20, desc="every kind of store file")
+                except AssertionError as e:
+                    raise AssertionError(f"{e}; never seen: {missing_kinds()}; seen: {sorted(seen)}") from None
+                # A spool segment lives only until InfluxDB acknowledges it (milliseconds): hold
+                # influxd (SIGSTOP) so that the next readings' segment stays on disk to be checked.
+                pid = influxd.pid
+                assert pid is not None
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    for i in range(5):
+                        await emit(gw, "TT-202", 40.0 + i)
+
+                    def a_segment() -> bool:
+                        seen.update(modes(store))
+                        return any(p.startswith("spool/influx/") and p.endswith(".seg") for p in seen)
+
+                    await async_wait_for(a_segment, timeout=20, desc="a spool segment while influxd is held")
+                finally:
+                    os.kill(pid, signal.SIGCONT)
                 assert not not_private(seen), f"not private under {store}: {not_private(seen)}"
                 found = seen
             finally:
