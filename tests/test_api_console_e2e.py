@@ -149,6 +149,13 @@ async def test_console_shows_chlorine_leak_and_operator_acknowledges(mosquitto: 
             await expect(page.locator('section[data-hs="HS-001"] .hs-status')).to_have_text("RED")
             await expect(page.locator("body")).to_have_attribute("data-horn", "on")  # the P1 alarm sounds
             assert await page.evaluate("window.hazardgw.horns") >= 1
+            # a console opened while the P1 alarm stands (its raise came before the page) sounds too
+            late = await ctx.new_page()  # same browser profile: the token is remembered
+            await late.goto(url + "/")
+            await expect(late.locator("#conn")).to_have_class(re.compile(r"\bon\b"), timeout=10_000)
+            await expect(late.locator('[data-alarm="GT-101/hh"]')).to_have_attribute("data-state", "UNACK")
+            await expect(late.locator("body")).to_have_attribute("data-horn", "on")
+            await late.close()
             # gas alarms cannot be shelved: no shelve button on them
             assert await row.locator('[data-action="shelve"]').count() == 0
             # the tile's live value (throttled to 1/s, so it may trail the alarm by a second) passes HH

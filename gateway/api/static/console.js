@@ -125,8 +125,12 @@
       if (!C) return;
       actx = new C();
     }
-    if (actx.state === "suspended") actx.resume().then(renderBanner, () => {});
-    renderBanner();
+    // The "sound blocked" banner goes once the sound is allowed, but only after the gesture
+    // that allowed it is over: removed at once, it would move the page under the pointer
+    // between press and release and the click would land on another row or button.
+    const later = () => setTimeout(renderBanner, 400);
+    if (actx.state === "suspended") actx.resume().then(later, () => {});
+    later();
   }
   function beep() {
     if (!actx || S.muted || actx.state !== "running") return;
@@ -161,9 +165,18 @@
     $("btn-silence").classList.add("hidden");
     renderBanner();
   }
+  // alarms whose sound the operator silenced (Silence): they stay quiet until raised again
+  const silenced = new Set();
   function hornStillNeeded() {
-    for (const a of S.alarms.values()) if (a.priority === 1 && a.state === "UNACK" && !a.test) return true;
+    for (const a of S.alarms.values()) {
+      if (a.priority === 1 && a.state === "UNACK" && !a.test && !a.suppressed && !a.shelved && !a.out_of_service
+          && !silenced.has(a.id)) return true;
+    }
     return false;
+  }
+  function silenceHorn() {
+    for (const a of S.alarms.values()) if (a.priority === 1 && a.state === "UNACK") silenced.add(a.id);
+    stopHorn();
   }
   function renderSound() {
     const b = $("btn-sound");
@@ -428,7 +441,9 @@
     $("site-name").textContent = m.site.name;
     document.title = `${m.site.name} · hazardgw`;
     renderAll();
-    if (!hornStillNeeded()) stopHorn();
+    // a console opened (or reconnected) while a priority-1 alarm is unacknowledged sounds too
+    if (hornStillNeeded()) startHorn();
+    else stopHorn();
     seedTrends();
     if (S.pview.view === "points") refreshPoints();
   }
@@ -488,7 +503,10 @@
     }
     if (ev.event !== "disposed") applyView(a);
     // a test alarm (test mode: a bump test) is shown, marked TEST, but does not sound the horn
-    if ((ev.event === "raised" || ev.event === "realarmed") && ev.priority === 1 && !ev.test) startHorn();
+    if ((ev.event === "raised" || ev.event === "realarmed") && ev.priority === 1 && !ev.test) {
+      silenced.delete(a.id);
+      startHorn();
+    }
     else if (hornTimer && !hornStillNeeded()) stopHorn();
     renderAlarms();
     renderTileAlarms();
@@ -1202,7 +1220,7 @@
       renderSound();
       renderBanner();
     });
-    $("btn-silence").addEventListener("click", stopHorn);
+    $("btn-silence").addEventListener("click", silenceHorn);
     $("btn-token").addEventListener("click", () => askToken("needToken"));
     $("dlg-token").addEventListener("close", onTokenClose);
     $("dlg-shelve").addEventListener("close", onShelveClose);
