@@ -180,7 +180,7 @@ class Journal:
         path: str | Path,
         metrics: Metrics | None = None,
         *,
-        retention: float = 30 * DAY,
+        retention: float = 90 * DAY,
         max_queue: int = 10_000,
         group_size: int = 256,
         hard_max: int = 200_000,

@@ -282,6 +282,18 @@ def test_retention_prunes_old_rows_but_keeps_open_occurrences(tmp_path: Path) ->
     assert sorted(r[0] for r in _rows(j.file, "SELECT id FROM occurrences")) == [2, 3]
 
 
+def test_default_retention_keeps_the_month_a_monthly_report_needs(tmp_path: Path) -> None:
+    # a report on last month taken up to a month late still sees all of it (issue 19 noted 30 d cut it)
+    default = make_config([]).alarming.journal_retention
+    assert default >= 62 * 86400
+    j = journal_at(tmp_path, retention=default)
+    j.open()
+    j.submit(_event(1, WALL0 - 61 * DAY_NS, occ=1), None)
+    j.submit(_event(2, WALL0 - 61 * DAY_NS, occ=1, event="cleared", state="NORM", prev="UNACK"), None)
+    j.flush()
+    assert j.prune(WALL0) == 0
+
+
 def test_retention_below_30_days_is_rejected() -> None:
     with pytest.raises(ValueError, match="30 days"):
         make_config([], alarming={"journal_retention": "29d"})

@@ -550,7 +550,8 @@ class Alarming(Model):
     chatter_cycles: int = Field(default=3, ge=2)
     chatter_window: Duration = 60.0
     shelve_max: Duration = 8 * 3600.0
-    journal_retention: Duration = 30 * 86400.0
+    # 90 days by default: a monthly report (hazardgw report alarms) taken weeks after the month still sees all of it
+    journal_retention: Duration = 90 * 86400.0
     status_rule: Literal["default"] | StatusRule = "default"
 
     @field_validator("journal_retention")

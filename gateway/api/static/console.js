@@ -394,7 +394,8 @@
   function reconnect(ctrl) {
     if (S.abort !== ctrl) return; // a newer stream replaced this one
     setConnected(false);
-    const wait = S.retry;
+    // ±20 % jitter: phones that lost the gateway together (a restart) do not all come back in the same instant
+    const wait = Math.round(S.retry * (0.8 + 0.4 * Math.random()));
     S.retry = Math.min(S.retry * 2, 10000);
     setTimeout(() => { if (S.abort === ctrl) stream(); }, wait);
   }
