@@ -52,13 +52,13 @@ from alerting import states as S
 from alerting.events import AlarmEvent
 from gateway.core import sqlite
 from gateway.core.backoff import Backoff
+from gateway.core.config import JOURNAL_RETENTION
 from gateway.core.metrics import Metrics
 from gateway.core.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 FILENAME: Final = "alarm-journal.sqlite3"
-DAY: Final = 86400.0
 RETRY_INITIAL: Final = 0.5  # s, first wait after a failed write; doubles up to RETRY_MAX
 RETRY_MAX: Final = 5.0  # a failed transaction costs nothing: retry often, recover soon after space returns
 
@@ -180,7 +180,7 @@ class Journal:
         path: str | Path,
         metrics: Metrics | None = None,
         *,
-        retention: float = 90 * DAY,
+        retention: float = JOURNAL_RETENTION,
         max_queue: int = 10_000,
         group_size: int = 256,
         hard_max: int = 200_000,

@@ -540,6 +540,11 @@ class CommAlarms(Model):
         return v
 
 
+#: alarm journal and outbox retention by default: a monthly report (``hazardgw report alarms``)
+#: taken weeks after the month still sees all of it (the minimum, 30 days, would cut it)
+JOURNAL_RETENTION = 90 * 86400.0
+
+
 class Alarming(Model):
     """Engine-wide alarm settings."""
 
@@ -550,8 +555,7 @@ class Alarming(Model):
     chatter_cycles: int = Field(default=3, ge=2)
     chatter_window: Duration = 60.0
     shelve_max: Duration = 8 * 3600.0
-    # 90 days by default: a monthly report (hazardgw report alarms) taken weeks after the month still sees all of it
-    journal_retention: Duration = 90 * 86400.0
+    journal_retention: Duration = JOURNAL_RETENTION
     status_rule: Literal["default"] | StatusRule = "default"
 
     @field_validator("journal_retention")
