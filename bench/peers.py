@@ -71,7 +71,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import line_bodies, loadavg, metric, post_bodies, proc_cpu_s  # noqa: E402
+from bench.common import BulkPublisher, line_bodies, loadavg, metric, post_bodies, proc_cpu_s  # noqa: E402
 from bench.mqtt_to_influx import make_payloads  # noqa: E402
 from devkit.services import Influxd, Mosquitto, free_port  # noqa: E402
 
@@ -182,11 +182,6 @@ class NodeRed:
 
 
 # ----------------------------------------------------------------------------- runs
-def publish(broker: Mosquitto, payload_file: Path, topic: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([shutil.which("mosquitto_pub") or "mosquitto_pub", "-h", broker.host, "-p",
-                             str(broker.port), "-q", "1", "-t", topic, "-l"], stdin=payload_file.open("rb"))
-
-
 def count(influxd: Influxd, db: str) -> int:
     rows = influxd.select(db, "SELECT count(value) FROM reading")
     return int(rows[0]["count"]) if rows else 0
@@ -194,9 +189,11 @@ def count(influxd: Influxd, db: str) -> int:
 
 def node_red_run(nr: NodeRed, broker: Mosquitto, influxd: Influxd, payload_file: Path, db: str, total: int
                  ) -> tuple[float, float]:
+    pub = BulkPublisher(broker.host, broker.port, "bench/nr", qos=1)  # connected before the clock
+    pub.wait_ready()
     c0 = proc_cpu_s(nr.proc.pid)
     t0 = time.perf_counter()
-    pub = publish(broker, payload_file, "bench/nr")
+    pub.feed(payload_file)
     deadline = t0 + 300
     while count(influxd, db) < total:
         if time.perf_counter() > deadline:
