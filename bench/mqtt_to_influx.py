@@ -1,7 +1,7 @@
 """MQTT -> gateway -> InfluxDB throughput, with mosquitto_sub as the physical reference.
 
     .venv/bin/python bench/mqtt_to_influx.py [--messages 2000] [--per-message 100] [--json-messages 30000]
-                                             [--reps 3]
+                                             [--reps 5]
 
 Starts mosquitto, influxd 1.6.7 and VictoriaMetrics on loopback, a gateway with one MQTT
 source (``native`` bulk format, 5,000 tags) writing to InfluxDB, then pipes N bulk
@@ -193,7 +193,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--messages", type=int, default=2000, help="native bulk messages")
     ap.add_argument("--per-message", type=int, default=100)
     ap.add_argument("--json-messages", type=int, default=30_000, help="single-reading json messages (0: skip)")
-    ap.add_argument("--reps", type=int, default=3, help="timed influxd runs per shape after one warm-up")
+    ap.add_argument("--reps", type=int, default=5, help="timed influxd runs per shape after one warm-up")
     ap.add_argument("--no-vm", action="store_true", help="skip the VictoriaMetrics run")
     ap.add_argument("--compare-ack", action="store_true", help="also run the influxd runs with ack: receipt")
     ap.add_argument("--inflight", type=int, default=None, help="mosquitto max_inflight_messages (default: 20)")

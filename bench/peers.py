@@ -1,7 +1,7 @@
 """hazardgw next to Node-RED on the same work (``python -m bench --peers``): MQTT -> InfluxDB, and Modbus polling.
 
     .venv/bin/python bench/peers.py [--messages 2000] [--per-message 100] [--rounds 5]
-                                    [--modbus-rounds 3] [--modbus-seconds 15] [--only mqtt|modbus]
+                                    [--modbus-rounds 5] [--modbus-seconds 15] [--only mqtt|modbus]
                                     [--cache ~/.cache/hazardgw-bench/peers]
 
 Installs, once, into ``--cache`` (npm, from the npm registry): Node.js 22 (the ``node``
@@ -408,7 +408,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--per-message", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ref-inflight", type=int, default=1, help="connections of the influxd-alone reference")
-    ap.add_argument("--modbus-rounds", type=int, default=3)
+    ap.add_argument("--modbus-rounds", type=int, default=5)
     ap.add_argument("--modbus-seconds", type=float, default=15.0, help="measured seconds per Modbus run")
     ap.add_argument("--modbus-warmup", type=float, default=3.0, help="seconds before measuring a Modbus run")
     ap.add_argument("--only", choices=["mqtt", "modbus"], default=None, help="one workload only")
