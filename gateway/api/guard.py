@@ -97,9 +97,8 @@ class Guard:
         is_link = path.startswith("/ack/")
         has_body = _has_body(scope)
 
-        async def reply(status: int, code: str, detail: str, headers: dict[str, str] | None = None,
-                        close: bool = False) -> None:
-            start, body = _json_reply(status, code, detail, headers, close=close or has_body)
+        async def reply(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+            start, body = _json_reply(status, code, detail, headers, close=has_body)
             await send(start)
             await send(body)
 
@@ -108,11 +107,8 @@ class Guard:
             if left is not None:
                 ctx.metrics.auth_failures.labels("locked").inc()
                 secs = max(1, math.ceil(left))
-                # and the connection closed: a locked-out client that keeps asking must reconnect,
-                # under the accept-rate limit, instead of costing this thread (and through the
-                # interpreter lock, the gateway's loop) a request per round trip
                 await reply(429, "locked_out", f"too many authentication failures from {client}; "
-                            f"try again in {secs} s", {"Retry-After": str(secs)}, close=True)
+                            f"try again in {secs} s", {"Retry-After": str(secs)})
                 return
         principal: Principal | None = None
         if needs_token:
