@@ -23,6 +23,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bench.common import fmt
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -54,16 +56,6 @@ def machine() -> dict[str, Any]:
         pass
     return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "cpu": cpu, "platform": platform.platform()}
-
-
-def fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if abs(v) >= 100:
-            return f"{v:,.0f}"
-        return f"{v:,.1f}" if abs(v) >= 10 else f"{v:,.2f}"  # ratios near a target (0.77 x) keep two digits
-    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 def main(argv: list[str] | None = None) -> int:

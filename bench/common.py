@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shutil
 import statistics
 import subprocess
 import threading
@@ -52,6 +54,16 @@ def metric(name: str, value: float, unit: str, target: float | None = None, op: 
         ok = value >= target if op == ">=" else value <= target
     return {"metric": name, "value": value, "unit": unit, "target": target, "op": op, "pass": ok,
             "reference": reference, **extra}
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        return f"{v:,.1f}" if abs(v) >= 10 else f"{v:,.2f}"  # ratios near a target (0.77 x) keep two digits
+    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
 def native_lines(messages: int, per: int, tags: Sequence[str], seed: int = 7, lo: float = 0.0,
@@ -138,14 +150,12 @@ class BulkPublisher:
     103 ms after the spawn, 0.8 ms after the first write into the pipe of one already waiting),
     10 % of a 1 s bulk run charged to the system under test. So ``BulkPublisher(...)`` spawns it
     on a pipe, ``ready()`` is true once its main thread is blocked reading that pipe (its
-    ``/proc`` syscall or wait channel), ``feed(path)`` starts a ``cat`` of the file into the pipe (start the
-    clock there; this process writes nothing, so a system under test in it is not slowed), and
+    ``/proc`` syscall or wait channel), ``feed(path)`` starts a ``cat`` of the file into the
+    pipe (start the clock there; this process writes nothing, so a system under test in it is
+    not slowed), and
     ``wait()`` returns when every line is published and acknowledged."""
 
     def __init__(self, host: str, port: int, topic: str, qos: int = 1, binary: str | None = None) -> None:
-        import os
-        import shutil
-
         exe = binary or shutil.which("mosquitto_pub") or "/usr/bin/mosquitto_pub"
         r, self._w = os.pipe()
         try:
@@ -183,8 +193,6 @@ class BulkPublisher:
 
     def feed(self, payload_file: Any) -> None:
         """Starts writing the file's lines into mosquitto_pub (the moment to start the clock)."""
-        import os
-
         self._feeder = subprocess.Popen(["cat", str(payload_file)], stdout=self._w)
         os.close(self._w)
         self._w = -1
@@ -195,8 +203,6 @@ class BulkPublisher:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        import os
-
         for p in (self._feeder, self.proc):
             if p is not None and p.poll() is None:
                 p.kill()
@@ -241,8 +247,6 @@ class Receiver:
 
 def proc_cpu_s(pid: int | None) -> float:
     """CPU seconds (user + system) of process ``pid`` so far (its own, not its children's)."""
-    import os
-
     if pid is None:
         return float("nan")
     with open(f"/proc/{pid}/stat") as f:
