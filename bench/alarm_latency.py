@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import shutil
 import statistics
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import paho.mqtt.client as paho  # noqa: E402
 
 from bench.common import PacedPublisher, Receiver, loadavg, metric, pct  # noqa: E402
-from bench.mqtt_to_influx import as_hazardgw_run  # noqa: E402
+from bench.mqtt_to_influx import after_hazardgw_run, as_hazardgw_run  # noqa: E402
 from devkit.services import Mosquitto  # noqa: E402
 from gateway.config import Config  # noqa: E402
 from gateway.supervisor import Gateway  # noqa: E402
@@ -202,7 +201,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     stalls = LoopStalls()
     try:
         await gw.start()
-        as_hazardgw_run()  # the switch interval and gc.freeze of hazardgw run (gateway/runner.py)
+        as_hazardgw_run()  # the switch interval, gc.freeze and gc thresholds of hazardgw run (gateway/runner.py)
         if not await _wait(lambda: gw.health()["components"]["source:m"].get("connected"), 20, 0.05):
             raise SystemExit("gateway did not connect to mosquitto")
         await asyncio.sleep(2.0)  # load reaches steady state
@@ -227,7 +226,7 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     finally:
         peer.close()
         await gw.stop()
-        gc.unfreeze()
+        after_hazardgw_run()
         broker.stop()
     if not lat:
         raise SystemExit(f"no alarm push received ({missing} missing)")

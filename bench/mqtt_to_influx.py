@@ -50,6 +50,7 @@ from gateway.config import Config  # noqa: E402
 from gateway.supervisor import Gateway  # noqa: E402
 
 N_TAGS = 5000
+_GC_DEFAULT = gc.get_threshold()
 
 
 def make_payloads(messages: int, per: int, seed: int = 7) -> list[str]:
@@ -159,7 +160,7 @@ async def gateway_run(broker: Mosquitto, payload_file: Path, influx: dict[str, A
     if cpu is not None:
         cpu.update(hazardgw=c1 - c0, mosquitto=proc_cpu_s(broker.pid) - mq0, mosquitto_pub=_children_cpu_s() - ch0)
     await gw.stop()
-    gc.unfreeze()
+    after_hazardgw_run()
     return (t_in or elapsed), elapsed
 
 
@@ -172,12 +173,19 @@ def _children_cpu_s() -> float:
 def as_hazardgw_run() -> None:
     """What ``hazardgw run`` does to its process (gateway/runner.py): the 1 ms switch interval,
     and once the gateway started, everything that exists then frozen out of the collector's way
-    (``gc.unfreeze()`` after the run, so runs in one process do not pile up)."""
-    from gateway.runner import SWITCH_INTERVAL
+    and the collector's thresholds (:func:`after_hazardgw_run` undoes both after the run, so
+    runs in one process do not pile up and the other benchmarks keep Python's defaults)."""
+    from gateway.runner import GC_THRESHOLD, SWITCH_INTERVAL
 
     sys.setswitchinterval(SWITCH_INTERVAL)
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
+def after_hazardgw_run() -> None:
+    gc.unfreeze()
+    gc.set_threshold(*_GC_DEFAULT)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -27,6 +27,12 @@ from gateway.validate import Validation, validate_file
 log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL = 0.001  # s; sys.setswitchinterval for the gateway process
+# gc.set_threshold for the gateway process: a young-generation collection after 10,000 net
+# allocations of container objects instead of Python's 700. Readings are tuples that the
+# collector tracks, and a batch of 5,000 lives for one dispatch: at 700 the collector ran
+# every few hundred readings, walking the batches still alive (issue 23: 0.15 µs of CPU per
+# reading, 6 % of the MQTT -> InfluxDB path). Memory: at most ~10,000 more young objects.
+GC_THRESHOLD = (10_000, 10, 10)
 
 
 def log_waivers(result: Validation) -> None:
@@ -107,6 +113,7 @@ async def run_gateway(path: Path, stop: asyncio.Event | None = None, env: Mappin
         # time it takes to walk all of it (measured: 0.6 s with 500 tags and a connection flood)
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLD)
         trim_heap()
         await watchdog.start()
         sd.notify("READY=1", f"STATUS=running: {len(gw.sources)} sources, {len(result.config.tags)} tags")
