@@ -273,3 +273,53 @@ def test_inline_reading_lines_match_reading_line() -> None:
     want = [reading_line(prefixes.get(r.tag) or sink._prefix[r.tag], r.value, r.quality, r.ts) for r in batch]
     assert list(sink.queue._r) == want  # type: ignore[attr-defined]
     assert "value=3.0," in want[4 * 6] and "value=1.0," in want[5 * 6]
+
+
+def test_batch_lines_are_the_lines_reading_line_makes() -> None:
+    """The batch path (issue 23: orjson writes the values of a batch in one call) makes exactly
+    the text of gateway.core.lineprotocol.reading_line; a batch it cannot write the same way
+    (repr's exponent notation, NaN, non-floats, an unknown tag or quality) takes the loop."""
+    import math
+    import random
+    import struct
+
+    from gateway.core.lineprotocol import reading_line
+    from gateway.sinks.influx import FAST_BATCH
+
+    cfg = site_config(url="http://127.0.0.1:1", api="v1", bucket="b")
+    sink = sink_for(cfg)
+    sink.set_tests(frozenset({"PT-101"}))  # a test-mode prefix too
+    rng = random.Random(23)
+    tags = ("GT-101", "PT-101", "TT-1")
+    quals = ("good", "uncertain", "bad")
+
+    def want(batch: list[Reading]) -> list[str]:
+        return [reading_line(sink._prefix[r.tag], r.value, r.quality, r.ts) for r in batch]
+
+    fast = 0
+    for k in range(400):
+        scale = 10.0 ** rng.randint(-7, 18)
+        values = [round(rng.uniform(-100, 100), rng.randint(0, 9)) * scale for _ in range(FAST_BATCH + k % 7)]
+        if k % 5 == 0:  # any bit pattern
+            values = [v for v in (struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+                                  for _ in range(200)) if math.isfinite(v)]
+        batch = [Reading(rng.choice(tags), v, T0 + i * 1_000_000, rng.choice(quals)) for i, v in enumerate(values)]
+        got = sink._batch_lines(batch)
+        if got is not None:
+            fast += 1
+            assert got == want(batch)
+        assert sink._lines(batch) == want(batch)
+    assert fast > 150  # the usual magnitudes do take the batch path
+
+    usual = [Reading("TT-1", 20.0 + i / 8, T0 + i, "good") for i in range(FAST_BATCH)]
+    assert sink._batch_lines(usual) == want(usual)
+    assert "PT-101,test=true" in sink._batch_lines([r._replace(tag="PT-101") for r in usual])[0]  # type: ignore[index]
+    for odd in (1e-5, 6.5e-05, 1e16, float("nan"), float("inf"), 3, True, None):
+        assert sink._batch_lines([*usual, usual[0]._replace(value=odd)]) is None
+    assert sink._batch_lines([*usual, usual[0]._replace(tag="NEW-1")]) is None
+    assert sink._batch_lines([*usual, usual[0]._replace(quality='we"ird')]) is None
+    # and on_readings queues the same lines either way (the unknown tag gets its prefix)
+    batch = [*usual, usual[0]._replace(tag="NEW-1", value=1e-5)]
+    sink.on_readings(batch)
+    sink.on_readings(usual)
+    assert list(sink.queue._r) == want(batch) + want(usual)  # type: ignore[attr-defined]

@@ -41,6 +41,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from gateway.config import Config
 from gateway.core.backoff import Backoff
 from gateway.core.config import Influx, Tag
@@ -61,6 +63,8 @@ log = logging.getLogger(__name__)
 RETRY_INITIAL = 0.2  # s, first wait after a failed write; doubles up to influx.backoff_max
 PROBE_INTERVAL = 1.0  # s between pings while waiting out a backoff with the server down
 INFLIGHT = 3  # batches written concurrently (issue 23: influxd takes several requests at once)
+FAST_BATCH = 32  # readings: from this batch size on, on_readings tries the batch path first
+_FLOATS_ONLY = {float}
 _DROPPED = re.compile(r"dropped=(\d+)")
 
 
@@ -105,6 +109,7 @@ class InfluxSink:
         self.shutdown_timeout = shutdown_timeout
         self._tags = config.tag_map()
         self._prefix = reading_prefixes(config)
+        self._value_prefix = {t: p + "value=" for t, p in self._prefix.items()}
         self._testing: frozenset[str] = frozenset()
         self.queue: SinkQueue
         if spool_dir is not None:
@@ -145,6 +150,12 @@ class InfluxSink:
 
     # ------------------------------------------------------------------ producers (no I/O)
     def on_readings(self, batch: Sequence[Reading]) -> None:
+        lines = self._batch_lines(batch) if len(batch) >= FAST_BATCH else None
+        if lines is None:
+            lines = self._lines(batch)
+        self.queue.append("reading", lines)
+
+    def _lines(self, batch: Sequence[Reading]) -> list[str]:
         prefixes = self._prefix
         qfield = QUALITY_FIELD
         lines: list[str] = []
@@ -153,19 +164,44 @@ class InfluxSink:
             p = prefixes.get(tag)
             if p is None:
                 p = prefixes[tag] = _prefix(self.site, None, tag)
+                self._value_prefix[tag] = p + "value="
             # the usual reading inline (issue 23: a function call per reading is 10 % of this
             # loop): a finite float and a known quality, else reading_line decides
             if type(value) is float and value - value == 0.0 and (q := qfield.get(quality)) is not None:
                 add(f"{p}value={value!r}{q}{ts}")
             else:
                 add(reading_line(p, value, quality, ts))
-        self.queue.append("reading", lines)
+        return lines
+
+    def _batch_lines(self, batch: Sequence[Reading]) -> list[str] | None:
+        """The usual batch in one go (issue 23), or None when :meth:`_lines` must decide: every
+        value a float, every tag and quality known. ``repr`` of the values was 45 % of
+        :meth:`_lines`; orjson writes all of them in one call with the same shortest digits.
+        The two differ only in notation: orjson writes ``1e16`` and ``0.00001`` where repr
+        writes ``1e+16`` and ``1e-05``, and ``null`` for NaN and infinities; a batch whose
+        text has an ``e``, an ``n`` or ``0.0000`` anywhere goes to :meth:`_lines`, so every
+        line is the very text :func:`~gateway.core.lineprotocol.reading_line` makes
+        (tests/test_influx_sink.py compares them on random values)."""
+        tags, values, stamps, qualities = zip(*batch, strict=True)
+        if set(map(type, values)) != _FLOATS_ONLY:
+            return None
+        text = orjson.dumps(values)
+        if b"e" in text or b"n" in text or b"0.0000" in text:
+            return None
+        prefix = self._value_prefix
+        qfield = QUALITY_FIELD
+        try:
+            return [f"{prefix[t]}{v}{qfield[q]}{ts}"
+                    for t, v, ts, q in zip(tags, text[1:-1].decode().split(","), stamps, qualities, strict=True)]
+        except KeyError:  # a tag without a series prefix yet, or a quality of its own
+            return None
 
     def set_tests(self, tags: frozenset[str]) -> None:
         """Test mode (wired by the supervisor): readings of ``tags`` get the tag ``test=true``.
         Swaps the tags' series prefixes; nothing changes on the per-reading path."""
         for t in self._testing ^ tags:
-            self._prefix[t] = _prefix(self.site, self._tags.get(t), t, test=t in tags)
+            p = self._prefix[t] = _prefix(self.site, self._tags.get(t), t, test=t in tags)
+            self._value_prefix[t] = p + "value="
         self._testing = tags
 
     def enqueue_priority(self, lines: Sequence[str]) -> None:
