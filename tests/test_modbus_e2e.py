@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from helpers import async_wait_for
 
+from adapters.modbus import build as modbus_build
 from adapters.modbus.adapter import ModbusSourceAdapter
 from adapters.modbus.build import build_modbus_sources
 from adapters.modbus.config import ModbusRtuSource, ModbusTcpSource
@@ -616,6 +617,28 @@ async def test_overrunning_polls_are_counted_and_never_stack() -> None:
         assert min(gaps) >= interval * 0.5, f"a burst of stacked polls: {gaps}"
         assert max(gaps) <= interval * 2.5
         assert r.sample("hazardgw_modbus_poll_lateness_seconds_count", source="x") == r.adapter("x").health()["polls"]
+
+
+async def test_sources_started_together_are_spread_over_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four endpoints started at once, at most 2 polled in the same instant: each polls at once
+    (readings right after start), then sources 0 and 2 at the start of the interval, 1 and 3
+    half an interval later (issue 23: 50 endpoints in step were late by each other's answers)."""
+    monkeypatch.setattr(modbus_build, "SPREAD_GROUP", 2)
+    interval, n = 0.4, 4
+    srcs = [tcp_source(f"s{i}", free_port(), [{"tag": f"T{i}", "address": 0, "type": "uint16"}],
+                       poll_interval=interval) for i in range(n)]
+    t0 = time.time_ns()
+    async with rig(srcs) as r:
+        await async_wait_for(lambda: all(len(r.out.batches_with(f"T{i}")) >= 4 for i in range(n)), timeout=10)
+    starts = {i: [b[0].ts for _, b in r.out.batches_with(f"T{i}")] for i in range(n)}
+    for i in range(n):
+        assert (starts[i][0] - t0) / 1e9 < 1.0, f"s{i}: first poll not at start"
+        gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(starts[i][1:])]
+        assert all(abs(g - interval) < 0.1 for g in gaps), f"s{i} off its grid: {gaps}"
+    for i in range(1, n):  # later polls: two groups, half an interval apart
+        offset = ((starts[i][2] - starts[0][2]) / 1e9 + 0.05) % interval - 0.05
+        want = (i % 2) * interval / 2
+        assert abs(offset - want) < 0.05, f"s{i} at {offset:.3f} s after s0, want {want:.3f}"
 
 
 async def test_stop_ends_polling_even_when_a_cancellation_is_swallowed() -> None:

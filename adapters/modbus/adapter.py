@@ -21,13 +21,18 @@ class ModbusSourceAdapter:
     """Polls one ``sources[]`` entry. Start/stop are idempotent; failures are retried, not raised."""
 
     def __init__(
-        self, cfg: ModbusTcpSource | ModbusRtuSource, bus: ModbusBus, ctx: SourceContext, metrics: ModbusMetrics
+        self,
+        cfg: ModbusTcpSource | ModbusRtuSource,
+        bus: ModbusBus,
+        ctx: SourceContext,
+        metrics: ModbusMetrics,
+        phase: float = 0.0,
     ) -> None:
         self.id = cfg.id
         self.cfg = cfg
         self.bus = bus
         self.device = DeviceState(cfg.id, f"{bus.key}/{cfg.device_id}", cfg.poll_interval, cfg.backoff_max)
-        self.poller = SourcePoller(cfg, bus, ctx, metrics, compile_points(cfg, ctx.tags), self.device)
+        self.poller = SourcePoller(cfg, bus, ctx, metrics, compile_points(cfg, ctx.tags), self.device, phase)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
