@@ -14,6 +14,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -191,9 +192,11 @@ async def test_ten_failures_lock_an_address_out_until_the_cooling_period_ends(tm
             assert (await bad.get("/api/tags", headers=wrong)).status_code == 401
         assert (await bad.get("/api/tags", headers=H_VIEWER)).status_code == 200  # (and a success resets nothing)
         assert (await bad.get("/api/tags", headers=wrong)).status_code == 401  # 10 within the last minute
+        t0 = time.monotonic()
         r = await bad.get("/api/tags", headers=H_VIEWER)
         assert r.status_code == 429 and r.json()["error"] == "locked_out"
         assert 290 <= int(r.headers["retry-after"]) <= 300
+        assert time.monotonic() - t0 >= 0.2  # answered after locked_delay: a guesser cannot ask at full speed
         assert (await bad.post("/api/alarms/GT-101%2Fhh/ack", headers=H_OPERATOR)).status_code == 429
         assert (await other.get("/api/tags", headers=H_VIEWER)).status_code == 200  # only that address
         assert (await bad.get("/api/health")).status_code == 200  # open routes stay open

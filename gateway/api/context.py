@@ -48,6 +48,11 @@ class ApiSettings:
     # (/api/tags?recent=120, 500 tags) at p99 14-18 ms of loop lag, 4 let it reach 48-50 ms
     # (bench/api_isolation.py), with the same number of requests answered
     gateway_concurrency: int = 2
+    # a locked-out address gets its 429 after this many seconds (on the API's loop, costing
+    # nothing meanwhile): a client that keeps guessing on kept-alive connections asked ~6,000
+    # times a second otherwise, and that API work delayed the gateway's loop by 30-57 ms at
+    # p99 through the interpreter lock (bench/api_isolation.py "badtoken")
+    locked_delay: float = 0.25
     audit_max_queue: int = 10_000  # audit records waiting for the disk
     clock: Callable[[], float] = field(default=time.monotonic)  # lockout windows
     wall: Callable[[], int] = field(default=time.time_ns)  # token expiry, audit time stamps

@@ -5,7 +5,9 @@ thread, gateway/api/server.py), in this order:
 
 1. **Lockout** (gateway/api/lockout.py): a request that carries a credential (every
    ``/api/`` route but the public ones, and one-tap ``/ack/`` links) from an address that
-   is locked out gets **429** ``locked_out`` with ``Retry-After``.
+   is locked out gets **429** ``locked_out`` with ``Retry-After``, after
+   ``ApiSettings.locked_delay`` (0.25 s), so a client that keeps guessing asks at most 4
+   times a second per connection instead of as fast as the API answers.
 2. **Authentication from the headers, before any body is read** (issue 20 finding 2):
    every ``/api/`` request except :data:`PUBLIC` (and CORS preflights) needs a valid,
    unexpired bearer token, else **401**; an invalid token counts towards the lockout;
@@ -106,6 +108,7 @@ class Guard:
             left = ctx.lockout.locked(client)
             if left is not None:
                 ctx.metrics.auth_failures.labels("locked").inc()
+                await asyncio.sleep(ctx.settings.locked_delay)  # a guesser waits, the API does not
                 secs = max(1, math.ceil(left))
                 await reply(429, "locked_out", f"too many authentication failures from {client}; "
                             f"try again in {secs} s", {"Retry-After": str(secs)})
