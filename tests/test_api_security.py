@@ -424,8 +424,9 @@ async def test_the_console_warns_when_its_token_expires_within_a_week(tmp_path: 
                         await expect(line).to_contain_text("temp-li")
                         await expect(line).to_contain_text("expires on" if lang == "en" else "过期")
                     else:
-                        await page.wait_for_function("document.getElementById('token-expiry') !== null",
-                                                     timeout=10_000)
+                        # (a locator, not wait_for_function: that polls with eval(), which the
+                        # console's CSP refuses whenever the first check finds nothing yet)
+                        await line.wait_for(state="attached", timeout=10_000)
                         await expect(line).to_be_hidden()
                     await ctx.close()
             finally:
