@@ -177,12 +177,10 @@ def as_hazardgw_run() -> None:
     and once the gateway started, everything that exists then frozen out of the collector's way
     and the collector's thresholds (:func:`after_hazardgw_run` undoes both after the run, so
     runs in one process do not pile up and the other benchmarks keep Python's defaults)."""
-    from gateway.runner import GC_THRESHOLD, SWITCH_INTERVAL
+    from gateway.runner import SWITCH_INTERVAL, settle_collector
 
     sys.setswitchinterval(SWITCH_INTERVAL)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
+    settle_collector()
 
 
 def after_hazardgw_run() -> None:

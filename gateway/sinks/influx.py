@@ -109,7 +109,6 @@ class InfluxSink:
         self.shutdown_timeout = shutdown_timeout
         self._tags = config.tag_map()
         self._prefix = reading_prefixes(config)
-        self._value_prefix = {t: p + "value=" for t, p in self._prefix.items()}
         self._testing: frozenset[str] = frozenset()
         self.queue: SinkQueue
         if spool_dir is not None:
@@ -164,7 +163,6 @@ class InfluxSink:
             p = prefixes.get(tag)
             if p is None:
                 p = prefixes[tag] = _prefix(self.site, None, tag)
-                self._value_prefix[tag] = p + "value="
             # the usual reading inline (issue 23: a function call per reading is 10 % of this
             # loop): a finite float and a known quality, else reading_line decides
             if type(value) is float and value - value == 0.0 and (q := qfield.get(quality)) is not None:
@@ -188,10 +186,10 @@ class InfluxSink:
         text = orjson.dumps(values)
         if b"e" in text or b"n" in text or b"0.0000" in text:
             return None
-        prefix = self._value_prefix
+        prefix = self._prefix
         qfield = QUALITY_FIELD
         try:
-            return [f"{prefix[t]}{v}{qfield[q]}{ts}"
+            return [f"{prefix[t]}value={v}{qfield[q]}{ts}"
                     for t, v, ts, q in zip(tags, text[1:-1].decode().split(","), stamps, qualities, strict=True)]
         except KeyError:  # a tag without a series prefix yet, or a quality of its own
             return None
@@ -200,8 +198,7 @@ class InfluxSink:
         """Test mode (wired by the supervisor): readings of ``tags`` get the tag ``test=true``.
         Swaps the tags' series prefixes; nothing changes on the per-reading path."""
         for t in self._testing ^ tags:
-            p = self._prefix[t] = _prefix(self.site, self._tags.get(t), t, test=t in tags)
-            self._value_prefix[t] = p + "value="
+            self._prefix[t] = _prefix(self.site, self._tags.get(t), t, test=t in tags)
         self._testing = tags
 
     def enqueue_priority(self, lines: Sequence[str]) -> None:
