@@ -633,6 +633,8 @@ async def test_sources_started_together_are_spread_over_the_interval(monkeypatch
     starts = {i: [b[0].ts for _, b in r.out.batches_with(f"T{i}")] for i in range(n)}
     for i in range(n):
         assert (starts[i][0] - t0) / 1e9 < 1.0, f"s{i}: first poll not at start"
+        first_gap = (starts[i][1] - starts[i][0]) / 1e9
+        assert first_gap <= interval + 0.1, f"s{i}: {first_gap:.3f} s to its second poll"
         gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(starts[i][1:])]
         assert all(abs(g - interval) < 0.1 for g in gaps), f"s{i} off its grid: {gaps}"
     for i in range(1, n):  # later polls: two groups, half an interval apart

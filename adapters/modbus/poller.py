@@ -68,8 +68,9 @@ Result = tuple[float | None, str]
 
 
 def on_grid(t: float, interval: float, phase: float) -> float:
-    """The first time at or after ``t`` on the grid ``(k + phase) * interval`` (loop clock)."""
-    return (math.ceil(t / interval - phase) + phase) * interval
+    """The first time after ``t`` on the grid ``(k + phase) * interval`` (loop clock): at most
+    one interval later."""
+    return (math.floor(t / interval - phase) + 1 + phase) * interval
 
 
 class SourcePoller:
@@ -186,12 +187,13 @@ class SourcePoller:
             finally:
                 self.busy = False
             if first:
-                # then on this source's phase of the grid, half an interval to one and a half
-                # later: sources started together do not poll in step (build_modbus_sources
-                # spreads a site's sources over the interval; 50 endpoints polled in the same
-                # millisecond were late by the others' answers, up to 57 ms at p99, issue 23)
+                # then on this source's phase of the grid, at most one interval later (never a
+                # longer gap than usual: a short stale_after must not see one): sources started
+                # together do not poll in step (build_modbus_sources spreads a site's sources over
+                # the interval; 50 endpoints polled in the same millisecond were late by the
+                # others' answers, up to 57 ms at p99, issue 23)
                 first = False
-                next_at = on_grid(started + interval / 2, interval, self.phase)
+                next_at = on_grid(started, interval, self.phase)
             else:
                 next_at += interval
 
